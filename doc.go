@@ -1,0 +1,20 @@
+// Package pylon is an embeddable API gateway for Go programs.
+//
+// A [Gateway] is an [http.Handler]. Routes are declared in Go with a builder
+// ([Gateway.Route]) whose patterns are [http.ServeMux] patterns, composed of
+// plain middlewares ([Middleware] is func(http.Handler) http.Handler), and end
+// in a target: a [Backend] (a pool of upstream targets that requests are
+// proxied to, with load balancing, health checking and retries) or any
+// [http.Handler].
+//
+// Every stage of a request records what it learned in the request's
+// [RequestInfo] (route, backend, target, attempts, upstream status and time,
+// and what later stages add: subject, rate-limit decision, breaker state,
+// cache status), which access logs and metrics read once the response is done.
+// Every error a client sees is an RFC 9457 application/problem+json document
+// written by [WriteProblem].
+//
+// Capabilities with dependencies of their own live in subpackages:
+// middleware, middleware/jwtauth, ratelimit, breaker, aggregate, cache,
+// gatewaytest, and the nested modules redis and observe.
+package pylon

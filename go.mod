@@ -1,0 +1,3 @@
+module github.com/pylon-gateway/pylon
+
+go 1.26

@@ -1,0 +1,96 @@
+package pylon
+
+import (
+	"context"
+	"net/netip"
+	"time"
+)
+
+// RequestInfo is what each stage of the gateway records about one request:
+// the gateway, route, backend and proxy fill their part, and later stages
+// (authentication, rate limiting, circuit breaking, caching) fill theirs, so
+// that one access-log line and one set of metrics see the whole story.
+//
+// The gateway puts a *RequestInfo into every request's context; [Info]
+// returns it. Stages write to it from the goroutine serving the request; code
+// that fans out (aggregation) gives each concurrent call a RequestInfo of its
+// own with [NewContext] rather than sharing one.
+//
+// RequestInfo holds internal detail (upstream targets, error reasons) for
+// logs and metrics; none of it is ever sent to a client.
+type RequestInfo struct {
+	// Start is when the gateway received the request.
+	Start time.Time
+	// RequestID is the request's ID, set by the RequestID middleware.
+	// Problem responses carry it.
+	RequestID string
+	// ClientIP is the client's address: the connection's peer, or the
+	// address the RealIP middleware derived from trusted forwarding headers.
+	ClientIP netip.Addr
+
+	// Route is the name of the matched route (its pattern unless named).
+	Route string
+	// Pattern is the matched route's full http.ServeMux pattern.
+	Pattern string
+
+	// Backend is the name of the backend the request was proxied to.
+	Backend string
+	// Target is the upstream target URL of the last attempt.
+	Target string
+	// Attempts is how many upstream attempts were made (1 + retries).
+	Attempts int
+	// UpstreamStatus is the status code of the upstream response that was
+	// forwarded, or 0 when there was none.
+	UpstreamStatus int
+	// UpstreamDuration is the time spent waiting for upstream response
+	// headers, summed over attempts.
+	UpstreamDuration time.Duration
+	// ClientCanceled reports that the client went away before the response
+	// was complete (logged as status 499).
+	ClientCanceled bool
+
+	// Subject is the authenticated subject (for example a JWT "sub").
+	Subject string
+	// RateLimit is the rate limiter's decision, if a limiter ran.
+	RateLimit RateLimitInfo
+	// Breaker is the circuit breaker state seen by the request ("closed",
+	// "open", "half-open"), if a breaker ran.
+	Breaker string
+	// Cache is the cache status (RFC 9211 style: "hit", "miss", "stale"...),
+	// if a cache ran.
+	Cache string
+	// Error is a short, log-only reason when the request failed.
+	Error string
+
+	peerTrusted bool // the connection's peer is a trusted proxy
+}
+
+// RateLimitInfo is a rate limiter's decision for one request.
+type RateLimitInfo struct {
+	// Key is the client key the limit was counted against.
+	Key string
+	// Decided reports that a limiter ran.
+	Decided bool
+	// Allowed reports whether the request was admitted.
+	Allowed bool
+	// Limit is the quota of the most restrictive policy.
+	Limit int
+	// Remaining is the quota left in that policy after this request.
+	Remaining int
+}
+
+type infoKey struct{}
+
+// Info returns the RequestInfo stored in ctx, or nil when there is none (a
+// handler used outside a Gateway).
+func Info(ctx context.Context) *RequestInfo {
+	info, _ := ctx.Value(infoKey{}).(*RequestInfo)
+	return info
+}
+
+// NewContext returns a copy of ctx that carries info. The Gateway calls it
+// for every request; tests and code that serves a handler outside a Gateway
+// may call it too.
+func NewContext(ctx context.Context, info *RequestInfo) context.Context {
+	return context.WithValue(ctx, infoKey{}, info)
+}
