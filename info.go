@@ -62,7 +62,8 @@ type RequestInfo struct {
 	// Error is a short, log-only reason when the request failed.
 	Error string
 
-	peerTrusted bool // the connection's peer is a trusted proxy
+	peerTrusted    bool   // the connection's peer is a trusted proxy
+	strippedPrefix string // the path prefix the route removed, for Location
 }
 
 // RateLimitInfo is a rate limiter's decision for one request.

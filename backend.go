@@ -1,0 +1,717 @@
+package pylon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// BackendOptions configures a [Backend]. Every field's zero value is a safe
+// default, written in its comment.
+type BackendOptions struct {
+	// Targets are the upstream base URLs ("http://10.0.0.5:8080", optionally
+	// with a base path that every forwarded path is appended to). At least
+	// one is required.
+	Targets []string
+	// Weights gives Targets[i] the weight Weights[i] (>= 1), read by
+	// weighted balancers. Nil means every target weighs 1.
+	Weights []int
+	// Balancer chooses a target for each attempt. Nil means RoundRobin().
+	Balancer Balancer
+	// HealthCheck configures active health checks. The zero value disables
+	// them.
+	HealthCheck HealthCheck
+	// Outlier configures passive health (ejection of failing targets). The
+	// zero value enables it with Envoy's defaults; see OutlierDetection.
+	Outlier OutlierDetection
+
+	// Retries is the maximum number of further attempts after the first, each
+	// to a different target when one is available. Zero means no retries.
+	// A request is retried only when it is safe: its method is idempotent
+	// (GET, HEAD, OPTIONS, TRACE, PUT, DELETE) or it carries an
+	// Idempotency-Key header, or its body was buffered (RetryBufferBytes) and
+	// RetryNonIdempotent is set; and the failure was a connection error (or,
+	// with RetryOnStatus, a 502, 503 or 504). A request whose body was
+	// already partly sent and not buffered is never retried.
+	Retries int
+	// RetryOnStatus also retries idempotent requests answered 502, 503 or
+	// 504. False means only connection errors are retried.
+	RetryOnStatus bool
+	// RetryNonIdempotent allows retrying requests with other methods (POST,
+	// PATCH) when their body was buffered. False means never.
+	RetryNonIdempotent bool
+	// RetryBufferBytes buffers request bodies of at most this many bytes (by
+	// Content-Length) so that they can be sent again. Zero means bodies are
+	// not buffered, and a request with a body is retried only when none of
+	// it was read (a failed dial).
+	RetryBufferBytes int64
+	// RetryBackoff is the base of the jittered exponential backoff between
+	// attempts. Zero means 25ms; negative means no wait.
+	RetryBackoff time.Duration
+	// RetryMaxBackoff caps the backoff. Zero means 10 × RetryBackoff.
+	RetryMaxBackoff time.Duration
+	// RetryBudget is the fraction of active requests that may be retries at
+	// any moment, so that retries cannot multiply an outage (Envoy's retry
+	// budget). Zero means 0.2; at least MinRetryConcurrency retries are
+	// always allowed.
+	RetryBudget float64
+	// MinRetryConcurrency is the number of concurrent retries always
+	// allowed, whatever the budget. Zero means 3.
+	MinRetryConcurrency int
+
+	// DialTimeout bounds connecting to a target. Zero means 5s.
+	DialTimeout time.Duration
+	// ResponseHeaderTimeout bounds the wait for a target's response headers
+	// after the request is written. Zero means 30s.
+	ResponseHeaderTimeout time.Duration
+	// TryTimeout bounds each attempt, headers and body, under the route's
+	// deadline. Zero means attempts are bounded only by the route's Timeout
+	// and ResponseHeaderTimeout (so streams may last).
+	TryTimeout time.Duration
+
+	// PreserveHost sends the client's Host header upstream. False means the
+	// target's host is sent, as most upstreams expect.
+	PreserveHost bool
+	// PassRawQuery forwards the client's raw query string even when it does
+	// not parse (for example when it uses ';' as a separator). False means
+	// an unparseable query is cleaned the way httputil.ProxyRequest.SetURL
+	// does: parameters that do not parse are dropped, which keeps a
+	// semicolon from being read one way by the gateway and another way by
+	// the upstream.
+	PassRawQuery bool
+	// Upgrades lists the protocols that may be upgraded to (compared case
+	// insensitively). Nil means only "websocket". "h2c" is never forwarded.
+	Upgrades []string
+
+	// Transport performs upstream round trips. Nil means a transport built
+	// from the timeouts above, with idle connections pooled per target and
+	// no proxy from the environment. A Transport given here is used as is;
+	// DialTimeout and ResponseHeaderTimeout then do not apply.
+	Transport http.RoundTripper
+	// Logger receives ejections, returns and upstream errors. Nil means no
+	// logging.
+	Logger *slog.Logger
+}
+
+// Backend is a named pool of upstream targets that requests are proxied to.
+// It is an [http.Handler]: a route's target, or usable on its own.
+//
+// For each request it picks a healthy target with its Balancer, rewrites the
+// request (hop-by-hop headers removed, X-Forwarded-* and Forwarded rebuilt),
+// sends it with the client's context, and streams the response back. Errors
+// become 502 (target unreachable or broken answer) or 504 (timeout) problem
+// responses with no upstream detail. A client that goes away is recorded in
+// RequestInfo, not answered, and never counts against a target.
+type Backend struct {
+	name      string
+	opts      BackendOptions
+	pool      *pool
+	transport http.RoundTripper
+	ownTrans  *http.Transport // closed by Close when we built it
+	logger    *slog.Logger
+	upgrades  []string
+
+	active       atomic.Int64 // requests in flight through this backend
+	retriesInUse atomic.Int64 // retries in flight
+
+	backoff func(ctx context.Context, d time.Duration) error // waits; replaced in tests
+}
+
+// NewBackend builds a Backend. It validates the options and fails with an
+// error that names the backend. It starts active health checks when they are
+// configured; call Close to stop them.
+func NewBackend(name string, opts BackendOptions) (*Backend, error) {
+	if name == "" {
+		return nil, errors.New("pylon: backend: empty name")
+	}
+	if opts.Retries < 0 {
+		return nil, fmt.Errorf("pylon: backend %q: negative Retries", name)
+	}
+	if opts.RetryBudget < 0 || opts.RetryBudget > 1 {
+		return nil, fmt.Errorf("pylon: backend %q: RetryBudget %v is not in [0, 1]", name, opts.RetryBudget)
+	}
+	b := &Backend{name: name, opts: opts, logger: opts.Logger, backoff: sleepCtx}
+	if b.logger == nil {
+		b.logger = slog.New(slog.DiscardHandler)
+	}
+	b.upgrades = opts.Upgrades
+	if b.upgrades == nil {
+		b.upgrades = []string{"websocket"}
+	}
+	b.transport = opts.Transport
+	if b.transport == nil {
+		b.ownTrans = newTransport(opts)
+		b.transport = b.ownTrans
+	}
+	p, err := newPool(poolConfig{
+		Backend:   name,
+		Targets:   opts.Targets,
+		Weights:   opts.Weights,
+		Balancer:  opts.Balancer,
+		Outlier:   opts.Outlier,
+		Health:    opts.HealthCheck,
+		Transport: b.transport,
+		Logger:    b.logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	b.pool = p
+	return b, nil
+}
+
+// MustBackend is like NewBackend but panics on error. It is meant for
+// main.go, where a misconfigured backend should stop the program at start.
+func MustBackend(name string, opts BackendOptions) *Backend {
+	b, err := NewBackend(name, opts)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// Name returns the backend's name.
+func (b *Backend) Name() string { return b.name }
+
+// Targets returns the backend's targets, in the order configured.
+func (b *Backend) Targets() []*Target { return b.pool.targets() }
+
+// Close stops active health checks and closes idle upstream connections of a
+// transport the backend built itself. In-flight requests are not cut.
+func (b *Backend) Close() error {
+	b.pool.close()
+	if b.ownTrans != nil {
+		b.ownTrans.CloseIdleConnections()
+	}
+	return nil
+}
+
+func newTransport(opts BackendOptions) *http.Transport {
+	dial := opts.DialTimeout
+	if dial == 0 {
+		dial = 5 * time.Second
+	}
+	rht := opts.ResponseHeaderTimeout
+	if rht == 0 {
+		rht = 30 * time.Second
+	}
+	d := &net.Dialer{Timeout: dial, KeepAlive: 30 * time.Second}
+	return &http.Transport{
+		DialContext:            d.DialContext,
+		MaxIdleConns:           1024,
+		MaxIdleConnsPerHost:    256,
+		IdleConnTimeout:        90 * time.Second,
+		TLSHandshakeTimeout:    10 * time.Second,
+		ExpectContinueTimeout:  time.Second,
+		ResponseHeaderTimeout:  rht,
+		MaxResponseHeaderBytes: 1 << 20,
+		DisableCompression:     true, // a proxy forwards bodies as encoded
+		ForceAttemptHTTP2:      true,
+	}
+}
+
+// bufPool holds the buffers that response bodies are copied through.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// ServeHTTP proxies r to one of the backend's targets.
+func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	info := Info(r.Context())
+	if info != nil {
+		info.Backend = b.name
+	}
+	b.active.Add(1)
+	defer b.active.Add(-1)
+
+	upType := ""
+	if r.Header["Connection"] != nil && r.Header["Upgrade"] != nil {
+		upType = b.allowedUpgrade(r.Header)
+	}
+
+	out := b.outRequest(r, info, upType)
+
+	// Request bodies are wrapped so that the transport's Close after a failed
+	// attempt never closes the body a retry would read (Caddy issue 7546),
+	// and so that an over-limit body is told apart from an upstream error.
+	var body *reqBody
+	if out.Body != nil {
+		body = &reqBody{rc: r.Body}
+		if b.opts.RetryBufferBytes > 0 && r.ContentLength > 0 && r.ContentLength <= b.opts.RetryBufferBytes && b.opts.Retries > 0 {
+			buf := make([]byte, r.ContentLength)
+			if _, err := io.ReadFull(r.Body, buf); err != nil {
+				b.bodyError(w, r, info, err)
+				return
+			}
+			body.buf = buf
+		}
+		out.Body = body
+	}
+
+	var tried [4]*Target
+	triedS := tried[:0]
+	retryHeld := false
+	defer func() {
+		if retryHeld {
+			b.retriesInUse.Add(-1)
+		}
+	}()
+
+	for attempt := 0; ; attempt++ {
+		t := b.pool.pick(r, triedS)
+		triedS = append(triedS, t)
+		if info != nil {
+			info.Attempts = attempt + 1
+			info.Target = t.String()
+		}
+		if body != nil {
+			body.rewind()
+			out.Body = body
+		}
+		setTargetURL(out, r, t.URL(), b.opts.PreserveHost, b.opts.PassRawQuery)
+
+		ctx, cancel := out.Context(), context.CancelFunc(nil)
+		if b.opts.TryTimeout > 0 {
+			ctx, cancel = context.WithTimeout(r.Context(), b.opts.TryTimeout)
+			out = out.WithContext(ctx)
+		}
+
+		b.pool.start(t)
+		began := time.Now()
+		res, err := b.transport.RoundTrip(out)
+		if info != nil {
+			info.UpstreamDuration += time.Since(began)
+		}
+
+		if err != nil {
+			if cancel != nil {
+				cancel()
+			}
+			if body != nil && body.err != nil && !errors.Is(body.err, io.EOF) {
+				b.pool.finish(t, outcomeNeutral)
+				b.bodyError(w, r, info, body.err)
+				return
+			}
+			if r.Context().Err() == context.Canceled {
+				b.pool.finish(t, outcomeNeutral)
+				b.clientGone(info)
+				return
+			}
+			b.pool.finish(t, outcomeFailure)
+			if b.mayRetry(r, attempt, body, err, 0) && b.takeRetry(&retryHeld) && b.wait(r.Context(), attempt) {
+				continue
+			}
+			b.upstreamError(w, r, info, t, err)
+			return
+		}
+
+		if isRetryableStatus(res.StatusCode) {
+			if b.mayRetry(r, attempt, body, nil, res.StatusCode) && b.takeRetry(&retryHeld) {
+				drainClose(res.Body)
+				if cancel != nil {
+					cancel()
+				}
+				b.pool.finish(t, outcomeFailure)
+				if b.wait(r.Context(), attempt) {
+					continue
+				}
+				b.upstreamError(w, r, info, t, context.Canceled)
+				return
+			}
+		}
+
+		o := b.respond(w, r, out, t, res, info, upType)
+		if cancel != nil {
+			cancel()
+		}
+		b.pool.finish(t, o)
+		return
+	}
+}
+
+// outRequest builds the upstream request once; attempts only change its URL.
+func (b *Backend) outRequest(r *http.Request, info *RequestInfo, upType string) *http.Request {
+	out := new(http.Request)
+	*out = *r // keeps the context and the route's path values
+	out.RequestURI = ""
+	out.Close = false
+	out.Trailer = nil // request trailers arrive after routing and auth decisions
+	out.TransferEncoding = nil
+	u := new(url.URL)
+	out.URL = u
+	if r.ContentLength == 0 {
+		out.Body = nil // lets the transport retry a body-less request itself
+	}
+
+	out.Header = make(http.Header, len(r.Header)+5)
+	copyRequestHeader(out.Header, r.Header)
+	if upType != "" {
+		out.Header["Connection"] = []string{"Upgrade"}
+		out.Header["Upgrade"] = []string{upType}
+	}
+
+	trusted := info != nil && info.peerTrusted
+	setForwarded(out.Header, r, trusted)
+
+	// Expect: 100-continue needs no relaying: the transport waits for the
+	// upstream's 100 before reading the body, and net/http answers the
+	// client's Expect with its own 100 on that first read. Other 1xx
+	// responses (103 Early Hints) are dropped by the transport.
+	return out
+}
+
+// setTargetURL points out at target t, keeping the client's path and query.
+func setTargetURL(out, in *http.Request, t *url.URL, preserveHost, passRaw bool) {
+	u := out.URL
+	u.Scheme = t.Scheme
+	u.Host = t.Host
+	u.Path, u.RawPath = joinPath(t, in.URL)
+	u.RawQuery = in.URL.RawQuery
+	if !passRaw {
+		u.RawQuery = cleanQuery(u.RawQuery)
+	}
+	u.ForceQuery = false
+	if preserveHost {
+		out.Host = in.Host
+	} else {
+		out.Host = ""
+	}
+}
+
+// joinPath appends the request path to the target's base path.
+func joinPath(t *url.URL, in *url.URL) (path, rawPath string) {
+	if t.Path == "" || t.Path == "/" {
+		return in.Path, in.RawPath
+	}
+	base := strings.TrimSuffix(t.Path, "/")
+	rel := in.Path
+	if rel == "" {
+		rel = "/"
+	}
+	if in.RawPath == "" && t.RawPath == "" {
+		return base + rel, ""
+	}
+	rawBase := strings.TrimSuffix(t.EscapedPath(), "/")
+	rawRel := in.EscapedPath()
+	if rawRel == "" {
+		rawRel = "/"
+	}
+	return base + rel, rawBase + rawRel
+}
+
+func (b *Backend) allowedUpgrade(h http.Header) string {
+	if !headerHasToken(h["Connection"], "upgrade") {
+		return ""
+	}
+	up := h.Get("Upgrade")
+	if strings.EqualFold(up, "h2c") {
+		return ""
+	}
+	for _, p := range b.upgrades {
+		if strings.EqualFold(p, up) {
+			return up
+		}
+	}
+	return ""
+}
+
+func idempotent(r *http.Request) bool {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return r.Header["Idempotency-Key"] != nil || r.Header["X-Idempotency-Key"] != nil
+}
+
+func isRetryableStatus(code int) bool {
+	return code == http.StatusBadGateway || code == http.StatusServiceUnavailable || code == http.StatusGatewayTimeout
+}
+
+// mayRetry reports whether the failed attempt may be retried. err is the
+// transport error, or nil when the upstream answered status.
+func (b *Backend) mayRetry(r *http.Request, attempt int, body *reqBody, err error, status int) bool {
+	if attempt >= b.opts.Retries || r.Context().Err() != nil {
+		return false
+	}
+	safe := idempotent(r)
+	replayable := body == nil || body.buf != nil || body.n == 0
+	if body != nil && body.buf != nil && b.opts.RetryNonIdempotent {
+		safe = true
+	}
+	if err != nil {
+		if isTimeout(err) {
+			return false
+		}
+		if !replayable {
+			return false
+		}
+		if safe {
+			return true
+		}
+		// A request that was never written may go to another target
+		// whatever its method.
+		return isDialError(err)
+	}
+	return b.opts.RetryOnStatus && safe && replayable && body.consumedOK()
+}
+
+// takeRetry takes a place in the retry budget, once per request.
+func (b *Backend) takeRetry(held *bool) bool {
+	if *held {
+		return true
+	}
+	if !b.retryAllowed() {
+		return false
+	}
+	b.retriesInUse.Add(1)
+	*held = true
+	return true
+}
+
+// retryAllowed applies the retry budget: retries in flight may be at most
+// RetryBudget of the active requests, or MinRetryConcurrency.
+func (b *Backend) retryAllowed() bool {
+	budget := b.opts.RetryBudget
+	if budget == 0 {
+		budget = 0.2
+	}
+	minC := b.opts.MinRetryConcurrency
+	if minC == 0 {
+		minC = 3
+	}
+	limit := int64(budget * float64(b.active.Load()))
+	if limit < int64(minC) {
+		limit = int64(minC)
+	}
+	return b.retriesInUse.Load() < limit
+}
+
+// wait sleeps the jittered backoff before retry attempt+1.
+func (b *Backend) wait(ctx context.Context, attempt int) bool {
+	base := b.opts.RetryBackoff
+	if base < 0 {
+		return ctx.Err() == nil
+	}
+	if base == 0 {
+		base = 25 * time.Millisecond
+	}
+	maxB := b.opts.RetryMaxBackoff
+	if maxB <= 0 {
+		maxB = 10 * base
+	}
+	d := base << min(attempt, 16)
+	if d > maxB || d <= 0 {
+		d = maxB
+	}
+	d = time.Duration(rand.Int64N(int64(d)) + 1) // full jitter
+	return b.backoff(ctx, d) == nil
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func isTimeout(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func isDialError(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "dial"
+}
+
+func (b *Backend) clientGone(info *RequestInfo) {
+	if info != nil {
+		info.ClientCanceled = true
+		info.Error = "client canceled"
+	}
+}
+
+func (b *Backend) bodyError(w http.ResponseWriter, r *http.Request, info *RequestInfo, err error) {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		Error(w, r, http.StatusRequestEntityTooLarge, "The request body is larger than this route accepts.")
+		return
+	}
+	if r.Context().Err() == context.Canceled {
+		b.clientGone(info)
+		return
+	}
+	Error(w, r, http.StatusBadRequest, "The request body could not be read.")
+}
+
+// upstreamError answers a failed attempt: 504 for a timeout, 502 otherwise,
+// nothing when the client is gone. The cause goes to the log only.
+func (b *Backend) upstreamError(w http.ResponseWriter, r *http.Request, info *RequestInfo, t *Target, err error) {
+	if r.Context().Err() == context.Canceled {
+		b.clientGone(info)
+		return
+	}
+	status, detail := http.StatusBadGateway, "The upstream service could not be reached."
+	if isTimeout(err) {
+		status, detail = http.StatusGatewayTimeout, "The upstream service did not answer in time."
+	}
+	b.logger.LogAttrs(r.Context(), slog.LevelWarn, "pylon: upstream error",
+		slog.String("backend", b.name), slog.String("target", t.String()), slog.String("error", err.Error()))
+	if info != nil {
+		info.Error = err.Error()
+	}
+	Error(w, r, status, detail)
+}
+
+// respond streams res to the client and returns the attempt's outcome for
+// passive health.
+func (b *Backend) respond(w http.ResponseWriter, r *http.Request, out *http.Request, target *Target, res *http.Response, info *RequestInfo, upType string) outcome {
+	if info != nil {
+		info.UpstreamStatus = res.StatusCode
+	}
+	o := outcomeSuccess
+	if isRetryableStatus(res.StatusCode) {
+		o = outcomeFailure
+	}
+	if res.StatusCode == http.StatusSwitchingProtocols {
+		b.upgrade(w, r, res, upType, info)
+		return o
+	}
+	defer res.Body.Close()
+
+	removeHopByHop(res.Header)
+	if loc := res.Header["Location"]; len(loc) == 1 {
+		if nl, ok := rewriteLocation(loc[0], out.URL, target.URL(), r, info); ok {
+			res.Header["Location"] = []string{nl}
+		}
+	}
+	dst := w.Header()
+	for k, vv := range res.Header {
+		if old, ok := dst[k]; ok && k != "Content-Type" && k != "Content-Length" {
+			dst[k] = append(old[:len(old):len(old)], vv...)
+		} else {
+			dst[k] = vv
+		}
+	}
+	if len(res.Trailer) > 0 {
+		names := make([]string, 0, len(res.Trailer))
+		for k := range res.Trailer {
+			names = append(names, k)
+		}
+		dst["Trailer"] = []string{strings.Join(names, ", ")}
+	}
+	w.WriteHeader(res.StatusCode)
+
+	flush := res.ContentLength == -1 || isEventStream(res.Header)
+	if err := copyBody(w, res.Body, flush); err != nil {
+		if r.Context().Err() == context.Canceled || errors.Is(err, errClientWrite) {
+			b.clientGone(info)
+			return outcomeNeutral
+		}
+		if info != nil {
+			info.Error = "upstream body: " + err.Error()
+		}
+		b.logger.LogAttrs(r.Context(), slog.LevelWarn, "pylon: upstream body error",
+			slog.String("backend", b.name), slog.String("error", err.Error()))
+		// Headers are sent: the only honest signal left is to abort the
+		// response, so the client sees a truncated body, not a complete one.
+		panic(http.ErrAbortHandler)
+	}
+	for k, vv := range res.Trailer {
+		dst[http.TrailerPrefix+k] = vv
+	}
+	return o
+}
+
+var errClientWrite = errors.New("pylon: write to client failed")
+
+func isEventStream(h http.Header) bool {
+	ct := h["Content-Type"]
+	return len(ct) > 0 && strings.HasPrefix(ct[0], "text/event-stream")
+}
+
+// copyBody copies src to w through a pooled buffer, flushing after each
+// write when flush is set (streams and responses of unknown length).
+func copyBody(w http.ResponseWriter, src io.Reader, flush bool) error {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	var rc *http.ResponseController
+	if flush {
+		rc = http.NewResponseController(w)
+	}
+	for {
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return errClientWrite
+			}
+			if rc != nil {
+				if err := rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+					return errClientWrite
+				}
+			}
+		}
+		if rerr == io.EOF {
+			return nil
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+}
+
+func drainClose(rc io.ReadCloser) {
+	_, _ = io.CopyN(io.Discard, rc, 4<<10)
+	rc.Close()
+}
+
+// reqBody wraps a request body for the transport: Close does not close the
+// client's body (a retry may still need it), reads are counted, and the
+// first read error is kept so an over-limit body is told apart from an
+// upstream failure. A buffered body can be replayed.
+type reqBody struct {
+	rc  io.ReadCloser
+	buf []byte // non-nil when buffered
+	off int
+	n   int64
+	err error
+}
+
+func (b *reqBody) Read(p []byte) (int, error) {
+	if b.buf != nil {
+		if b.off >= len(b.buf) {
+			return 0, io.EOF
+		}
+		n := copy(p, b.buf[b.off:])
+		b.off += n
+		return n, nil
+	}
+	n, err := b.rc.Read(p)
+	b.n += int64(n)
+	if err != nil && b.err == nil {
+		b.err = err
+	}
+	return n, err
+}
+
+func (b *reqBody) Close() error { return nil }
+
+func (b *reqBody) rewind() { b.off = 0 }
+
+func (b *reqBody) consumedOK() bool { return b == nil || b.buf != nil || b.n == 0 }

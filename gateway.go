@@ -1,0 +1,298 @@
+package pylon
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Middleware wraps a handler. It is an alias, so middlewares written for
+// chi, alice or plain net/http plug in unchanged.
+type Middleware = func(http.Handler) http.Handler
+
+// Options configures a [Gateway]. Every field's zero value is a safe
+// default.
+type Options struct {
+	// Logger receives configuration and request errors. Nil means no
+	// logging.
+	Logger *slog.Logger
+	// TrustedProxies are the networks of proxies in front of the gateway
+	// whose X-Forwarded-* and Forwarded headers are believed and extended.
+	// Nil means none: forwarding headers from every client are replaced.
+	TrustedProxies []netip.Prefix
+	// AllowAmbiguousPaths accepts request paths with encoded slashes,
+	// backslashes or dots (%2F, %5C, %2E) and NUL (%00). False means such
+	// requests are refused with 400, because the gateway and an upstream may
+	// decode them differently and disagree on which resource is meant.
+	AllowAmbiguousPaths bool
+}
+
+// Gateway is the http.Handler at the front: it records a RequestInfo for each
+// request, runs the global middleware chain, matches a route and runs the
+// route's chain and target. Build it with New, add middleware with Use and
+// routes with Route, Group and Handle, then check Err once before serving
+// (Run does). A Gateway must not be changed while it serves.
+type Gateway struct {
+	opts    Options
+	logger  *slog.Logger
+	mux     *http.ServeMux
+	mws     []Middleware
+	handler http.Handler
+	entries map[string]*entry // by full ServeMux pattern
+	routes  []*Route
+	errs    []error
+}
+
+// New returns an empty Gateway.
+func New(opts Options) *Gateway {
+	g := &Gateway{
+		opts:    opts,
+		logger:  opts.Logger,
+		mux:     http.NewServeMux(),
+		entries: make(map[string]*entry),
+	}
+	if g.logger == nil {
+		g.logger = slog.New(slog.DiscardHandler)
+	}
+	// The catch-all entry answers what no route matches: 404, or 405 with
+	// Allow when the path exists for other methods, both as problem JSON.
+	root := &entry{g: g, pattern: "/"}
+	g.entries["/"] = root
+	g.mux.Handle("/", root)
+	g.handler = g.mux
+	return g
+}
+
+// Use appends middlewares to the global chain, which runs for every request
+// before routing, in the order given (the first is outermost).
+func (g *Gateway) Use(mws ...Middleware) {
+	g.mws = append(g.mws, mws...)
+	g.handler = chain(g.mws, g.mux)
+}
+
+// Route starts a route on an http.ServeMux pattern ("GET /orders/{id}",
+// "api.example.com/", "POST /items"). Finish it with To or Handler.
+func (g *Gateway) Route(pattern string) *Route {
+	return g.newRoute(nil, pattern)
+}
+
+// Handle routes pattern to h. It is Route(pattern).Handler(h).
+func (g *Gateway) Handle(pattern string, h http.Handler) {
+	g.Route(pattern).Handler(h)
+}
+
+// Group returns a group of routes whose paths start with prefix ("/api/v1")
+// and whose chain starts with mws, after the global chain.
+func (g *Gateway) Group(prefix string, mws ...Middleware) *Group {
+	gr := &Group{g: g, prefix: strings.TrimSuffix(prefix, "/"), mws: slices.Clone(mws)}
+	if prefix == "" || prefix[0] != '/' {
+		g.errs = append(g.errs, fmt.Errorf("pylon: group %q: prefix must start with '/'", prefix))
+	}
+	return gr
+}
+
+// Err reports every configuration error: invalid or conflicting patterns,
+// routes without a target, bad rewrite templates. Each error names its
+// route. Run refuses to serve a Gateway whose Err is not nil; call Err
+// yourself before serving it otherwise.
+func (g *Gateway) Err() error {
+	errs := slices.Clone(g.errs)
+	for _, rt := range g.routes {
+		if !rt.done {
+			errs = append(errs, fmt.Errorf("pylon: route %q: no target: finish it with To or Handler", rt.name))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// RouteEntry describes one route of the table returned by Routes.
+type RouteEntry struct {
+	// Name is the route's name (its pattern unless named).
+	Name string
+	// Pattern is the full http.ServeMux pattern, group prefix included.
+	Pattern string
+	// Matchers lists the header and query conditions ("header X-Version=2").
+	Matchers []string
+	// Target is "backend NAME" or "handler TYPE".
+	Target string
+	// Middleware is the number of group and route middlewares.
+	Middleware int
+	// Timeout is the route's deadline, zero when none.
+	Timeout time.Duration
+}
+
+// Routes returns the route table in the order the routes were declared.
+func (g *Gateway) Routes() []RouteEntry {
+	out := make([]RouteEntry, 0, len(g.routes))
+	for _, rt := range g.routes {
+		e := RouteEntry{Name: rt.name, Pattern: rt.pattern, Target: rt.targetDesc, Timeout: rt.timeout}
+		for _, m := range rt.matchers {
+			e.Matchers = append(e.Matchers, m.String())
+		}
+		e.Middleware = len(rt.chainMws())
+		out = append(out, e)
+	}
+	return out
+}
+
+// ServeHTTP serves r: it records a RequestInfo, refuses ambiguous paths and
+// hands r to the global chain and the router.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	info := &RequestInfo{Start: time.Now()}
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		info.ClientIP = ap.Addr().Unmap()
+		for _, p := range g.opts.TrustedProxies {
+			if p.Contains(info.ClientIP) {
+				info.peerTrusted = true
+				break
+			}
+		}
+	}
+	r = r.WithContext(NewContext(r.Context(), info))
+	if !g.opts.AllowAmbiguousPaths && r.URL.RawPath != "" && ambiguousPath(r.URL.RawPath) {
+		Error(w, r, http.StatusBadRequest, "The request path contains an ambiguous encoding.")
+		return
+	}
+	g.handler.ServeHTTP(w, r)
+}
+
+// ambiguousPath reports whether an escaped path encodes a slash, backslash,
+// dot or NUL, which servers decode differently.
+func ambiguousPath(raw string) bool {
+	for i := 0; i+2 < len(raw); i++ {
+		if raw[i] != '%' {
+			continue
+		}
+		switch raw[i+1] {
+		case '2':
+			if c := raw[i+2]; c == 'f' || c == 'F' || c == 'e' || c == 'E' {
+				return true
+			}
+		case '5':
+			if c := raw[i+2]; c == 'c' || c == 'C' {
+				return true
+			}
+		case '0':
+			if raw[i+2] == '0' {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// chain returns mws[0](mws[1](...(h))).
+func chain(mws []Middleware, h http.Handler) http.Handler {
+	for i := len(mws) - 1; i >= 0; i-- {
+		h = mws[i](h)
+	}
+	return h
+}
+
+// entry serves one ServeMux pattern: the routes sharing it, tried in order
+// (routes with matchers first, then the one without).
+type entry struct {
+	g       *Gateway
+	pattern string
+	routes  []*Route
+}
+
+func (e *entry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	for _, rt := range e.routes {
+		if rt.match(r) {
+			rt.handler.ServeHTTP(w, r)
+			return
+		}
+	}
+	e.g.notFound(w, r, len(e.routes) > 0)
+}
+
+func (e *entry) add(rt *Route) error {
+	for _, o := range e.routes {
+		if sameMatchers(o.matchers, rt.matchers) {
+			if len(rt.matchers) == 0 {
+				return fmt.Errorf("pylon: route %q: pattern %q is already routed by %q", rt.name, rt.pattern, o.name)
+			}
+			return fmt.Errorf("pylon: route %q: pattern %q with the same matchers is already routed by %q", rt.name, rt.pattern, o.name)
+		}
+	}
+	e.routes = append(e.routes, rt)
+	// Routes with matchers are tried first, in the order declared; the one
+	// without (the fallback) last.
+	slices.SortStableFunc(e.routes, func(a, b *Route) int {
+		return boolInt(len(a.matchers) == 0) - boolInt(len(b.matchers) == 0)
+	})
+	return nil
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+var allMethods = [...]string{
+	http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+	http.MethodDelete, http.MethodOptions, http.MethodTrace,
+}
+
+// notFound answers a request no route took: 405 with Allow when the path is
+// routed for other methods, else 404. patternMatched means the request's
+// own method matched a pattern whose matchers all refused it.
+func (g *Gateway) notFound(w http.ResponseWriter, r *http.Request, patternMatched bool) {
+	if !patternMatched {
+		var allow []string
+		for _, m := range allMethods {
+			if m == r.Method {
+				continue
+			}
+			r2 := *r
+			r2.Method = m
+			if _, p := g.mux.Handler(&r2); p != "" {
+				if e := g.entries[p]; e != nil && len(e.routes) > 0 {
+					allow = append(allow, m)
+				}
+			}
+		}
+		if len(allow) > 0 {
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			Error(w, r, http.StatusMethodNotAllowed, "The method is not allowed for this resource.")
+			return
+		}
+	}
+	Error(w, r, http.StatusNotFound, "No route matches this request.")
+}
+
+// register adds a finished route to the router.
+func (g *Gateway) register(rt *Route) {
+	e := g.entries[rt.pattern]
+	if e == nil {
+		e = &entry{g: g, pattern: rt.pattern}
+		if err := muxHandle(g.mux, rt.pattern, e); err != nil {
+			g.errs = append(g.errs, fmt.Errorf("pylon: route %q: %w", rt.name, err))
+			return
+		}
+		g.entries[rt.pattern] = e
+	}
+	if err := e.add(rt); err != nil {
+		g.errs = append(g.errs, err)
+	}
+}
+
+// muxHandle registers h, turning ServeMux's panic on an invalid or
+// conflicting pattern into an error.
+func muxHandle(mux *http.ServeMux, pattern string, h http.Handler) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%v", p)
+		}
+	}()
+	mux.Handle(pattern, h)
+	return nil
+}
