@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -154,16 +155,20 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	r = r.WithContext(NewContext(r.Context(), info))
-	if !g.opts.AllowAmbiguousPaths && r.URL.RawPath != "" && ambiguousPath(r.URL.RawPath) {
+	if !g.opts.AllowAmbiguousPaths && ambiguousPath(r.URL) {
 		Error(w, r, http.StatusBadRequest, "The request path contains an ambiguous encoding.")
 		return
 	}
 	g.handler.ServeHTTP(w, r)
 }
 
-// ambiguousPath reports whether an escaped path encodes a slash, backslash,
-// dot or NUL, which servers decode differently.
-func ambiguousPath(raw string) bool {
+// ambiguousPath reports whether u's path holds a backslash or NUL, or its
+// escaped form encodes a slash or a dot, which servers decode differently.
+func ambiguousPath(u *url.URL) bool {
+	if strings.IndexByte(u.Path, '\\') >= 0 || strings.IndexByte(u.Path, 0) >= 0 {
+		return true
+	}
+	raw := u.RawPath
 	for i := 0; i+2 < len(raw); i++ {
 		if raw[i] != '%' {
 			continue
