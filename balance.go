@@ -97,20 +97,23 @@ func (n *lazyNow) get(t *Target) int64 {
 // usable reports whether t is active-healthy and not ejected at now. An
 // ejection found to have expired ends here (lazily, without timers).
 func (t *Target) usable(now *lazyNow) bool {
-	if t.activeDown.Load() {
-		return false
-	}
+	return !t.activeDown.Load() && !t.ejected(now)
+}
+
+// ejected reports whether t is passively ejected at now, ending an
+// ejection that has expired.
+func (t *Target) ejected(now *lazyNow) bool {
 	until := t.ejectedUntil.Load()
 	if until == 0 {
-		return true
+		return false
 	}
 	if now.get(t) < until {
-		return false
+		return true
 	}
 	if t.ejectedUntil.CompareAndSwap(until, 0) {
 		t.logReturned()
 	}
-	return true
+	return false
 }
 
 // Balancer chooses the target of a request among the eligible targets of a

@@ -139,7 +139,8 @@ func (p *pool) observe(t *Target, o outcome) {
 			t.failures.Store(0)
 		}
 	case outcomeFailure:
-		if t.ejectedUntil.Load() != 0 {
+		var now lazyNow
+		if t.ejected(&now) {
 			return // already out; requests sent before the ejection don't extend it
 		}
 		if t.failures.Add(1) >= p.maxFailures {
