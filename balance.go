@@ -460,11 +460,11 @@ func newPool(cfg poolConfig) (*pool, error) {
 		p.logger = slog.New(slog.DiscardHandler)
 	}
 	if err := p.setOutlier(cfg.Outlier); err != nil {
-		return nil, fmt.Errorf("pylon: backend %q: outlier detection: %w", name, err)
+		return nil, fmt.Errorf("pylon: backend %q: %w", name, err)
 	}
 	hc, err := normalizeHealthCheck(cfg.Health)
 	if err != nil {
-		return nil, fmt.Errorf("pylon: backend %q: health check: %w", name, err)
+		return nil, fmt.Errorf("pylon: backend %q: %w", name, err)
 	}
 	p.hc = hc
 

@@ -94,15 +94,15 @@ const (
 func (p *pool) setOutlier(o OutlierDetection) error {
 	switch {
 	case o.BaseEjectionTime < 0:
-		return fmt.Errorf("BaseEjectionTime %v is negative", o.BaseEjectionTime)
+		return fmt.Errorf("OutlierDetection.BaseEjectionTime %v is negative", o.BaseEjectionTime)
 	case o.MaxEjectionTime < 0:
-		return fmt.Errorf("MaxEjectionTime %v is negative", o.MaxEjectionTime)
+		return fmt.Errorf("OutlierDetection.MaxEjectionTime %v is negative", o.MaxEjectionTime)
 	case o.PanicThreshold > 100:
-		return fmt.Errorf("PanicThreshold %d%% is over 100%%", o.PanicThreshold)
+		return fmt.Errorf("OutlierDetection.PanicThreshold %d%% is over 100%%", o.PanicThreshold)
 	case o.MaxEjectionTime > 0 && o.BaseEjectionTime > o.MaxEjectionTime:
-		return fmt.Errorf("BaseEjectionTime %v is longer than MaxEjectionTime %v", o.BaseEjectionTime, o.MaxEjectionTime)
+		return fmt.Errorf("OutlierDetection.BaseEjectionTime %v is longer than MaxEjectionTime %v", o.BaseEjectionTime, o.MaxEjectionTime)
 	case o.BaseEjectionTime == 0 && o.MaxEjectionTime > 0 && o.MaxEjectionTime < defaultBaseEjection:
-		return fmt.Errorf("MaxEjectionTime %v is shorter than the default BaseEjectionTime %v", o.MaxEjectionTime, defaultBaseEjection)
+		return fmt.Errorf("OutlierDetection.MaxEjectionTime %v is shorter than the default BaseEjectionTime %v", o.MaxEjectionTime, defaultBaseEjection)
 	}
 	p.maxFailures = int32(min(o.ConsecutiveFailures, 1<<30))
 	if o.ConsecutiveFailures == 0 {
@@ -196,17 +196,17 @@ func normalizeHealthCheck(hc HealthCheck) (HealthCheck, error) {
 	}
 	switch {
 	case !strings.HasPrefix(hc.Path, "/"):
-		return hc, fmt.Errorf("Path %q must start with /", hc.Path)
+		return hc, fmt.Errorf("HealthCheck.Path %q must start with \"/\"", hc.Path)
 	case strings.Contains(hc.Path, "#"):
-		return hc, fmt.Errorf("Path %q has a fragment", hc.Path)
+		return hc, fmt.Errorf("HealthCheck.Path %q has a fragment", hc.Path)
 	case hc.Interval < 0:
-		return hc, fmt.Errorf("Interval %v is negative", hc.Interval)
+		return hc, fmt.Errorf("HealthCheck.Interval %v is negative", hc.Interval)
 	case hc.Timeout < 0:
-		return hc, fmt.Errorf("Timeout %v is negative", hc.Timeout)
+		return hc, fmt.Errorf("HealthCheck.Timeout %v is negative", hc.Timeout)
 	case hc.HealthyThreshold < 0:
-		return hc, fmt.Errorf("HealthyThreshold %d is negative", hc.HealthyThreshold)
+		return hc, fmt.Errorf("HealthCheck.HealthyThreshold %d is negative", hc.HealthyThreshold)
 	case hc.UnhealthyThreshold < 0:
-		return hc, fmt.Errorf("UnhealthyThreshold %d is negative", hc.UnhealthyThreshold)
+		return hc, fmt.Errorf("HealthCheck.UnhealthyThreshold %d is negative", hc.UnhealthyThreshold)
 	}
 	if hc.Interval == 0 {
 		hc.Interval = defaultCheckInterval
