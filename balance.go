@@ -267,6 +267,24 @@ func (b *consistentHash) Pick(r *http.Request, targets []*Target) *Target {
 		return targets[0]
 	}
 	kh := hashString(k)
+	w := targets[0].Weight()
+	for _, t := range targets[1:] {
+		if t.Weight() != w {
+			return weightedRendezvous(kh, targets)
+		}
+	}
+	// Equal weights: the highest hash wins (the same order as the
+	// weighted score, without a logarithm per target).
+	best, bestHash := targets[0], mix64(kh^targets[0].hash)
+	for _, t := range targets[1:] {
+		if h := mix64(kh ^ t.hash); h > bestHash {
+			best, bestHash = t, h
+		}
+	}
+	return best
+}
+
+func weightedRendezvous(kh uint64, targets []*Target) *Target {
 	best, bestScore := targets[0], -1.0
 	for _, t := range targets {
 		if s := rendezvousScore(kh, t); s > bestScore {

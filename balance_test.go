@@ -659,7 +659,11 @@ func newTestTransport(tb testing.TB) *http.Transport {
 }
 
 func benchPool(b *testing.B, bal Balancer) (*pool, *http.Request) {
-	p := newTestPool(b, poolConfig{Targets: testURLs(8), Weights: []int{1, 2, 3, 4, 1, 2, 3, 4}, Balancer: bal})
+	var weights []int // equal
+	if _, ok := bal.(*weightedRR); ok {
+		weights = []int{1, 2, 3, 4, 1, 2, 3, 4}
+	}
+	p := newTestPool(b, poolConfig{Targets: testURLs(8), Weights: weights, Balancer: bal})
 	r := httptest.NewRequest("GET", "/", nil)
 	r.Header.Set("X-Key", "user-42")
 	r.RemoteAddr = "[2001:db8::7]:443"
