@@ -204,8 +204,10 @@ func TestConsistentHash(t *testing.T) {
 	}
 	assign := func(p *pool, tried []*Target) []string {
 		out := make([]string, keys)
+		r := req("")
 		for i := range out {
-			out[i] = p.pick(req(fmt.Sprint("user-", i)), tried).String()
+			r.Header.Set("X-User", fmt.Sprint("user-", i))
+			out[i] = p.pick(r, tried).String()
 		}
 		return out
 	}
