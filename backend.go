@@ -278,15 +278,16 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		setTargetURL(out, r, t.URL(), b.opts.PreserveHost, b.opts.PassRawQuery)
 
-		ctx, cancel := out.Context(), context.CancelFunc(nil)
+		try, cancel := out, context.CancelFunc(nil)
 		if b.opts.TryTimeout > 0 {
+			var ctx context.Context
 			ctx, cancel = context.WithTimeout(r.Context(), b.opts.TryTimeout)
-			out = out.WithContext(ctx)
+			try = out.WithContext(ctx)
 		}
 
 		b.pool.start(t)
 		began := time.Now()
-		res, err := b.transport.RoundTrip(out)
+		res, err := b.transport.RoundTrip(try)
 		if info != nil {
 			info.UpstreamDuration += time.Since(began)
 		}

@@ -567,7 +567,8 @@ func TestRetryBudgetUnderLoad(t *testing.T) {
 		inRetry.Add(-1)
 	})
 	b := backend(t, BackendOptions{Targets: []string{refused, good.URL}, Retries: 1, RetryBackoff: -1,
-		RetryBudget: 0.1, MinRetryConcurrency: 1, Balancer: firstFirst{}})
+		RetryBudget: 0.1, MinRetryConcurrency: 1, Balancer: firstFirst{},
+		Outlier: OutlierDetection{ConsecutiveFailures: -1}}) // every first attempt hits the refusing target
 	var wg sync.WaitGroup
 	codes := make(chan int, 40)
 	for range 40 {
@@ -667,4 +668,47 @@ func TestNewBackendErrors(t *testing.T) {
 		})
 	}
 	assert.Panics(t, func() { MustBackend("", BackendOptions{}) })
+}
+
+func TestPassiveEjectionThroughTheProxy(t *testing.T) {
+	refused := closedAddr(t)
+	var goodHits atomic.Int32
+	good := upstream(t, func(w http.ResponseWriter, r *http.Request) { goodHits.Add(1) })
+	b := backend(t, BackendOptions{
+		Targets: []string{refused, good.URL},
+		Outlier: OutlierDetection{ConsecutiveFailures: 2, BaseEjectionTime: time.Minute},
+	})
+	now := time.Now()
+	var mu sync.Mutex
+	b.pool.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	codes := map[int]int{}
+	for range 10 {
+		rec := httptest.NewRecorder()
+		b.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+		codes[rec.Code]++
+	}
+	assert.Equal(t, 2, codes[502], "the dead target fails twice, then is ejected")
+	assert.Equal(t, 8, codes[200])
+	assert.False(t, b.Targets()[0].Healthy())
+
+	mu.Lock()
+	now = now.Add(time.Minute)
+	mu.Unlock()
+	assert.True(t, b.Targets()[0].Healthy(), "back after the ejection time")
+}
+
+func TestBalancerThroughTheProxy(t *testing.T) {
+	hits := make([]atomic.Int32, 3)
+	var targets []string
+	for i := range hits {
+		up := upstream(t, func(w http.ResponseWriter, r *http.Request) { hits[i].Add(1) })
+		targets = append(targets, up.URL)
+	}
+	b := backend(t, BackendOptions{Targets: targets, Weights: []int{3, 1, 1}, Balancer: WeightedRoundRobin()})
+	for range 50 {
+		rec := httptest.NewRecorder()
+		b.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+		require.Equal(t, 200, rec.Code)
+	}
+	assert.Equal(t, []int32{30, 10, 10}, []int32{hits[0].Load(), hits[1].Load(), hits[2].Load()})
 }

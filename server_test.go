@@ -66,7 +66,9 @@ func TestRunDrainsInFlightRequest(t *testing.T) {
 	ln := listen(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- RunWithOptions(ctx, NewServer("", h), RunOptions{Listener: ln, DrainTimeout: 10 * time.Second}) }()
+	go func() {
+		done <- RunWithOptions(ctx, NewServer("", h), RunOptions{Listener: ln, DrainTimeout: 10 * time.Second})
+	}()
 
 	resc := make(chan string, 1)
 	go func() {
@@ -108,7 +110,9 @@ func TestRunClosesUpgradedConnectionsAtDeadline(t *testing.T) {
 	ln := listen(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- RunWithOptions(ctx, NewServer("", g), RunOptions{Listener: ln, DrainTimeout: 100 * time.Millisecond}) }()
+	go func() {
+		done <- RunWithOptions(ctx, NewServer("", g), RunOptions{Listener: ln, DrainTimeout: 100 * time.Millisecond})
+	}()
 
 	conn, err := net.Dial("tcp", ln.Addr().String())
 	require.NoError(t, err)
