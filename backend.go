@@ -340,14 +340,18 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // outRequest builds the upstream request once; attempts only change its URL.
 func (b *Backend) outRequest(r *http.Request, info *RequestInfo, upType string) *http.Request {
-	out := new(http.Request)
+	// The request and its URL share one allocation.
+	o := new(struct {
+		req http.Request
+		url url.URL
+	})
+	out := &o.req
 	*out = *r // keeps the context and the route's path values
 	out.RequestURI = ""
 	out.Close = false
 	out.Trailer = nil // request trailers arrive after routing and auth decisions
 	out.TransferEncoding = nil
-	u := new(url.URL)
-	out.URL = u
+	out.URL = &o.url
 	if r.ContentLength == 0 {
 		out.Body = nil // lets the transport retry a body-less request itself
 	}

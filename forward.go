@@ -113,20 +113,26 @@ func setForwarded(h http.Header, r *http.Request, trusted bool) {
 		proto, protoV = "https", protoHTTPS
 	}
 
+	// One backing array for the three header values saves two allocations
+	// on every request.
+	vals := make([]string, 3)
 	prior := r.Header["X-Forwarded-For"]
 	if trusted && len(prior) > 0 {
-		h["X-Forwarded-For"] = []string{strings.Join(prior, ", ") + ", " + peer}
+		vals[0] = strings.Join(prior, ", ") + ", " + peer
 	} else {
-		h["X-Forwarded-For"] = []string{peer}
+		vals[0] = peer
 	}
+	h["X-Forwarded-For"] = vals[0:1:1]
 	if !trusted || r.Header["X-Forwarded-Host"] == nil {
-		h["X-Forwarded-Host"] = []string{r.Host}
+		vals[1] = r.Host
+		h["X-Forwarded-Host"] = vals[1:2:2]
 	}
 	if !trusted || r.Header["X-Forwarded-Proto"] == nil {
 		h["X-Forwarded-Proto"] = protoV
 	}
 
 	var b strings.Builder
+	b.Grow(len(peer) + len(r.Host) + 32)
 	if pf := r.Header["Forwarded"]; trusted && len(pf) > 0 {
 		for _, v := range pf {
 			b.WriteString(v)
@@ -147,7 +153,8 @@ func setForwarded(h http.Header, r *http.Request, trusted bool) {
 	}
 	b.WriteString(";proto=")
 	b.WriteString(proto)
-	h["Forwarded"] = []string{b.String()}
+	vals[2] = b.String()
+	h["Forwarded"] = vals[2:3:3]
 }
 
 // writeForwardedValue writes v as an RFC 7239 token, or as a quoted string

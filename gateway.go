@@ -144,7 +144,9 @@ func (g *Gateway) Routes() []RouteEntry {
 // ServeHTTP serves r: it records a RequestInfo, refuses ambiguous paths and
 // hands r to the global chain and the router.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	info := &RequestInfo{Start: time.Now()}
+	ctx := &infoCtx{Context: r.Context()}
+	info := &ctx.info
+	info.Start = time.Now()
 	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
 		info.ClientIP = ap.Addr().Unmap()
 		for _, p := range g.opts.TrustedProxies {
@@ -154,7 +156,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	r = r.WithContext(NewContext(r.Context(), info))
+	r = r.WithContext(ctx)
 	if !g.opts.AllowAmbiguousPaths && ambiguousPath(r.URL) {
 		Error(w, r, http.StatusBadRequest, "The request path contains an ambiguous encoding.")
 		return

@@ -95,3 +95,17 @@ func Info(ctx context.Context) *RequestInfo {
 func NewContext(ctx context.Context, info *RequestInfo) context.Context {
 	return context.WithValue(ctx, infoKey{}, info)
 }
+
+// infoCtx carries a RequestInfo in the same allocation as the context that
+// holds it: the gateway makes one per request.
+type infoCtx struct {
+	context.Context
+	info RequestInfo
+}
+
+func (c *infoCtx) Value(key any) any {
+	if key == (infoKey{}) {
+		return &c.info
+	}
+	return c.Context.Value(key)
+}
