@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	github.com/lestrrat-go/jwx/v2 v2.1.7
+	go.uber.org/goleak v1.3.0
 	golang.org/x/sync v0.25.0
 )
 
