@@ -64,7 +64,7 @@ func RequireWithOptions(v *Verifier, o RequireOptions) func(http.Handler) http.H
 	if o.Realm != "" {
 		realm = `realm="` + strings.NewReplacer(`"`, "", `\`, "").Replace(o.Realm) + `", `
 	}
-	missing := strings.TrimSuffix("Bearer "+realm, ", ")
+	missing := strings.TrimSuffix(strings.TrimSuffix("Bearer "+realm, ", "), " ")
 	invalid := "Bearer " + realm + `error="invalid_token"`
 	forbidden := "Bearer " + realm + `error="insufficient_scope"`
 	fwdNames := make([]string, 0, len(o.ForwardClaims))

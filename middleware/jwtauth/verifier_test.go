@@ -641,4 +641,3 @@ func TestClaimsAccessors(t *testing.T) {
 		t.Errorf("scope string: %v", c2.Scopes)
 	}
 }
-
