@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 
 	"github.com/pylon-gateway/pylon/gatewaytest/jwttest"
 	"github.com/pylon-gateway/pylon/middleware/jwtauth"
@@ -47,12 +48,11 @@ func ExampleRequire() {
 		r.Header.Set("Authorization", "Bearer "+token)
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, r)
-		fmt.Println(w.Code, w.Header().Get("WWW-Authenticate"), w.Body.String())
+		fmt.Println(w.Code, w.Header().Get("WWW-Authenticate"), strings.TrimSpace(w.Body.String()))
 	}
 	// Output:
 	// 200  orders of alice
 	// 403 Bearer error="insufficient_scope" {"title":"Forbidden","status":403}
-	//
 	// 401 Bearer error="invalid_token" {"title":"Unauthorized","status":401}
 }
 
