@@ -9,7 +9,8 @@
 // configured set only: "jku", "x5u" and embedded "jwk" headers are never
 // followed. A key's own "alg" must equal the token's, and a key of one type
 // (RSA, EC, OKP, oct) is never used with another type's algorithm, so an
-// RSA public key can never serve as an HMAC secret.
+// RSA public key can never serve as an HMAC secret. A token without "kid"
+// is tried against at most four keys that fit its algorithm.
 //
 // A remote key set is fetched at start, refreshed in the background within
 // [Options.MinRefreshInterval] and [Options.MaxRefreshInterval] following the

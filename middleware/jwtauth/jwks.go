@@ -28,17 +28,34 @@ type remote struct {
 	sf      singleflight.Group
 	fetches atomic.Int64
 
+	ownClient bool           // client made here: Close drops its idle connections
+	inflight  sync.WaitGroup // fetches running; Close waits for them
+
 	mu      sync.Mutex
+	closed  bool
 	jwksURL string    // resolved through discovery when empty
 	last    time.Time // start of the last fetch
 }
 
 func newRemote(v *Verifier, bg context.Context) *remote {
-	c := v.opts.HTTPClient
-	if c == nil {
-		c = &http.Client{Timeout: v.opts.FetchTimeout}
+	r := &remote{v: v, bg: bg, client: v.opts.HTTPClient, jwksURL: v.opts.JWKSURL}
+	if r.client == nil {
+		r.client = &http.Client{Timeout: v.opts.FetchTimeout, Transport: http.DefaultTransport.(*http.Transport).Clone()}
+		r.ownClient = true
 	}
-	return &remote{v: v, bg: bg, client: c, jwksURL: v.opts.JWKSURL}
+	return r
+}
+
+// close stops new fetches and waits for running ones; the caller has
+// canceled bg, so they end quickly.
+func (r *remote) close() {
+	r.mu.Lock()
+	r.closed = true
+	r.mu.Unlock()
+	r.inflight.Wait()
+	if r.ownClient {
+		r.client.CloseIdleConnections()
+	}
 }
 
 var errCooldown = errors.New("jwtauth: unknown-kid refetch in cooldown")
@@ -57,12 +74,18 @@ func (r *remote) refresh(ctx context.Context, cooldown bool) (time.Duration, err
 	ch := r.sf.DoChan(key, func() (any, error) {
 		now := r.v.now()
 		r.mu.Lock()
+		if r.closed {
+			r.mu.Unlock()
+			return nil, ErrClosed
+		}
 		if cooldown && !r.last.IsZero() && now.Sub(r.last) < r.v.opts.UnknownKeyCooldown {
 			r.mu.Unlock()
 			return nil, errCooldown
 		}
 		r.last = now
+		r.inflight.Add(1)
 		r.mu.Unlock()
+		defer r.inflight.Done()
 		next, err := r.fetch()
 		if err != nil {
 			return fetchResult{next: r.v.opts.MinRefreshInterval}, err
@@ -85,7 +108,7 @@ func (r *remote) refresh(ctx context.Context, cooldown bool) (time.Duration, err
 // keys are loaded yet). It reports whether a fetch ran and succeeded.
 func (r *remote) refetch(ctx context.Context) bool {
 	_, err := r.refresh(ctx, true)
-	if err != nil && !errors.Is(err, errCooldown) {
+	if err != nil && !errors.Is(err, errCooldown) && !errors.Is(err, ErrClosed) {
 		r.v.log.Warn("jwtauth: key set refetch failed; keeping the last good set", "err", err)
 	}
 	return err == nil

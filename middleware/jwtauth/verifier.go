@@ -250,6 +250,9 @@ func (v *Verifier) Close() error {
 			v.cancel()
 		}
 		v.wg.Wait()
+		if v.remote != nil {
+			v.remote.close()
+		}
 	})
 	return nil
 }
@@ -369,12 +372,17 @@ func (v *Verifier) verify(ctx context.Context, token string, now time.Time, keys
 		return nil, nil, fmt.Errorf("%w: kid %q", ErrUnknownKey, truncate(hdr.Kid))
 	}
 	signed := []byte(token[:len(h64)+1+len(p64)])
-	verified, fitted := false, false
+	verified, fitted, tries := false, false, 0
 	for _, k := range cands {
 		if !k.fits(hdr.Alg, info) {
 			continue
 		}
 		fitted = true
+		// A token without "kid" is tried against a few fitting keys only,
+		// so that one request cannot cost a signature check per key.
+		if tries++; tries > maxTries {
+			break
+		}
 		if info.verifier.Verify(signed, sig, k.raw) == nil {
 			verified = true
 			break
@@ -424,6 +432,10 @@ func (v *Verifier) validate(c *Claims, now time.Time) error {
 	}
 	return nil
 }
+
+// maxTries bounds the keys tried for one token (several keys may share a
+// kid, and a token without kid is tried against every fitting key).
+const maxTries = 4
 
 // truncate keeps attacker-chosen strings short in logs.
 func truncate(s string) string {
