@@ -1,0 +1,32 @@
+// Package jwtauth authenticates requests with JSON Web Tokens and authorizes
+// them with rules on their claims.
+//
+// A [Verifier] checks compact JWS tokens against keys from a remote JWKS URL
+// (optionally found through OpenID Connect discovery), a local JWKS document
+// or static keys. It checks the issuer, the audience, the expiry, "nbf" and
+// "iat" with a clock skew, and accepts only the algorithms listed in
+// [Options.Algorithms]. The key is chosen by the token's "kid" from the
+// configured set only: "jku", "x5u" and embedded "jwk" headers are never
+// followed. A key's own "alg" must equal the token's, and a key of one type
+// (RSA, EC, OKP, oct) is never used with another type's algorithm, so an
+// RSA public key can never serve as an HMAC secret. A token without "kid"
+// is tried against at most four keys that fit its algorithm.
+//
+// A remote key set is fetched at start, refreshed in the background within
+// [Options.MinRefreshInterval] and [Options.MaxRefreshInterval] following the
+// server's cache headers, refetched at once when a token names an unknown
+// "kid" (at most once per [Options.UnknownKeyCooldown], one fetch for all
+// waiting requests), and the last good set is kept when a refresh fails or
+// returns garbage. [Verifier.Close] stops the background refresh.
+//
+// Verified tokens are kept in a bounded cache until they expire, so a token
+// seen again costs a hash and a map lookup instead of a signature check.
+//
+// [Require] turns a Verifier into a middleware: it takes the token from
+// "Authorization: Bearer" (and optionally a cookie or header), applies the
+// [Rule]s (scopes, roles, predicates), stores the [Claims] in the request
+// context ([FromContext]) and the subject in pylon's RequestInfo, and
+// forwards chosen claims as headers. Failures answer 401 or 403 with a
+// WWW-Authenticate header as RFC 6750 describes and a problem+json body that
+// tells an attacker nothing; the reason is logged.
+package jwtauth

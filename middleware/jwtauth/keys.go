@@ -1,0 +1,207 @@
+package jwtauth
+
+import (
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"fmt"
+
+	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v2/jwk"
+	"github.com/lestrrat-go/jwx/v2/jws"
+)
+
+// StaticKey is a verification key given in code rather than in a JWKS.
+type StaticKey struct {
+	// ID is the key ID matched against a token's "kid". Empty means the key
+	// is tried for tokens without a "kid" only.
+	ID string
+	// Algorithm is the one algorithm this key verifies ("RS256", "ES256",
+	// "EdDSA", "HS256", ...). Empty means any allowed algorithm that fits
+	// the key's type.
+	Algorithm string
+	// Key is the public key: *rsa.PublicKey, *ecdsa.PublicKey,
+	// ed25519.PublicKey, or a []byte secret for the HS algorithms.
+	Key any
+}
+
+// minRSABits is the smallest RSA modulus accepted for verification.
+const minRSABits = 2048
+
+// algInfo describes what a signature algorithm needs of a key.
+type algInfo struct {
+	family   string // "RSA", "EC", "OKP", "oct"
+	curve    elliptic.Curve
+	verifier jws.Verifier
+}
+
+var knownAlgs = map[string]algInfo{}
+
+func init() {
+	add := func(family string, curve elliptic.Curve, algs ...jwa.SignatureAlgorithm) {
+		for _, a := range algs {
+			v, err := jws.NewVerifier(a)
+			if err != nil {
+				panic(err) // jwx registers all of these
+			}
+			knownAlgs[a.String()] = algInfo{family: family, curve: curve, verifier: v}
+		}
+	}
+	add("RSA", nil, jwa.RS256, jwa.RS384, jwa.RS512, jwa.PS256, jwa.PS384, jwa.PS512)
+	add("EC", elliptic.P256(), jwa.ES256)
+	add("EC", elliptic.P384(), jwa.ES384)
+	add("EC", elliptic.P521(), jwa.ES512)
+	add("OKP", nil, jwa.EdDSA)
+	add("oct", nil, jwa.HS256, jwa.HS384, jwa.HS512)
+}
+
+// key is one usable verification key.
+type key struct {
+	id     string
+	alg    string // the key's own "alg"; empty means any fitting algorithm
+	family string
+	curve  elliptic.Curve
+	raw    any
+}
+
+// fits reports whether k may verify a token signed with alg.
+func (k *key) fits(alg string, info algInfo) bool {
+	if k.alg != "" && k.alg != alg {
+		return false
+	}
+	if k.family != info.family {
+		return false
+	}
+	return info.curve == nil || k.curve == info.curve
+}
+
+// keySet is an immutable set of keys; a refresh replaces it whole.
+type keySet struct {
+	byID  map[string][]*key
+	noKID []*key // every key, tried for tokens without a "kid"
+}
+
+func (s *keySet) candidates(kid string) []*key {
+	if s == nil {
+		return nil
+	}
+	if kid == "" {
+		return s.noKID
+	}
+	return s.byID[kid]
+}
+
+func (s *keySet) len() int {
+	if s == nil {
+		return 0
+	}
+	return len(s.noKID)
+}
+
+// newKey checks a raw public key and wraps it. It returns an error for key
+// types, sizes and curves it will not use.
+func newKey(id, alg string, raw any) (*key, error) {
+	k := &key{id: id, alg: alg}
+	switch r := raw.(type) {
+	case *rsa.PublicKey:
+		if r.N == nil || r.N.BitLen() < minRSABits {
+			return nil, fmt.Errorf("RSA key shorter than %d bits", minRSABits)
+		}
+		k.family, k.raw = "RSA", r
+	case *rsa.PrivateKey:
+		return newKey(id, alg, &r.PublicKey)
+	case *ecdsa.PublicKey:
+		switch r.Curve {
+		case elliptic.P256(), elliptic.P384(), elliptic.P521():
+		default:
+			return nil, fmt.Errorf("unsupported EC curve")
+		}
+		k.family, k.curve, k.raw = "EC", r.Curve, r
+	case *ecdsa.PrivateKey:
+		return newKey(id, alg, &r.PublicKey)
+	case ed25519.PublicKey:
+		if len(r) != ed25519.PublicKeySize {
+			return nil, fmt.Errorf("bad Ed25519 key size")
+		}
+		k.family, k.raw = "OKP", r
+	case ed25519.PrivateKey:
+		pub, _ := r.Public().(ed25519.PublicKey)
+		return newKey(id, alg, pub)
+	case []byte:
+		if len(r) < 32 {
+			return nil, fmt.Errorf("HMAC secret shorter than 32 bytes")
+		}
+		k.family, k.raw = "oct", append([]byte(nil), r...)
+	default:
+		return nil, fmt.Errorf("unsupported key type %T", raw)
+	}
+	if alg != "" {
+		info, ok := knownAlgs[alg]
+		if !ok {
+			return nil, fmt.Errorf("unsupported key algorithm %q", alg)
+		}
+		if !k.fits(alg, info) {
+			return nil, fmt.Errorf("key algorithm %q does not fit the key type", alg)
+		}
+	}
+	return k, nil
+}
+
+func buildSet(keys []*key) *keySet {
+	s := &keySet{byID: make(map[string][]*key, len(keys)), noKID: keys}
+	for _, k := range keys {
+		if k.id != "" {
+			s.byID[k.id] = append(s.byID[k.id], k)
+		}
+	}
+	return s
+}
+
+// parseJWKS parses a JWKS document into a key set. Keys that cannot be
+// used (private-only types, encryption keys, short RSA keys, unknown
+// curves) are skipped and reported in skipped; a document with no usable
+// key is an error. The key set never fetches anything: "x5u" and "jku"
+// members are ignored.
+func parseJWKS(doc []byte, maxKeys int) (set *keySet, skipped []string, err error) {
+	parsed, err := jwk.Parse(doc)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", ErrJWKS, err)
+	}
+	if parsed.Len() > maxKeys {
+		return nil, nil, fmt.Errorf("%w: %d keys, more than the limit of %d", ErrJWKS, parsed.Len(), maxKeys)
+	}
+	var keys []*key
+	for i := range parsed.Len() {
+		jk, _ := parsed.Key(i)
+		if use := jk.KeyUsage(); use != "" && use != "sig" {
+			skipped = append(skipped, fmt.Sprintf("kid %q: use %q", jk.KeyID(), use))
+			continue
+		}
+		var raw any
+		if err := jk.Raw(&raw); err != nil {
+			skipped = append(skipped, fmt.Sprintf("kid %q: %v", jk.KeyID(), err))
+			continue
+		}
+		alg := ""
+		if a := jk.Algorithm(); a != nil {
+			alg = a.String()
+		}
+		k, err := newKey(jk.KeyID(), alg, raw)
+		if err != nil {
+			skipped = append(skipped, fmt.Sprintf("kid %q: %v", jk.KeyID(), err))
+			continue
+		}
+		if k.family == "oct" {
+			// A symmetric secret published in a JWKS is a misconfiguration:
+			// anyone who can read the set could mint tokens.
+			skipped = append(skipped, fmt.Sprintf("kid %q: symmetric key in a JWKS", jk.KeyID()))
+			continue
+		}
+		keys = append(keys, k)
+	}
+	if len(keys) == 0 {
+		return nil, skipped, fmt.Errorf("%w: no usable key in the set", ErrJWKS)
+	}
+	return buildSet(keys), skipped, nil
+}

@@ -1,0 +1,173 @@
+package jwtauth
+
+import (
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/pylon-gateway/pylon"
+)
+
+// RequireOptions configures RequireWithOptions.
+type RequireOptions struct {
+	// Rules are checked in order after the token verified; the first that
+	// fails answers 403. Nil means any valid token is admitted.
+	Rules []Rule
+	// Cookie is the name of a cookie read for the token when the request
+	// has no Authorization header. Empty means no cookie.
+	Cookie string
+	// Header is the name of a header read for the token (its whole value)
+	// when the request has no Authorization header. Empty means none.
+	Header string
+	// ForwardClaims maps an upstream header name to a claim path, e.g.
+	// {"X-User-Id": "sub", "X-Tenant": "org.id"}. Every header named here
+	// is deleted from the incoming request first, so a client can never
+	// set it; it is then set from the claim when the claim is a string,
+	// number or boolean. Nil means no header.
+	ForwardClaims map[string]string
+	// ForwardAuthorization keeps the Authorization header (and the token
+	// header or cookie) on the request passed on. False strips the
+	// Authorization header and the Header above before the next handler.
+	ForwardAuthorization bool
+	// Realm is the realm sent in WWW-Authenticate. Empty means none.
+	Realm string
+	// Logger receives the reason of each rejection at Info level.
+	// Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Require returns a middleware that admits requests carrying a bearer token
+// that v verifies and that passes every rule. See RequireWithOptions.
+func Require(v *Verifier, rules ...Rule) func(http.Handler) http.Handler {
+	return RequireWithOptions(v, RequireOptions{Rules: rules})
+}
+
+// RequireWithOptions returns a middleware that authenticates each request
+// with v and authorizes it with o.Rules.
+//
+// A request without a token gets 401 with "WWW-Authenticate: Bearer"; an
+// invalid token gets 401 with error="invalid_token"; a valid token that
+// fails a rule gets 403 with error="insufficient_scope". Each is a
+// problem+json response carrying no detail of the failure, which is
+// logged instead. On success the claims are in the request context
+// (FromContext) and the subject in pylon.Info(ctx).Subject.
+func RequireWithOptions(v *Verifier, o RequireOptions) func(http.Handler) http.Handler {
+	if v == nil {
+		panic("jwtauth: RequireWithOptions with a nil Verifier")
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	realm := ""
+	if o.Realm != "" {
+		realm = `realm="` + strings.NewReplacer(`"`, "", `\`, "").Replace(o.Realm) + `", `
+	}
+	missing := strings.TrimSuffix(strings.TrimSuffix("Bearer "+realm, ", "), " ")
+	invalid := "Bearer " + realm + `error="invalid_token"`
+	forbidden := "Bearer " + realm + `error="insufficient_scope"`
+	fwdNames := make([]string, 0, len(o.ForwardClaims))
+	fwdPaths := make([]string, 0, len(o.ForwardClaims))
+	for name, path := range o.ForwardClaims {
+		fwdNames = append(fwdNames, http.CanonicalHeaderKey(name))
+		fwdPaths = append(fwdPaths, path)
+	}
+	headerName := http.CanonicalHeaderKey(o.Header)
+
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			token, ok := tokenFrom(r, o.Cookie, headerName)
+			if !ok {
+				reject(w, r, log, http.StatusUnauthorized, invalid, ErrMalformed)
+				return
+			}
+			if token == "" {
+				reject(w, r, log, http.StatusUnauthorized, missing, ErrMissingToken)
+				return
+			}
+			c, err := v.Verify(r.Context(), token)
+			if err != nil {
+				reject(w, r, log, http.StatusUnauthorized, invalid, err)
+				return
+			}
+			for _, rule := range o.Rules {
+				if err := rule(c); err != nil {
+					if !errors.Is(err, ErrForbidden) {
+						err = errors.Join(ErrForbidden, err)
+					}
+					reject(w, r, log, http.StatusForbidden, forbidden, err)
+					return
+				}
+			}
+			for i, name := range fwdNames {
+				r.Header.Del(name)
+				if val := c.String(fwdPaths[i]); val != "" && validHeaderValue(val) {
+					r.Header[name] = []string{val}
+				}
+			}
+			if !o.ForwardAuthorization {
+				r.Header.Del("Authorization")
+				if headerName != "" {
+					r.Header.Del(headerName)
+				}
+			}
+			if info := pylon.Info(r.Context()); info != nil {
+				info.Subject = c.Subject
+			}
+			next.ServeHTTP(w, r.WithContext(NewContext(r.Context(), c)))
+		})
+	}
+}
+
+// tokenFrom finds the token: the Authorization header when present (it
+// must then be a single "Bearer" credential), else the header, else the
+// cookie. ok is false for a malformed Authorization header.
+func tokenFrom(r *http.Request, cookie, header string) (token string, ok bool) {
+	if vals := r.Header["Authorization"]; len(vals) > 0 {
+		if len(vals) > 1 {
+			return "", false
+		}
+		scheme, tok, found := strings.Cut(vals[0], " ")
+		if !found || !strings.EqualFold(scheme, "Bearer") {
+			return "", true // another scheme: no bearer token
+		}
+		return strings.TrimSpace(tok), true
+	}
+	if header != "" {
+		if vals := r.Header[header]; len(vals) > 0 {
+			if len(vals) > 1 {
+				return "", false
+			}
+			return strings.TrimSpace(vals[0]), true
+		}
+	}
+	if cookie != "" {
+		if ck, err := r.Cookie(cookie); err == nil {
+			return ck.Value, true
+		}
+	}
+	return "", true
+}
+
+// validHeaderValue reports whether s can be sent as a header value without
+// splitting or smuggling (no control characters).
+func validHeaderValue(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+func reject(w http.ResponseWriter, r *http.Request, log *slog.Logger, status int, challenge string, reason error) {
+	log.LogAttrs(r.Context(), slog.LevelInfo, "jwtauth: request rejected",
+		slog.Int("status", status), slog.String("reason", reason.Error()),
+		slog.String("method", r.Method), slog.String("path", r.URL.Path))
+	if info := pylon.Info(r.Context()); info != nil && info.Error == "" {
+		info.Error = reason.Error()
+	}
+	w.Header().Set("WWW-Authenticate", challenge)
+	pylon.WriteProblem(w, r, pylon.Problem{Status: status})
+}
