@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -93,6 +95,12 @@ type BackendOptions struct {
 	// insensitively). Nil means only "websocket". "h2c" is never forwarded.
 	Upgrades []string
 
+	// Guard, when set, is asked before each attempt whether the chosen
+	// target may be tried, and told each attempt's outcome; a refused target
+	// is skipped for another. breaker.PerTarget is one: an open target's
+	// breaker refuses it. Nil means every target may be tried.
+	Guard Guard
+
 	// Transport performs upstream round trips. Nil means a transport built
 	// from the timeouts above, with idle connections pooled per target and
 	// no proxy from the environment. A Transport given here is used as is;
@@ -101,6 +109,21 @@ type BackendOptions struct {
 	// Logger receives ejections, returns and upstream errors. Nil means no
 	// logging.
 	Logger *slog.Logger
+}
+
+// Guard decides, attempt by attempt, whether a Backend may send a request to
+// a target, and learns how each attempt went. Implementations must be safe
+// for concurrent use.
+type Guard interface {
+	// Allow is called with the request and the chosen target before an
+	// attempt. A non-nil error refuses the target: the Backend tries another,
+	// and answers 503 when all are refused, with a Retry-After taken from the
+	// error when it has a RetryAfter() time.Duration method. Otherwise done
+	// is called exactly once when the attempt ends, with the upstream status
+	// (0 when there was no response) and the transport error (nil when there
+	// was a response; context.Canceled when the client went away, which
+	// says nothing about the target).
+	Allow(r *http.Request, t *Target) (done func(status int, err error), err error)
 }
 
 // Backend is a named pool of upstream targets that requests are proxied to.
@@ -265,8 +288,13 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 
+	var lastErr error // the previous attempt's failure, answered when no target is left
 	for attempt := 0; ; attempt++ {
-		t := b.pool.pick(r, triedS)
+		t, done, gerr := b.choose(r, triedS)
+		if gerr != nil {
+			b.noTarget(w, r, info, attempt, lastErr, gerr)
+			return
+		}
 		triedS = append(triedS, t)
 		if info != nil {
 			info.Attempts = attempt + 1
@@ -297,16 +325,17 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				cancel()
 			}
 			if body != nil && body.err != nil && !errors.Is(body.err, io.EOF) {
-				b.pool.finish(t, outcomeNeutral)
+				b.finish(t, outcomeNeutral, done, 0, context.Canceled)
 				b.bodyError(w, r, info, body.err)
 				return
 			}
 			if r.Context().Err() == context.Canceled {
-				b.pool.finish(t, outcomeNeutral)
+				b.finish(t, outcomeNeutral, done, 0, context.Canceled)
 				b.clientGone(info)
 				return
 			}
-			b.pool.finish(t, outcomeFailure)
+			b.finish(t, outcomeFailure, done, 0, err)
+			lastErr = err
 			if b.mayRetry(r, attempt, body, err, 0) && b.takeRetry(&retryHeld) && b.wait(r.Context(), attempt) {
 				continue
 			}
@@ -320,7 +349,8 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				if cancel != nil {
 					cancel()
 				}
-				b.pool.finish(t, outcomeFailure)
+				b.finish(t, outcomeFailure, done, res.StatusCode, nil)
+				lastErr = errUpstreamStatus
 				if b.wait(r.Context(), attempt) {
 					continue
 				}
@@ -333,9 +363,72 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if cancel != nil {
 			cancel()
 		}
-		b.pool.finish(t, o)
+		if o == outcomeNeutral && info != nil && info.ClientCanceled {
+			b.finish(t, o, done, res.StatusCode, context.Canceled)
+		} else {
+			b.finish(t, o, done, res.StatusCode, nil)
+		}
 		return
 	}
+}
+
+// errUpstreamStatus stands for an upstream's 502, 503 or 504 answer that was
+// retried.
+var errUpstreamStatus = errors.New("pylon: upstream answered 502, 503 or 504")
+
+// choose picks the attempt's target. With a Guard it skips the targets the
+// guard refuses (an open circuit breaker), and fails when it refuses all.
+func (b *Backend) choose(r *http.Request, tried []*Target) (*Target, func(int, error), error) {
+	g := b.opts.Guard
+	if g == nil {
+		return b.pool.pick(r, tried), nil, nil
+	}
+	avoid := tried
+	var refused []*Target
+	var gerr error
+	for range len(b.pool.targets()) + 1 {
+		t := b.pool.pick(r, avoid)
+		if slices.Contains(refused, t) {
+			break // every target left is refused
+		}
+		done, err := g.Allow(r, t)
+		if err == nil {
+			return t, done, nil
+		}
+		gerr = err
+		refused = append(refused, t)
+		avoid = append(avoid[:len(avoid):len(avoid)], t)
+	}
+	return nil, nil, gerr
+}
+
+// finish ends an attempt: passive health learns its outcome, and so does the
+// guard, with the status (0 when none) and error (context.Canceled when the
+// client went away).
+func (b *Backend) finish(t *Target, o outcome, done func(int, error), status int, err error) {
+	b.pool.finish(t, o)
+	if done != nil {
+		done(status, err)
+	}
+}
+
+// noTarget answers when the Guard refused every target: 503 with the
+// guard's Retry-After on a first attempt, else the previous failure.
+func (b *Backend) noTarget(w http.ResponseWriter, r *http.Request, info *RequestInfo, attempt int, lastErr, gerr error) {
+	if info != nil {
+		info.Error = gerr.Error()
+	}
+	if attempt > 0 && lastErr != nil && lastErr != errUpstreamStatus {
+		b.upstreamError(w, r, info, nil, lastErr)
+		return
+	}
+	var ra interface{ RetryAfter() time.Duration }
+	if errors.As(gerr, &ra) {
+		if d := ra.RetryAfter(); d > 0 {
+			w.Header().Set("Retry-After", strconv.FormatInt(int64((d+time.Second-1)/time.Second), 10))
+		}
+	}
+	Error(w, r, http.StatusServiceUnavailable, "The upstream service is unavailable.")
 }
 
 // outRequest builds the upstream request once; attempts only change its URL.
@@ -575,8 +668,12 @@ func (b *Backend) upstreamError(w http.ResponseWriter, r *http.Request, info *Re
 	if isTimeout(err) {
 		status, detail = http.StatusGatewayTimeout, "The upstream service did not answer in time."
 	}
+	target := ""
+	if t != nil {
+		target = t.String()
+	}
 	b.logger.LogAttrs(r.Context(), slog.LevelWarn, "pylon: upstream error",
-		slog.String("backend", b.name), slog.String("target", t.String()), slog.String("error", err.Error()))
+		slog.String("backend", b.name), slog.String("target", target), slog.String("error", err.Error()))
 	if info != nil {
 		info.Error = err.Error()
 	}

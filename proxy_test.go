@@ -712,3 +712,50 @@ func TestBalancerThroughTheProxy(t *testing.T) {
 	}
 	assert.Equal(t, []int32{30, 10, 10}, []int32{hits[0].Load(), hits[1].Load(), hits[2].Load()})
 }
+
+// refuseGuard refuses the targets in refuse and records every outcome.
+type refuseGuard struct {
+	mu       sync.Mutex
+	refuse   map[string]bool
+	outcomes []int
+}
+
+type openErr struct{}
+
+func (openErr) Error() string             { return "open" }
+func (openErr) RetryAfter() time.Duration { return 1500 * time.Millisecond }
+
+func (g *refuseGuard) Allow(r *http.Request, t *Target) (func(int, error), error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.refuse[t.String()] {
+		return nil, openErr{}
+	}
+	return func(status int, err error) {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		g.outcomes = append(g.outcomes, status)
+	}, nil
+}
+
+func TestGuardSkipsRefusedTargets(t *testing.T) {
+	var hits [2]atomic.Int32
+	a := upstream(t, func(w http.ResponseWriter, r *http.Request) { hits[0].Add(1) })
+	bUp := upstream(t, func(w http.ResponseWriter, r *http.Request) { hits[1].Add(1); w.WriteHeader(201) })
+	g := &refuseGuard{refuse: map[string]bool{a.URL: true}}
+	b := backend(t, BackendOptions{Targets: []string{a.URL, bUp.URL}, Guard: g})
+	for range 4 {
+		rec := httptest.NewRecorder()
+		b.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+		assert.Equal(t, 201, rec.Code)
+	}
+	assert.Equal(t, int32(0), hits[0].Load(), "a refused target is never called")
+	assert.Equal(t, []int{201, 201, 201, 201}, g.outcomes, "one outcome per attempt")
+
+	g.refuse[bUp.URL] = true
+	rec := httptest.NewRecorder()
+	b.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+	assert.Equal(t, 503, rec.Code)
+	assert.Equal(t, "2", rec.Header().Get("Retry-After"))
+	assert.Equal(t, ProblemContentType, rec.Header().Get("Content-Type"))
+}
