@@ -13,7 +13,8 @@ type MemoryOptions struct {
 	// MaxKeys bounds the number of buckets kept (one per client key and
 	// limit). When it is reached, the least recently used bucket is
 	// dropped, which forgives that client its recent requests. Each bucket
-	// takes about 100 bytes plus its key. Zero means 100,000.
+	// takes about 200 bytes with a short key (measured with 1,000,000
+	// distinct keys through a full store). Zero means 100,000.
 	MaxKeys int
 	// Shards is the number of independently locked parts the store is split
 	// into, rounded up to a power of two. Zero means 64.
@@ -110,7 +111,7 @@ func (s *MemoryStore) AllowAt(key string, limits []Limit, now time.Time) Decisio
 	n := min(len(limits), MaxLimits)
 	d.N, d.Known, d.Allowed = n, true, true
 	var found [MaxLimits]int32
-	var tats [MaxLimits]int64
+	var tats, olds [MaxLimits]int64
 	t := now.UnixNano()
 
 	sh := &s.shards[maphash.String(s.seed, key)&s.mask]
@@ -125,7 +126,7 @@ func (s *MemoryStore) AllowAt(key string, limits []Limit, now time.Time) Decisio
 		}
 		interval := int64(l.Window) / int64(l.Quota)
 		newTAT, ok, remaining, retry, reset := gcra(tat, t, interval, int64(l.Burst))
-		tats[i] = newTAT
+		tats[i], olds[i] = newTAT, tat
 		d.Results[i] = Result{Allowed: ok, Remaining: int(remaining), RetryAfter: time.Duration(retry), Reset: time.Duration(reset)}
 		if !ok {
 			d.Allowed = false
@@ -149,6 +150,12 @@ func (s *MemoryStore) AllowAt(key string, limits []Limit, now time.Time) Decisio
 		for i := 0; i < n; i++ {
 			if idx := found[i]; idx != 0 {
 				sh.toFront(idx)
+			}
+			// A limit that would have admitted the request was not
+			// charged for it: report its figures without this request.
+			if r := &d.Results[i]; r.Allowed {
+				r.Remaining++
+				r.Reset = time.Duration(max(olds[i]-t, 0))
 			}
 		}
 	}
