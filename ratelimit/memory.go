@@ -54,9 +54,9 @@ type memEntry struct {
 type memShard struct {
 	mu    sync.Mutex
 	index map[bucketKey]int32
-	slots []memEntry // slots[0] is the LRU sentinel: next is newest, prev oldest
-	max   int        // most buckets kept, not counting the sentinel
-	_     [40]byte   // keep shards on separate cache lines
+	slots []memEntry     // slots[0] is the LRU sentinel: next is newest, prev oldest
+	max   int            // most buckets kept, not counting the sentinel
+	_     [128 - 56]byte // keep shards on separate cache lines
 }
 
 // NewMemoryStore returns an empty MemoryStore.
