@@ -165,8 +165,8 @@ func PrepareLimits(limits ...Limit) ([]Limit, error) { return prepareLimits(limi
 
 // gcra is one GCRA step for a bucket whose theoretical arrival time is tat
 // (zero or in the past for an idle bucket), at time now, with the given
-// emission interval and burst, all in the same unit (nanoseconds in memory,
-// microseconds in Redis; the Redis script is the same arithmetic).
+// emission interval and burst, all in microseconds (the Redis store's script
+// is the same arithmetic, in the same unit).
 //
 // It returns the bucket's new tat (unchanged when denied) and the result.
 func gcra(tat, now, interval, burst int64) (newTAT int64, ok bool, remaining, retryAfter, reset int64) {

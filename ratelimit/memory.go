@@ -112,7 +112,9 @@ func (s *MemoryStore) AllowAt(key string, limits []Limit, now time.Time) Decisio
 	d.N, d.Known, d.Allowed = n, true, true
 	var found [MaxLimits]int32
 	var tats, olds [MaxLimits]int64
-	t := now.UnixNano()
+	// Microseconds, as in the Redis store's script, so that both make
+	// exactly the same decisions.
+	t := now.UnixMicro()
 
 	sh := &s.shards[maphash.String(s.seed, key)&s.mask]
 	sh.mu.Lock()
@@ -124,10 +126,11 @@ func (s *MemoryStore) AllowAt(key string, limits []Limit, now time.Time) Decisio
 		if idx != 0 {
 			tat = sh.slots[idx].tat
 		}
-		interval := int64(l.Window) / int64(l.Quota)
+		interval := int64(l.Window/time.Microsecond) / int64(l.Quota)
 		newTAT, ok, remaining, retry, reset := gcra(tat, t, interval, int64(l.Burst))
 		tats[i], olds[i] = newTAT, tat
-		d.Results[i] = Result{Allowed: ok, Remaining: int(remaining), RetryAfter: time.Duration(retry), Reset: time.Duration(reset)}
+		d.Results[i] = Result{Allowed: ok, Remaining: int(remaining),
+			RetryAfter: time.Duration(retry) * time.Microsecond, Reset: time.Duration(reset) * time.Microsecond}
 		if !ok {
 			d.Allowed = false
 		}
@@ -155,7 +158,7 @@ func (s *MemoryStore) AllowAt(key string, limits []Limit, now time.Time) Decisio
 			// charged for it: report its figures without this request.
 			if r := &d.Results[i]; r.Allowed {
 				r.Remaining++
-				r.Reset = time.Duration(max(olds[i]-t, 0))
+				r.Reset = time.Duration(max(olds[i]-t, 0)) * time.Microsecond
 			}
 		}
 	}
