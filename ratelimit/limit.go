@@ -16,7 +16,7 @@ const MaxLimits = 8
 // Limits on a Limit's fields, checked by [Limit.Validate].
 const (
 	maxQuota   = 1_000_000_000
-	maxBurst   = 1_000_000
+	maxBurst   = 1_000_000_000
 	maxWindow  = 366 * 24 * time.Hour
 	maxNameLen = 64
 )
@@ -118,6 +118,10 @@ func (l Limit) Validate() error {
 		return bad("burst %d is not in 1..%d", l.Burst, maxBurst)
 	case l.Window/time.Duration(l.Quota) < time.Microsecond:
 		return bad("quota %d per %v refills faster than one request per microsecond", l.Quota, l.Window)
+	case float64(l.Burst)*float64(l.Window/time.Microsecond)/float64(l.Quota) > 1<<50:
+		// The bucket's capacity in microseconds must stay exact in the
+		// Redis script's double-precision arithmetic.
+		return bad("burst %d takes longer than 35 years to refill", l.Burst)
 	case len(l.Name) > maxNameLen:
 		return bad("name is longer than %d bytes", maxNameLen)
 	}

@@ -179,7 +179,9 @@ func TestLimitValidate(t *testing.T) {
 		{"fractional window", ratelimit.Limit{Quota: 1, Window: 1500 * time.Millisecond}, false},
 		{"bad name", ratelimit.PerSecond(1).Named(`a"b`), false},
 		{"too fast", ratelimit.PerSecond(2_000_000), false},
-		{"huge burst", ratelimit.PerSecond(1).WithBurst(2_000_000), false},
+		{"huge burst", ratelimit.PerSecond(1).WithBurst(2_000_000_000), false},
+		{"burst refilling for decades", ratelimit.PerHour(1).WithBurst(1_000_000), false},
+		{"large hourly quota", ratelimit.PerHour(1_000_000_000), true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

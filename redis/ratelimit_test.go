@@ -303,4 +303,3 @@ func TestOutagePolicies(t *testing.T) {
 		}
 	}
 }
-
