@@ -173,7 +173,7 @@ func NewBackend(name string, opts BackendOptions) (*Backend, error) {
 	}
 	b.transport = opts.Transport
 	if b.transport == nil {
-		b.ownTrans = newTransport(opts)
+		b.ownTrans = NewTransport(opts)
 		b.transport = b.ownTrans
 	}
 	p, err := newPool(poolConfig{
@@ -219,7 +219,13 @@ func (b *Backend) Close() error {
 	return nil
 }
 
-func newTransport(opts BackendOptions) *http.Transport {
+// NewTransport returns the transport NewBackend builds when
+// BackendOptions.Transport is nil: DialTimeout and ResponseHeaderTimeout from
+// opts, idle connections pooled per target (up to 256), no proxy from the
+// environment, no transparent compression, HTTP/2 to TLS targets. Use it to
+// wrap the default transport (for tracing, say) and pass the result back as
+// BackendOptions.Transport.
+func NewTransport(opts BackendOptions) *http.Transport {
 	dial := opts.DialTimeout
 	if dial == 0 {
 		dial = 5 * time.Second

@@ -33,11 +33,12 @@ type Target struct {
 	inflight atomic.Int64
 
 	// Passive health (outlier detection), see health.go.
-	ejectedUntil atomic.Int64 // UnixNano at which the current ejection ends; 0 when not ejected
-	failures     atomic.Int32 // consecutive failures since the last success or ejection
-	mu           sync.Mutex   // guards ejections and lastEnd
-	ejections    int          // ejection multiplier: ejections in a row, decayed
-	lastEnd      time.Time    // when the last ejection ended (or will end)
+	ejectedUntil atomic.Int64  // UnixNano at which the current ejection ends; 0 when not ejected
+	failures     atomic.Int32  // consecutive failures since the last success or ejection
+	mu           sync.Mutex    // guards ejections and lastEnd
+	ejections    int           // ejection multiplier: ejections in a row, decayed
+	ejectedTotal atomic.Uint64 // ejections since start, for metrics
+	lastEnd      time.Time     // when the last ejection ended (or will end)
 
 	// Active health, see health.go.
 	activeDown atomic.Bool
@@ -45,6 +46,10 @@ type Target struct {
 	okRun      int // consecutive passed checks; touched only by the check round
 	failRun    int // consecutive failed checks; touched only by the check round
 }
+
+// Ejections returns how many times passive health has ejected the target
+// since the backend was built (a counter, for metrics).
+func (t *Target) Ejections() uint64 { return t.ejectedTotal.Load() }
 
 // URL returns the target's parsed base URL: scheme http or https, host, and
 // an optional base path. The URL is shared: callers must not modify it.

@@ -39,14 +39,15 @@ type Options struct {
 // routes with Route, Group and Handle, then check Err once before serving
 // (Run does). A Gateway must not be changed while it serves.
 type Gateway struct {
-	opts    Options
-	logger  *slog.Logger
-	mux     *http.ServeMux
-	mws     []Middleware
-	handler http.Handler
-	entries map[string]*entry // by full ServeMux pattern
-	routes  []*Route
-	errs    []error
+	opts     Options
+	logger   *slog.Logger
+	mux      *http.ServeMux
+	mws      []Middleware
+	handler  http.Handler
+	entries  map[string]*entry // by full ServeMux pattern
+	routes   []*Route
+	backends []*Backend // route targets, for readiness
+	errs     []error
 }
 
 // New returns an empty Gateway.

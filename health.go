@@ -173,6 +173,7 @@ func (p *pool) eject(t *Target) {
 		until = 1 // 0 means "not ejected"
 	}
 	t.ejectedUntil.Store(until)
+	t.ejectedTotal.Add(1)
 	t.mu.Unlock()
 	p.logger.Warn("pylon: target ejected",
 		"backend", p.name, "target", t.str,

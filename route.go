@@ -211,6 +211,9 @@ func (rt *Route) To(b *Backend) {
 		rt.errorf("To: nil backend")
 		return
 	}
+	if !slices.Contains(rt.g.backends, b) {
+		rt.g.backends = append(rt.g.backends, b)
+	}
 	rt.finish(b, "backend "+b.Name())
 }
 

@@ -39,6 +39,11 @@ type RunOptions struct {
 	// upgraded (WebSocket) connections get this long to finish once ctx
 	// ends; then they are closed. Zero means 30s.
 	DrainTimeout time.Duration
+	// DrainDelay is how long the server keeps serving, with readiness
+	// answering 503 "draining", after ctx ends and before it stops
+	// accepting connections, so that load balancers stop sending traffic
+	// first. Zero means no delay.
+	DrainDelay time.Duration
 	// Logger receives start and stop messages. Nil means no logging.
 	Logger *slog.Logger
 }
@@ -111,7 +116,17 @@ func RunWithOptions(ctx context.Context, srv *http.Server, opts RunOptions) erro
 		return err
 	case <-ctx.Done():
 	}
-	logger.Info("pylon: draining", "timeout", drain.String())
+	tracker.draining.Store(true)
+	logger.Info("pylon: draining", "delay", opts.DrainDelay.String(), "timeout", drain.String())
+	if opts.DrainDelay > 0 {
+		t := time.NewTimer(opts.DrainDelay)
+		select {
+		case <-t.C:
+		case err := <-errc:
+			t.Stop()
+			return err
+		}
+	}
 	dctx, cancel := context.WithTimeout(context.Background(), drain)
 	defer cancel()
 	err := srv.Shutdown(dctx)

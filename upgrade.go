@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // upgrade completes a protocol switch (WebSocket): it hijacks the client's
@@ -89,10 +90,13 @@ func spliceConn(dst io.Writer, src io.Reader, errc chan<- error) {
 	errc <- err
 }
 
-// connTracker records upgraded connections so that a graceful shutdown,
-// which net/http does not extend to hijacked connections, can wait for them
-// and close them at the deadline.
+// connTracker is the server-wide state Run shares with handlers through
+// the base context: whether the server is draining, and the upgraded
+// connections, so that a graceful shutdown, which net/http does not extend
+// to hijacked connections, can wait for them and close them at the deadline.
 type connTracker struct {
+	draining atomic.Bool // set when shutdown begins; readiness reads it
+
 	mu      sync.Mutex
 	conns   map[net.Conn]io.Closer
 	closing bool
