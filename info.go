@@ -51,6 +51,10 @@ type RequestInfo struct {
 
 	// Subject is the authenticated subject (for example a JWT "sub").
 	Subject string
+	// AuthFailure is a short code from a fixed set when authentication or
+	// authorization refused the request ("missing_token", "invalid_token",
+	// "expired", "insufficient_scope", ...), usable as a metric label.
+	AuthFailure string
 	// RateLimit is the rate limiter's decision, if a limiter ran.
 	RateLimit RateLimitInfo
 	// Breaker is the circuit breaker state seen by the request ("closed",
