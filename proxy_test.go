@@ -260,8 +260,10 @@ func TestProxyTrailers(t *testing.T) {
 	assert.Empty(t, reqTrailer.Get("X-Req-Trailer"), "request trailers are dropped")
 }
 
-func TestProxyWebSocketUpgrade(t *testing.T) {
-	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+// wsUpstream starts an upstream that accepts WebSocket upgrades and then
+// hands the tunnel to tunnel.
+func wsUpstream(t *testing.T, tunnel func(*bufio.ReadWriter)) *httptest.Server {
+	return upstream(t, func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Upgrade") != "websocket" || !headerHasToken(r.Header["Connection"], "upgrade") {
 			http.Error(w, "no upgrade", 400)
 			return
@@ -273,6 +275,12 @@ func TestProxyWebSocketUpgrade(t *testing.T) {
 		defer conn.Close()
 		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
 		brw.Flush()
+		tunnel(brw)
+	})
+}
+
+func TestProxyWebSocketUpgrade(t *testing.T) {
+	up := wsUpstream(t, func(brw *bufio.ReadWriter) {
 		line, _ := brw.ReadString('\n')
 		brw.WriteString("echo:" + line)
 		brw.Flush()

@@ -94,14 +94,7 @@ func TestRunDrainsInFlightRequest(t *testing.T) {
 }
 
 func TestRunClosesUpgradedConnectionsAtDeadline(t *testing.T) {
-	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
-		conn, brw, err := http.NewResponseController(w).Hijack()
-		if err != nil {
-			return
-		}
-		defer conn.Close()
-		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-		brw.Flush()
+	up := wsUpstream(t, func(brw *bufio.ReadWriter) {
 		io.Copy(io.Discard, brw) // holds the tunnel open until closed
 	})
 	b := backend(t, BackendOptions{Targets: []string{up.URL}})
