@@ -306,8 +306,10 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			info.Attempts = attempt + 1
 			info.Target = t.String()
 		}
-		if body != nil {
-			body.rewind()
+		if body != nil && body.buf != nil && attempt > 0 {
+			// A fresh reader per attempt: the transport may still be
+			// reading the previous one from its write goroutine.
+			body = &reqBody{buf: body.buf}
 			out.Body = body
 		}
 		setTargetURL(out, r, t.URL(), b.opts.PreserveHost, b.opts.PassRawQuery)
@@ -545,26 +547,22 @@ func (b *Backend) mayRetry(r *http.Request, attempt int, body *reqBody, err erro
 	if attempt >= b.opts.Retries || r.Context().Err() != nil {
 		return false
 	}
-	safe := idempotent(r)
-	replayable := body == nil || body.buf != nil || body.n == 0
-	if body != nil && body.buf != nil && b.opts.RetryNonIdempotent {
-		safe = true
-	}
+	buffered := body == nil || body.buf != nil
+	safe := idempotent(r) || (body != nil && body.buf != nil && b.opts.RetryNonIdempotent)
 	if err != nil {
 		if isTimeout(err) {
 			return false
 		}
-		if !replayable {
-			return false
-		}
-		if safe {
+		if isDialError(err) {
+			// Never written: no byte of the body was read, and the
+			// request may go to another target whatever its method.
 			return true
 		}
-		// A request that was never written may go to another target
-		// whatever its method.
-		return isDialError(err)
+		// Otherwise an unbuffered body may be partly sent, or still be
+		// read by the transport: it cannot be sent again.
+		return safe && buffered
 	}
-	return b.opts.RetryOnStatus && safe && replayable && body.consumedOK()
+	return b.opts.RetryOnStatus && safe && buffered
 }
 
 // takeRetry takes a place in the retry budget, once per request.
@@ -790,14 +788,13 @@ func drainClose(rc io.ReadCloser) {
 }
 
 // reqBody wraps a request body for the transport: Close does not close the
-// client's body (a retry may still need it), reads are counted, and the
-// first read error is kept so an over-limit body is told apart from an
+// client's body (the server does, after the handler), and the first read
+// error is kept so an over-limit body is told apart from an
 // upstream failure. A buffered body can be replayed.
 type reqBody struct {
 	rc  io.ReadCloser
 	buf []byte // non-nil when buffered
 	off int
-	n   int64
 	err error
 }
 
@@ -811,7 +808,6 @@ func (b *reqBody) Read(p []byte) (int, error) {
 		return n, nil
 	}
 	n, err := b.rc.Read(p)
-	b.n += int64(n)
 	if err != nil && b.err == nil {
 		b.err = err
 	}
@@ -820,6 +816,3 @@ func (b *reqBody) Read(p []byte) (int, error) {
 
 func (b *reqBody) Close() error { return nil }
 
-func (b *reqBody) rewind() { b.off = 0 }
-
-func (b *reqBody) consumedOK() bool { return b == nil || b.buf != nil || b.n == 0 }
