@@ -95,7 +95,7 @@ func newBreaker(cfg *config, name string, twoStep bool) (*Breaker, error) {
 	st := cfg.gobreakerSettings(name, b.changed)
 	switch {
 	case cfg.store != nil:
-		dcb, err := gobreaker.NewDistributedCircuitBreaker[struct{}](cfg.store, st)
+		dcb, err := gobreaker.NewDistributedCircuitBreaker[struct{}](&lockFirst{store: cfg.store, mutex: "gobreaker:mutex:" + name}, st)
 		if err != nil {
 			return nil, fmt.Errorf("breaker %q: shared state: %w", name, err)
 		}
@@ -186,40 +186,6 @@ func (b *Breaker) allow() (done func(error), err error) {
 		return b.ts.Allow()
 	}
 	return b.sharedAllow()
-}
-
-// sharedAllow admits a request through the shared state in a short
-// critical section (an outcome that is not counted), and records the
-// outcome in a second one, rather than holding the store's lock for the
-// whole request as DistributedCircuitBreaker.Execute would. The price: the
-// half-open probe cap is approximate across processes, since a probe holds
-// no place between the two steps.
-func (b *Breaker) sharedAllow() (func(error), error) {
-	b.dmu.Lock()
-	_, err := b.dcb.Execute(func() (struct{}, error) { return struct{}{}, errAdmit })
-	b.dmu.Unlock()
-	switch {
-	case err == errAdmit:
-		return b.sharedDone, nil
-	case isRefusal(err):
-		b.state.Store(int32(StateOpen))
-		if err == gobreaker.ErrTooManyRequests {
-			b.state.Store(int32(StateHalfOpen))
-		}
-		return nil, err
-	default: // the store failed: fail open
-		b.logStoreError(err)
-		return noopDone, nil
-	}
-}
-
-func (b *Breaker) sharedDone(o error) {
-	b.dmu.Lock()
-	_, err := b.dcb.Execute(func() (struct{}, error) { return struct{}{}, o })
-	b.dmu.Unlock()
-	if err != nil && err != o && !isRefusal(err) {
-		b.logStoreError(err)
-	}
 }
 
 func noopDone(error) {}
