@@ -86,8 +86,10 @@ type Settings struct {
 	// with gobreaker's DistributedCircuitBreaker. Each request then reads
 	// and writes the store twice, and this process serializes requests per
 	// breaker while doing so. When the store fails, requests are let
-	// through (the breaker fails open) and the error is logged. Nil means
-	// state is kept in memory.
+	// through (the breaker fails open) and the error is logged. Across
+	// processes the half-open probe cap is approximate, and a process that
+	// did not see the trip answers Retry-After: OpenDuration (an upper
+	// bound). Nil means state is kept in memory.
 	Store gobreaker.SharedDataStore
 }
 
