@@ -259,6 +259,9 @@ func TestHalfOpen(t *testing.T) {
 			t.Fatalf("only %d requests refused", refused)
 		}
 	}
+	// Every request is now either refused or admitted; the admitted ones
+	// may still be on their way into the handler.
+	eventually(t, "the probes to arrive", func() bool { return hits.Load() >= probes })
 	if got := hits.Load(); got != probes {
 		t.Fatalf("%d probes reached the backend, want %d", got, probes)
 	}
