@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	github.com/lestrrat-go/jwx/v2 v2.1.7
+	github.com/sony/gobreaker/v2 v2.4.0
 	github.com/stretchr/testify v1.12.1
 	go.uber.org/goleak v1.3.0
 	golang.org/x/sync v0.25.0

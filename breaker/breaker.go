@@ -1,0 +1,229 @@
+package breaker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sony/gobreaker/v2"
+
+	"github.com/pylon-gateway/pylon"
+)
+
+// ErrOpen is the error a breaker refuses requests with while it is open.
+// Refusals are [*RefusedError] values that wrap it.
+var ErrOpen = errors.New("breaker: circuit open")
+
+// ErrTooManyRequests is the error a half-open breaker refuses requests with
+// once its probes are under way. Refusals are [*RefusedError] values that
+// wrap it.
+var ErrTooManyRequests = errors.New("breaker: too many requests while half-open")
+
+// RefusedError is the error returned for a request a breaker refused: it
+// wraps ErrOpen or ErrTooManyRequests, and says how long to wait.
+type RefusedError struct {
+	// Name is the name of the breaker that refused.
+	Name string
+	// Err is ErrOpen or ErrTooManyRequests.
+	Err error
+	// Wait is the time left before the breaker lets probes through.
+	Wait time.Duration
+}
+
+// Error returns the message of Err.
+func (e *RefusedError) Error() string { return e.Err.Error() }
+
+// Unwrap returns Err, for errors.Is(err, breaker.ErrOpen).
+func (e *RefusedError) Unwrap() error { return e.Err }
+
+// RetryAfter returns Wait. A pylon Backend reads it for its Retry-After
+// header when every target is refused.
+func (e *RefusedError) RetryAfter() time.Duration { return e.Wait }
+
+// Breaker is a circuit breaker around one dependency. Use it as route
+// middleware ([Breaker.Middleware]) or around an [http.RoundTripper]
+// ([Breaker.Transport]); every use shares the one state. For a breaker per
+// upstream target of a pylon Backend, see [PerTarget].
+//
+// It is built on sony/gobreaker: in memory, its CircuitBreaker; with
+// Settings.Store, its DistributedCircuitBreaker.
+type Breaker struct {
+	cfg  *config
+	name string
+
+	// One of these is set: cb for a breaker used around a call, ts for one
+	// used in two steps (a TargetGuard's), dcb for shared state.
+	cb  *gobreaker.CircuitBreaker[struct{}]
+	ts  *gobreaker.TwoStepCircuitBreaker[struct{}]
+	dcb *gobreaker.DistributedCircuitBreaker[struct{}]
+	dmu sync.Mutex // serializes this process's use of dcb
+
+	state     atomic.Int32 // State last seen by OnStateChange
+	openUntil atomic.Int64 // UnixNano (by cfg.now) when the current open period ends
+	storeErr  atomic.Int64 // UnixNano of the last logged store error
+}
+
+// New returns a Breaker configured by s. It fails on invalid settings, and,
+// with a Store, when the store cannot be reached to set up the shared state;
+// the error names the breaker.
+func New(s Settings) (*Breaker, error) {
+	cfg, err := newConfig(s)
+	if err != nil {
+		return nil, err
+	}
+	return newBreaker(cfg, cfg.name, false)
+}
+
+// MustNew is like New but panics on error. It is meant for main.go, where a
+// misconfigured breaker should stop the program at start.
+func MustNew(s Settings) *Breaker {
+	b, err := New(s)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+func newBreaker(cfg *config, name string, twoStep bool) (*Breaker, error) {
+	b := &Breaker{cfg: cfg, name: name}
+	st := cfg.gobreakerSettings(name, b.changed)
+	switch {
+	case cfg.store != nil:
+		dcb, err := gobreaker.NewDistributedCircuitBreaker[struct{}](&lockFirst{store: cfg.store, mutex: "gobreaker:mutex:" + name}, st)
+		if err != nil {
+			return nil, fmt.Errorf("breaker %q: shared state: %w", name, err)
+		}
+		b.dcb = dcb
+	case twoStep:
+		b.ts = gobreaker.NewTwoStepCircuitBreaker[struct{}](st)
+	default:
+		b.cb = gobreaker.NewCircuitBreaker[struct{}](st)
+	}
+	return b, nil
+}
+
+// Name returns the breaker's name.
+func (b *Breaker) Name() string { return b.name }
+
+// State returns the breaker's state as this process last saw it change.
+// With a Store, other processes may have changed the shared state since.
+func (b *Breaker) State() State { return State(b.state.Load()) }
+
+// changed is gobreaker's OnStateChange: it runs under the breaker's lock,
+// once per transition.
+func (b *Breaker) changed(name string, from, to State) {
+	b.state.Store(int32(to))
+	if to == StateOpen {
+		b.openUntil.Store(b.cfg.now().Add(b.cfg.open).UnixNano())
+	}
+	level := slog.LevelInfo
+	if to == StateOpen {
+		level = slog.LevelWarn
+	}
+	b.cfg.logger.LogAttrs(context.Background(), level, "breaker: state change",
+		slog.String("breaker", name), slog.String("from", from.String()), slog.String("to", to.String()))
+	if b.cfg.onChange != nil {
+		b.cfg.onChange(name, from, to)
+	}
+}
+
+// refusal turns gobreaker's refusal into ours, with the time to wait.
+func (b *Breaker) refusal(err error) *RefusedError {
+	if err == gobreaker.ErrTooManyRequests {
+		return &RefusedError{Name: b.name, Err: ErrTooManyRequests, Wait: time.Second}
+	}
+	wait := b.cfg.open
+	if until := b.openUntil.Load(); until != 0 {
+		if d := time.Duration(until - b.cfg.now().UnixNano()); d > 0 && d <= b.cfg.open {
+			wait = d
+		} else if d <= 0 {
+			wait = time.Second // the open period is ending
+		}
+	}
+	return &RefusedError{Name: b.name, Err: ErrOpen, Wait: wait}
+}
+
+func isRefusal(err error) bool {
+	return err == gobreaker.ErrOpenState || err == gobreaker.ErrTooManyRequests
+}
+
+// execute runs fn if the breaker admits it, and records fn's outcome (nil,
+// errFailure or errExcluded). It reports whether fn ran; when it did not,
+// err is the refusal.
+func (b *Breaker) execute(fn func() error) (ran bool, err error) {
+	switch {
+	case b.cb != nil:
+		_, err = b.cb.Execute(func() (struct{}, error) {
+			ran = true
+			return struct{}{}, fn()
+		})
+		if ran {
+			return true, nil
+		}
+		return false, err
+	default:
+		done, err := b.allow()
+		if err != nil {
+			return false, err
+		}
+		var o error = errFailure // a panic in fn is a failure
+		defer func() { done(o) }()
+		o = fn()
+		return true, nil
+	}
+}
+
+// allow is the first of two steps: it admits a request or refuses it with
+// gobreaker's error; done records the outcome. It is not used for cb.
+func (b *Breaker) allow() (done func(error), err error) {
+	if b.ts != nil {
+		return b.ts.Allow()
+	}
+	return b.sharedAllow()
+}
+
+func noopDone(error) {}
+
+// logStoreError logs a store failure at most once a second.
+func (b *Breaker) logStoreError(err error) {
+	now := time.Now().UnixNano()
+	last := b.storeErr.Load()
+	if now-last < int64(time.Second) || !b.storeErr.CompareAndSwap(last, now) {
+		return
+	}
+	b.cfg.logger.LogAttrs(context.Background(), slog.LevelError, "breaker: shared state store failed; letting requests through",
+		slog.String("breaker", b.name), slog.String("error", err.Error()))
+}
+
+// refuse answers a refused request: the fallback, or 503 with Retry-After.
+func (b *Breaker) refuse(w http.ResponseWriter, r *http.Request, info *pylon.RequestInfo, err error) {
+	ref := b.refusal(err)
+	if info != nil {
+		info.Breaker = StateOpen.String()
+		if ref.Err == ErrTooManyRequests {
+			info.Breaker = StateHalfOpen.String()
+		}
+		info.Error = ref.Error()
+	}
+	if b.cfg.fallback != nil {
+		b.cfg.fallback.ServeHTTP(w, r)
+		return
+	}
+	w.Header().Set("Retry-After", retryAfter(ref.Wait))
+	pylon.Error(w, r, http.StatusServiceUnavailable, "The service is temporarily unavailable.")
+}
+
+// retryAfter formats d as whole seconds, rounded up, at least 1.
+func retryAfter(d time.Duration) string {
+	s := int64((d + time.Second - 1) / time.Second)
+	if s < 1 {
+		s = 1
+	}
+	return strconv.FormatInt(s, 10)
+}

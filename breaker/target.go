@@ -1,0 +1,146 @@
+package breaker
+
+import (
+	"net/http"
+	"sync"
+	"sync/atomic"
+
+	"github.com/pylon-gateway/pylon"
+)
+
+// MaxTargets bounds how many breakers one TargetGuard creates. Targets past
+// it are let through unguarded; a Backend has far fewer.
+const MaxTargets = 4096
+
+// TargetGuard keeps a circuit breaker per upstream target of a pylon
+// Backend. It implements pylon.Guard: set it as BackendOptions.Guard, and
+// the Backend skips a target whose breaker is open for another one, and
+// answers 503 with Retry-After when every target is refused. Each attempt
+// (retries included) is counted once, against the target it went to.
+//
+// Breakers are created on a target's first request, named
+// "Settings.Name target-URL", and live as long as the guard.
+type TargetGuard struct {
+	cfg      *config
+	breakers sync.Map // *pylon.Target -> *Breaker
+	mu       sync.Mutex
+	n        atomic.Int32
+}
+
+var _ pylon.Guard = (*TargetGuard)(nil)
+
+// PerTarget returns a TargetGuard whose breakers are configured by s. It
+// fails on invalid settings, naming the breaker. Settings.Fallback does not
+// apply: a Backend answers when every target is refused.
+func PerTarget(s Settings) (*TargetGuard, error) {
+	cfg, err := newConfig(s)
+	if err != nil {
+		return nil, err
+	}
+	return &TargetGuard{cfg: cfg}, nil
+}
+
+// MustPerTarget is like PerTarget but panics on error.
+func MustPerTarget(s Settings) *TargetGuard {
+	g, err := PerTarget(s)
+	if err != nil {
+		panic(err)
+	}
+	return g
+}
+
+// Allow implements pylon.Guard: it refuses t with a [*RefusedError] while
+// t's breaker is open (or half-open with its probes under way), and
+// otherwise returns the function that counts the attempt's outcome. It
+// records the state seen in RequestInfo.Breaker.
+func (g *TargetGuard) Allow(r *http.Request, t *pylon.Target) (func(int, error), error) {
+	b := g.breaker(t)
+	info := pylon.Info(r.Context())
+	if b == nil {
+		return noopFinish, nil
+	}
+	gdone, err := b.allow()
+	if err != nil {
+		ref := b.refusal(err)
+		if info != nil {
+			info.Breaker = StateOpen.String()
+			if ref.Err == ErrTooManyRequests {
+				info.Breaker = StateHalfOpen.String()
+			}
+		}
+		return nil, ref
+	}
+	if info != nil {
+		info.Breaker = b.State().String()
+	}
+	a := newAttempt()
+	a.b, a.r, a.gdone = b, r, gdone
+	return a.fn, nil
+}
+
+// State returns the state of t's breaker ("closed" when t has none yet).
+func (g *TargetGuard) State(t *pylon.Target) State {
+	if v, ok := g.breakers.Load(t); ok {
+		return v.(*Breaker).State()
+	}
+	return StateClosed
+}
+
+// breaker returns t's breaker, creating it on first use; nil when the guard
+// is full or a shared state store cannot be reached (the attempt is then
+// let through, and creation tried again next time).
+func (g *TargetGuard) breaker(t *pylon.Target) *Breaker {
+	if v, ok := g.breakers.Load(t); ok {
+		return v.(*Breaker)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if v, ok := g.breakers.Load(t); ok {
+		return v.(*Breaker)
+	}
+	if g.n.Load() >= MaxTargets {
+		return nil
+	}
+	b, err := newBreaker(g.cfg, g.cfg.name+" "+t.String(), true)
+	if err != nil {
+		g.cfg.logger.Error("breaker: cannot create target breaker; letting requests through",
+			"breaker", g.cfg.name, "error", err.Error())
+		return nil
+	}
+	g.breakers.Store(t, b)
+	g.n.Add(1)
+	return b
+}
+
+func noopFinish(int, error) {}
+
+// attempt carries one admitted attempt to its end. Attempts are pooled and
+// their done function made once, so that Allow allocates nothing of its own.
+type attempt struct {
+	b     *Breaker
+	r     *http.Request
+	gdone func(error)
+	fn    func(int, error) // a.finish, bound once
+}
+
+var attemptPool sync.Pool
+
+func newAttempt() *attempt {
+	if a, ok := attemptPool.Get().(*attempt); ok {
+		return a
+	}
+	a := new(attempt)
+	a.fn = a.finish
+	return a
+}
+
+// finish counts the attempt's outcome. pylon.Guard calls it exactly once.
+func (a *attempt) finish(status int, err error) {
+	b, r, gdone := a.b, a.r, a.gdone
+	if gdone == nil {
+		return // called twice: ignore rather than count twice
+	}
+	a.b, a.r, a.gdone = nil, nil, nil
+	attemptPool.Put(a)
+	gdone(b.cfg.outcome(r, status, err))
+}
