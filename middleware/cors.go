@@ -178,56 +178,58 @@ func validHostLabels(s string) bool {
 
 func (c *corsPolicy) serve(next http.Handler, w http.ResponseWriter, r *http.Request) {
 	origin := r.Header.Get("Origin")
-	h := w.Header()
 	if r.Method == http.MethodOptions && origin != "" && r.Header.Get("Access-Control-Request-Method") != "" {
 		c.preflight(w, r, origin)
 		return
 	}
-	if origin == "" {
-		if !c.any || c.creds {
-			h.Add("Vary", "Origin")
+	// One allocation holds the state and every value set below.
+	st := &corsState{c: c}
+	if c.allowed(origin) {
+		st.allowed = true
+		st.vals[0] = origin
+		if c.any && !c.creds {
+			st.vals[0] = "*"
 		}
-		next.ServeHTTP(w, r)
-		return
+		st.vals[1], st.vals[2], st.vals[3] = "Origin", "true", c.expose
 	}
-	ok := c.allowed(origin)
-	varyOrigin := !c.any || c.creds
-	if !ok {
-		if varyOrigin {
-			h.Add("Vary", "Origin")
-		}
-		next.ServeHTTP(w, r)
-		return
-	}
-	// One allocation holds every value set below.
-	vals := new([4]string)
-	vals[0] = origin
-	if c.any && !c.creds {
-		vals[0] = "*"
-	}
-	vals[1], vals[2], vals[3] = "Origin", "true", c.expose
-	ww := WrapWriterWithOptions(w, WriterOptions{BeforeWriteHeader: func(_ int, h http.Header) {
-		for k := range h { // the upstream's CORS headers never reach the client
-			if strings.HasPrefix(k, "Access-Control-") {
-				delete(h, k)
-			}
-		}
-		h["Access-Control-Allow-Origin"] = vals[0:1:1]
-		if c.creds {
-			h["Access-Control-Allow-Credentials"] = vals[2:3:3]
-		}
-		if c.expose != "" {
-			h["Access-Control-Expose-Headers"] = vals[3:4:4]
-		}
-	}})
-	if varyOrigin {
+	if !c.any || c.creds {
+		h := w.Header()
 		if _, exists := h["Vary"]; exists {
 			h.Add("Vary", "Origin")
 		} else {
-			h["Vary"] = vals[1:2:2]
+			st.vals[1] = "Origin"
+			h["Vary"] = st.vals[1:2:2]
 		}
 	}
-	next.ServeHTTP(ww, r)
+	next.ServeHTTP(WrapWriterWithOptions(w, WriterOptions{BeforeWriteHeader: st.apply}), r)
+}
+
+// corsState is one request's CORS response headers.
+type corsState struct {
+	c       *corsPolicy
+	allowed bool
+	vals    [4]string // Allow-Origin, Vary, Allow-Credentials, Expose-Headers
+}
+
+// apply replaces the upstream's CORS response headers with ours, so that a
+// backend with CORS of its own cannot widen the policy.
+func (st *corsState) apply(_ int, h http.Header) {
+	for k := range h {
+		if strings.HasPrefix(k, "Access-Control-") {
+			delete(h, k)
+		}
+	}
+	if !st.allowed {
+		return
+	}
+	h["Access-Control-Allow-Origin"] = st.vals[0:1:1]
+	if st.c.creds {
+		st.vals[2] = "true"
+		h["Access-Control-Allow-Credentials"] = st.vals[2:3:3]
+	}
+	if st.c.expose != "" {
+		h["Access-Control-Expose-Headers"] = st.vals[3:4:4]
+	}
 }
 
 func (c *corsPolicy) preflight(w http.ResponseWriter, r *http.Request, origin string) {
