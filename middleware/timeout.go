@@ -2,7 +2,6 @@ package middleware
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"time"
 
@@ -41,25 +40,12 @@ func Timeout(d time.Duration) func(http.Handler) http.Handler {
 			if info := pylon.Info(ctx); info != nil {
 				id = info.RequestID // read now: the timer must not touch info
 			}
-			g := &guard{h: w.Header().Clone()}
+			g := &guard{h: w.Header().Clone(), ctx: ctx}
 			if g.h == nil {
 				g.h = http.Header{}
 			}
-			ww := wrap(w, rw{g: g})
 			method := r.Method
-			fired := make(chan struct{})
-			stop := context.AfterFunc(ctx, func() {
-				defer close(fired)
-				if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
-					return // client went away, or the handler returned
-				}
-				g.mu.Lock()
-				defer g.mu.Unlock()
-				b := ww.base()
-				if b.wrote || b.hijacked {
-					return
-				}
-				g.timedOut = true
+			g.onTimeout = func() {
 				// A bare request: the handler's goroutine may still be
 				// using r and its RequestInfo.
 				pylon.WriteProblem(w, &http.Request{Method: method}, pylon.Problem{
@@ -68,11 +54,25 @@ func Timeout(d time.Duration) func(http.Handler) http.Handler {
 					RequestID: id,
 				})
 				_ = http.NewResponseController(w).Flush()
+			}
+			ww := wrap(w, rw{g: g})
+			fired := make(chan struct{})
+			stop := context.AfterFunc(ctx, func() {
+				defer close(fired)
+				g.mu.Lock()
+				defer g.mu.Unlock()
+				g.expired(ww.base())
 			})
 			defer func() {
 				if !stop() {
 					<-fired
 				}
+				// The handler may have seen its context end and returned
+				// before the timer's function was started; stop then
+				// prevented it from running.
+				g.mu.Lock()
+				g.expired(ww.base())
+				g.mu.Unlock()
 				if g.timedOut {
 					if info := pylon.Info(ctx); info != nil {
 						info.Error = "timeout"

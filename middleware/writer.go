@@ -2,6 +2,8 @@ package middleware
 
 import (
 	"bufio"
+	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -85,6 +87,26 @@ type guard struct {
 	mu       sync.Mutex
 	h        http.Header // the handler's header map
 	timedOut bool        // the timeout response was written; drop everything
+
+	ctx       context.Context // the handler's context, with the deadline
+	onTimeout func()          // writes the timeout response; called with mu held
+}
+
+// expired reports, with g.mu held, whether the handler's time is up: the
+// timeout response was written, or the deadline has passed before the
+// response started, in which case it writes the timeout response now, so
+// that a handler that sees its context end before the timer goroutine runs
+// cannot win the race.
+func (g *guard) expired(w *rw) bool {
+	if g.timedOut {
+		return true
+	}
+	if w.wrote || w.hijacked || !errors.Is(g.ctx.Err(), context.DeadlineExceeded) {
+		return false
+	}
+	g.timedOut = true
+	g.onTimeout()
+	return true
 }
 
 func (w *rw) base() *rw                   { return w }
@@ -105,7 +127,7 @@ func (w *rw) WriteHeader(code int) {
 	if w.g != nil {
 		w.g.mu.Lock()
 		defer w.g.mu.Unlock()
-		if w.g.timedOut {
+		if w.g.expired(w) {
 			return
 		}
 	}
@@ -159,7 +181,7 @@ func (w *rw) Write(p []byte) (int, error) {
 	if w.g != nil {
 		w.g.mu.Lock()
 		defer w.g.mu.Unlock()
-		if w.g.timedOut {
+		if w.g.expired(w) {
 			return 0, http.ErrHandlerTimeout
 		}
 	}
@@ -178,7 +200,7 @@ func (w *rw) flush() {
 	if w.g != nil {
 		w.g.mu.Lock()
 		defer w.g.mu.Unlock()
-		if w.g.timedOut {
+		if w.g.expired(w) {
 			return
 		}
 	}
@@ -195,7 +217,7 @@ func (w *rw) hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if w.g != nil {
 		w.g.mu.Lock()
 		defer w.g.mu.Unlock()
-		if w.g.timedOut {
+		if w.g.expired(w) {
 			return nil, nil, http.ErrHandlerTimeout
 		}
 	}
@@ -210,7 +232,7 @@ func (w *rw) readFrom(src io.Reader) (int64, error) {
 	if w.g != nil {
 		w.g.mu.Lock()
 		defer w.g.mu.Unlock()
-		if w.g.timedOut {
+		if w.g.expired(w) {
 			return 0, http.ErrHandlerTimeout
 		}
 	}

@@ -71,35 +71,97 @@ func combo(mask int, b *baseWriter) http.ResponseWriter {
 	case 0:
 		return b
 	case 1:
-		return struct{ http.ResponseWriter; f }{b, fw}
+		return struct {
+			http.ResponseWriter
+			f
+		}{b, fw}
 	case 2:
-		return struct{ http.ResponseWriter; h }{b, hw}
+		return struct {
+			http.ResponseWriter
+			h
+		}{b, hw}
 	case 3:
-		return struct{ http.ResponseWriter; f; h }{b, fw, hw}
+		return struct {
+			http.ResponseWriter
+			f
+			h
+		}{b, fw, hw}
 	case 4:
-		return struct{ http.ResponseWriter; r }{b, rw}
+		return struct {
+			http.ResponseWriter
+			r
+		}{b, rw}
 	case 5:
-		return struct{ http.ResponseWriter; f; r }{b, fw, rw}
+		return struct {
+			http.ResponseWriter
+			f
+			r
+		}{b, fw, rw}
 	case 6:
-		return struct{ http.ResponseWriter; h; r }{b, hw, rw}
+		return struct {
+			http.ResponseWriter
+			h
+			r
+		}{b, hw, rw}
 	case 7:
-		return struct{ http.ResponseWriter; f; h; r }{b, fw, hw, rw}
+		return struct {
+			http.ResponseWriter
+			f
+			h
+			r
+		}{b, fw, hw, rw}
 	case 8:
-		return struct{ http.ResponseWriter; p }{b, pw}
+		return struct {
+			http.ResponseWriter
+			p
+		}{b, pw}
 	case 9:
-		return struct{ http.ResponseWriter; f; p }{b, fw, pw}
+		return struct {
+			http.ResponseWriter
+			f
+			p
+		}{b, fw, pw}
 	case 10:
-		return struct{ http.ResponseWriter; h; p }{b, hw, pw}
+		return struct {
+			http.ResponseWriter
+			h
+			p
+		}{b, hw, pw}
 	case 11:
-		return struct{ http.ResponseWriter; f; h; p }{b, fw, hw, pw}
+		return struct {
+			http.ResponseWriter
+			f
+			h
+			p
+		}{b, fw, hw, pw}
 	case 12:
-		return struct{ http.ResponseWriter; r; p }{b, rw, pw}
+		return struct {
+			http.ResponseWriter
+			r
+			p
+		}{b, rw, pw}
 	case 13:
-		return struct{ http.ResponseWriter; f; r; p }{b, fw, rw, pw}
+		return struct {
+			http.ResponseWriter
+			f
+			r
+			p
+		}{b, fw, rw, pw}
 	case 14:
-		return struct{ http.ResponseWriter; h; r; p }{b, hw, rw, pw}
+		return struct {
+			http.ResponseWriter
+			h
+			r
+			p
+		}{b, hw, rw, pw}
 	default:
-		return struct{ http.ResponseWriter; f; h; r; p }{b, fw, hw, rw, pw}
+		return struct {
+			http.ResponseWriter
+			f
+			h
+			r
+			p
+		}{b, fw, hw, rw, pw}
 	}
 }
 
