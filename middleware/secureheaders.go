@@ -22,10 +22,10 @@ type SecureHeadersOptions struct {
 	// HSTSPreload adds preload to the HSTS header.
 	HSTSPreload bool
 	// FrameOptions is the X-Frame-Options value. Empty means "DENY"; "-"
-	// means no header.
+	// means none is added (an upstream's own passes).
 	FrameOptions string
 	// ReferrerPolicy is the Referrer-Policy value. Empty means
-	// "strict-origin-when-cross-origin"; "-" means no header.
+	// "strict-origin-when-cross-origin"; "-" means none is added.
 	ReferrerPolicy string
 	// ContentSecurityPolicy is the Content-Security-Policy value. Empty
 	// means no header.
