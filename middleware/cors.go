@@ -182,53 +182,54 @@ func (c *corsPolicy) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 		c.preflight(w, r, origin)
 		return
 	}
-	// One allocation holds the state and every value set below.
-	st := &corsState{c: c}
-	if c.allowed(origin) {
-		st.allowed = true
-		st.vals[0] = origin
-		if c.any && !c.creds {
-			st.vals[0] = "*"
-		}
-		st.vals[1], st.vals[2], st.vals[3] = "Origin", "true", c.expose
-	}
 	if !c.any || c.creds {
 		h := w.Header()
 		if _, exists := h["Vary"]; exists {
 			h.Add("Vary", "Origin")
 		} else {
-			st.vals[1] = "Origin"
-			h["Vary"] = st.vals[1:2:2]
+			h["Vary"] = varyOrigin[:1:1] // shared; capacity 1 makes appends copy
 		}
 	}
-	next.ServeHTTP(WrapWriterWithOptions(w, WriterOptions{BeforeWriteHeader: st.apply}), r)
+	hook := stripCORS
+	if c.allowed(origin) {
+		st := &corsState{c: c}
+		st.vals[0] = origin
+		if c.any && !c.creds {
+			st.vals[0] = "*"
+		}
+		st.vals[1], st.vals[2] = "true", c.expose
+		hook = st.apply
+	}
+	next.ServeHTTP(WrapWriterWithOptions(w, WriterOptions{BeforeWriteHeader: hook}), r)
 }
 
-// corsState is one request's CORS response headers.
-type corsState struct {
-	c       *corsPolicy
-	allowed bool
-	vals    [4]string // Allow-Origin, Vary, Allow-Credentials, Expose-Headers
-}
+var varyOrigin = []string{"Origin"}
 
-// apply replaces the upstream's CORS response headers with ours, so that a
-// backend with CORS of its own cannot widen the policy.
-func (st *corsState) apply(_ int, h http.Header) {
+// stripCORS removes the upstream's CORS response headers, so that a backend
+// with CORS of its own cannot widen the policy.
+func stripCORS(_ int, h http.Header) {
 	for k := range h {
 		if strings.HasPrefix(k, "Access-Control-") {
 			delete(h, k)
 		}
 	}
-	if !st.allowed {
-		return
-	}
+}
+
+// corsState is one request's CORS response headers, for an allowed origin.
+type corsState struct {
+	c    *corsPolicy
+	vals [3]string // Allow-Origin, Allow-Credentials, Expose-Headers
+}
+
+// apply replaces the upstream's CORS response headers with ours.
+func (st *corsState) apply(status int, h http.Header) {
+	stripCORS(status, h)
 	h["Access-Control-Allow-Origin"] = st.vals[0:1:1]
 	if st.c.creds {
-		st.vals[2] = "true"
-		h["Access-Control-Allow-Credentials"] = st.vals[2:3:3]
+		h["Access-Control-Allow-Credentials"] = st.vals[1:2:2]
 	}
 	if st.c.expose != "" {
-		h["Access-Control-Expose-Headers"] = st.vals[3:4:4]
+		h["Access-Control-Expose-Headers"] = st.vals[2:3:3]
 	}
 }
 
