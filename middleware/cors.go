@@ -77,7 +77,6 @@ type corsPolicy struct {
 	creds    bool
 
 	allowMethods string
-	allowHeaders []string // canonical request header names, for the preflight echo
 	expose       string
 	maxAge       string
 }

@@ -83,8 +83,8 @@ func TestRecoverAfterResponseStarted(t *testing.T) {
 func TestRecoverRecordsError(t *testing.T) {
 	logger, _ := newLogger()
 	h := middleware.Recover(logger)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var m map[string]int
-		m["x"] = 1 // a runtime error
+		var s []int
+		_ = s[len(r.URL.Path)] // a runtime error: index out of range
 	}))
 	rec := httptest.NewRecorder()
 	req := httptest.NewRequest("GET", "/", nil)
