@@ -67,7 +67,8 @@ func TestDefaultChainKeepsSSEFlushing(t *testing.T) {
 
 func TestDefaultChainKeepsUpgrades(t *testing.T) {
 	chain, logs := defaultChain(t)
-	srv := httptest.NewServer(chain.ThenFunc(func(w http.ResponseWriter, r *http.Request) {
+	served := make(chan struct{}, 1) // the chain returned, so the log line is written
+	h := chain.ThenFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Upgrade") != "echo" {
 			http.Error(w, "upgrade required", http.StatusUpgradeRequired)
 			return
@@ -86,6 +87,10 @@ func TestDefaultChainKeepsUpgrades(t *testing.T) {
 		line, _ := brw.ReadString('\n')
 		fmt.Fprint(brw, strings.ToUpper(line))
 		_ = brw.Flush()
+	})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(w, r)
+		served <- struct{}{}
 	}))
 	defer srv.Close()
 
@@ -108,7 +113,7 @@ func TestDefaultChainKeepsUpgrades(t *testing.T) {
 		t.Fatalf("echo %q, %v", line, err)
 	}
 	conn.Close()
-	srv.Close()
+	<-served // srv.Close does not wait for hijacked connections
 	l := logs.lines(t)
 	if len(l) != 1 || l[0]["status"] != 101.0 || l[0]["request_id"] != "ws-1" {
 		t.Errorf("access log %v, want one line with status 101 and request_id ws-1", l)
