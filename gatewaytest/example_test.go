@@ -3,8 +3,6 @@ package gatewaytest_test
 import (
 	"fmt"
 	"net/http"
-	"net/http/httputil"
-	"net/url"
 	"strconv"
 
 	"github.com/pylon-gateway/pylon"
@@ -14,24 +12,32 @@ import (
 
 // newGateway is the wiring under test: GET /orders/{id} is proxied to the
 // orders backend, with request IDs; a bad ID is a 400 problem.
-func newGateway(orders string) http.Handler {
-	target, _ := url.Parse(orders)
-	proxy := &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) { r.SetURL(target) }}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /orders/{id}", func(w http.ResponseWriter, r *http.Request) {
+func newGateway(t gatewaytest.TB, orders string) *pylon.Gateway {
+	backend := pylon.MustBackend("orders", pylon.BackendOptions{Targets: []string{orders}})
+	t.Cleanup(func() { backend.Close() })
+	gw := pylon.New(pylon.Options{})
+	gw.Use(middleware.RequestID)
+	gw.Route("GET /orders/{id}").Use(numericID).To(backend)
+	if err := gw.Err(); err != nil {
+		t.Fatalf("%v", err)
+	}
+	return gw
+}
+
+func numericID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, err := strconv.Atoi(r.PathValue("id")); err != nil {
 			pylon.Error(w, r, http.StatusBadRequest, "order id must be a number")
 			return
 		}
-		proxy.ServeHTTP(w, r)
+		next.ServeHTTP(w, r)
 	})
-	return middleware.RequestID(mux)
 }
 
 // testOrdersRoute is what a team writes as func TestOrdersRoute(t *testing.T).
 func testOrdersRoute(t gatewaytest.TB) {
 	orders := gatewaytest.NewBackend(t, gatewaytest.Response{Body: `{"id":7}`})
-	gw := newGateway(orders.URL)
+	gw := newGateway(t, orders.URL)
 
 	res := gatewaytest.Get(t, gw, "/orders/7", "X-Request-Id", "req-1")
 	gatewaytest.AssertStatus(t, res, http.StatusOK)

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/pylon-gateway/pylon"
+	"github.com/pylon-gateway/pylon/middleware"
 )
 
 func main() {
@@ -44,7 +45,7 @@ func main() {
 	defer orders.Close()
 
 	gw := pylon.New(pylon.Options{Logger: logger})
-	gw.Use(accessLog(logger))
+	gw.Use(middleware.RequestID, middleware.Recover(logger), middleware.AccessLog(logger))
 	gw.Route("GET /orders/{id}").Name("order").Timeout(2 * time.Second).To(orders)
 	gw.Route("GET /v2/orders/{id}").Name("order-v2").Rewrite("/orders/{id}").To(orders)
 	gw.Route("GET /health").Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -94,16 +95,4 @@ func deadAddr() string {
 	}
 	defer ln.Close()
 	return "http://" + ln.Addr().String()
-}
-
-// accessLog logs each request with what the gateway recorded about it.
-func accessLog(logger *slog.Logger) pylon.Middleware {
-	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			next.ServeHTTP(w, r)
-			info := pylon.Info(r.Context())
-			logger.Info("request", "method", r.Method, "path", r.URL.Path, "route", info.Route,
-				"target", info.Target, "attempts", info.Attempts, "upstream_status", info.UpstreamStatus)
-		})
-	}
 }
