@@ -1,0 +1,209 @@
+package middleware
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"time"
+
+	"github.com/pylon-gateway/pylon"
+)
+
+// StatusClientClosedRequest is the status an access-log line records for a
+// request whose client went away before the response was complete (nginx's
+// 499). It is never sent to a client.
+const StatusClientClosedRequest = 499
+
+// AccessLogOptions configure [AccessLogWithOptions].
+type AccessLogOptions struct {
+	// Logger receives the lines. Nil means slog.Default().
+	Logger *slog.Logger
+	// Level is the level of each line. Zero means slog.LevelInfo.
+	Level slog.Level
+	// Message is the message of each line. Empty means "request".
+	Message string
+	// Query adds the raw query string to each line. Zero leaves it out:
+	// queries often carry tokens and personal data.
+	Query bool
+	// Skip, when set, is asked before each request; true means no line
+	// (health checks, for example). Nil logs every request.
+	Skip func(r *http.Request) bool
+}
+
+// AccessLog returns a middleware that writes one structured line per request
+// to logger (nil means slog.Default()) once the response is done. It is
+// AccessLogWithOptions(AccessLogOptions{Logger: logger}).
+func AccessLog(logger *slog.Logger) func(http.Handler) http.Handler {
+	return AccessLogWithOptions(AccessLogOptions{Logger: logger})
+}
+
+// AccessLogWithOptions returns an access-log middleware configured by o.
+//
+// Each line has: request_id, client_ip, method, host, path (and query when
+// asked), route, status, bytes_in (request body bytes read), bytes_out,
+// duration, and, when a later stage recorded them in the request's
+// pylon.RequestInfo, backend, target, upstream_status, upstream_duration,
+// attempts, subject, ratelimit (key, allowed, limit, remaining), breaker,
+// cache and error. The record's time is when the response finished.
+//
+// A request whose client went away (RequestInfo.ClientCanceled, or a
+// canceled context with nothing written) is logged with status 499; a
+// hijacked connection (a protocol upgrade) with the upstream's status, or
+// 101; a panic passing through with status 500 (place Recover before
+// AccessLog so that it answers the client). Outside a Gateway the middleware
+// puts a new RequestInfo into the request's context.
+func AccessLogWithOptions(o AccessLogOptions) func(http.Handler) http.Handler {
+	level := o.Level
+	msg := o.Message
+	if msg == "" {
+		msg = "request"
+	}
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			logger := o.Logger
+			if logger == nil {
+				logger = slog.Default()
+			}
+			ctx := r.Context()
+			if (o.Skip != nil && o.Skip(r)) || !logger.Enabled(ctx, level) {
+				next.ServeHTTP(w, r)
+				return
+			}
+			start := time.Now()
+			info := pylon.Info(ctx)
+			if info == nil {
+				info = &pylon.RequestInfo{Start: start}
+				r = r.WithContext(pylon.NewContext(ctx, info))
+			}
+			if !info.Start.IsZero() {
+				start = info.Start
+			}
+			ww, shared := plainRecorder(w)
+			if !shared {
+				ww = WrapWriter(w)
+			}
+			var body *countingBody
+			if r.Body != nil && r.Body != http.NoBody {
+				body = &countingBody{ReadCloser: r.Body}
+				r.Body = body
+			}
+			completed := false
+			defer func() {
+				status := ww.Status()
+				switch {
+				case !completed:
+					if !ww.WroteHeader() {
+						status = http.StatusInternalServerError
+					}
+				case info.ClientCanceled || (!ww.WroteHeader() && !ww.Hijacked() && r.Context().Err() == context.Canceled):
+					status = StatusClientClosedRequest
+				case ww.Hijacked() && !ww.WroteHeader():
+					status = info.UpstreamStatus
+					if status == 0 {
+						status = http.StatusSwitchingProtocols
+					}
+				case status == 0:
+					status = http.StatusOK
+				}
+				var in int64
+				if body != nil {
+					in = body.n
+				}
+				logLine(ctx, logger, level, msg, o.Query, r, info, status, in, ww.BytesWritten(), time.Since(start))
+			}()
+			next.ServeHTTP(ww, r)
+			completed = true
+		})
+	}
+}
+
+func logLine(ctx context.Context, logger *slog.Logger, level slog.Level, msg string, query bool,
+	r *http.Request, info *pylon.RequestInfo, status int, in, out int64, d time.Duration) {
+	var buf [24]slog.Attr
+	a := buf[:0]
+	ip := info.ClientIP
+	if !ip.IsValid() {
+		ip = remoteIP(r.RemoteAddr)
+	}
+	a = append(a,
+		slog.String("request_id", info.RequestID),
+		slog.Any("client_ip", ip),
+		slog.String("method", r.Method),
+		slog.String("host", r.Host),
+		slog.String("path", r.URL.Path),
+	)
+	if query && r.URL.RawQuery != "" {
+		a = append(a, slog.String("query", r.URL.RawQuery))
+	}
+	a = append(a,
+		slog.String("route", info.Route),
+		slog.Int("status", status),
+		slog.Int64("bytes_in", in),
+		slog.Int64("bytes_out", out),
+		slog.Duration("duration", d),
+	)
+	if info.Backend != "" {
+		a = append(a, slog.String("backend", info.Backend))
+	}
+	if info.Target != "" {
+		a = append(a, slog.String("target", info.Target))
+	}
+	if info.Attempts != 0 {
+		a = append(a,
+			slog.Int("attempts", info.Attempts),
+			slog.Int("upstream_status", info.UpstreamStatus),
+			slog.Duration("upstream_duration", info.UpstreamDuration))
+	}
+	if info.Subject != "" {
+		a = append(a, slog.String("subject", info.Subject))
+	}
+	if rl := info.RateLimit; rl.Decided {
+		a = append(a, slog.Group("ratelimit",
+			slog.String("key", rl.Key),
+			slog.Bool("allowed", rl.Allowed),
+			slog.Int("limit", rl.Limit),
+			slog.Int("remaining", rl.Remaining)))
+	}
+	if info.Breaker != "" {
+		a = append(a, slog.String("breaker", info.Breaker))
+	}
+	if info.Cache != "" {
+		a = append(a, slog.String("cache", info.Cache))
+	}
+	if info.Error != "" {
+		a = append(a, slog.String("error", info.Error))
+	}
+	logger.LogAttrs(ctx, level, msg, a...)
+}
+
+// remoteIP parses the address of a connection's peer ("host:port", or a
+// bare host), dropping any IPv6 zone; the zero Addr when it cannot.
+func remoteIP(addr string) netip.Addr {
+	if ap, err := netip.ParseAddrPort(addr); err == nil {
+		return ap.Addr().Unmap().WithZone("")
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ip.Unmap().WithZone("")
+}
+
+// countingBody counts the request body bytes a handler reads.
+type countingBody struct {
+	io.ReadCloser
+	n int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n += int64(n)
+	return n, err
+}
