@@ -1,0 +1,3 @@
+// Package observe is Pylon's monitoring: Prometheus metrics and
+// OpenTelemetry tracing.
+package observe
