@@ -1,6 +1,8 @@
 package observe_test
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -348,5 +350,126 @@ func value(t *testing.T, g prometheus.Gatherer, name string, labels map[string]s
 		return m.GetCounter().GetValue()
 	default:
 		return m.GetGauge().GetValue()
+	}
+}
+
+func TestMetricsClientCanceledAndPanic(t *testing.T) {
+	f := newFixture(t, observe.MetricsOptions{StatusCodes: true})
+	f.gw.Route("GET /panic").Name("panic").Handler(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
+		panic("boom")
+	}))
+
+	t.Run("canceled", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		r := httptest.NewRequestWithContext(ctx, "GET", "/orders/7", nil)
+		f.gw.ServeHTTP(httptest.NewRecorder(), r)
+		labels := map[string]string{"http_route": "order", "http_request_method": "GET", "http_response_status_code": "499"}
+		if got := histCount(t, f.reg, "http_server_request_duration_seconds", labels); got != 1 {
+			t.Errorf("499 count = %d, want 1", got)
+		}
+	})
+	t.Run("panic", func(t *testing.T) {
+		func() {
+			defer func() { _ = recover() }()
+			f.gw.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/panic", nil))
+		}()
+		labels := map[string]string{"http_route": "panic", "http_request_method": "GET", "http_response_status_code": "500"}
+		if got := histCount(t, f.reg, "http_server_request_duration_seconds", labels); got != 1 {
+			t.Errorf("500 count = %d, want 1", got)
+		}
+		if got := value(t, f.reg, "http_server_active_requests", nil); got != 0 {
+			t.Errorf("active = %v after a panic, want 0", got)
+		}
+	})
+}
+
+// TestMetricsCardinality sends 10,000 requests with distinct paths and
+// subjects, routed, proxied and unmatched, and checks that they add no
+// series: labels carry route names, never paths or subjects.
+func TestMetricsCardinality(t *testing.T) {
+	f := newFixture(t, observe.MetricsOptions{})
+	f.gw.Route("GET /users/{id}").Name("user").Use(stage).Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte(r.PathValue("id")))
+	}))
+	serve := func(i int) {
+		path := []string{"/users/", "/orders/", "/nowhere/"}[i%3] + fmt.Sprint(i)
+		r := httptest.NewRequest("GET", path, nil)
+		r.Header.Set("X-Subject", fmt.Sprintf("user-%d", i))
+		f.gw.ServeHTTP(httptest.NewRecorder(), r)
+	}
+	for i := range 3 {
+		serve(i)
+	}
+	before := seriesCount(t, f.reg)
+	for i := 3; i < 10_000; i++ {
+		serve(i)
+	}
+	if after := seriesCount(t, f.reg); after != before {
+		t.Errorf("series: %d after 10,000 distinct paths and subjects, %d before", after, before)
+	}
+	if got := histCount(t, f.reg, "http_server_request_duration_seconds", req("user", "GET", "2xx")); got != 3334 {
+		t.Errorf("user count = %d, want 3334", got)
+	}
+}
+
+func TestMetricsEvents(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := observe.NewMetrics(reg, observe.MetricsOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.BreakerStateChange("payments", "closed", "open")
+	m.BreakerStateChange("payments", "open", "half-open")
+	m.BreakerStateChange("payments", "half-open", "open")
+	m.AggregateCall("summary", "order", "ok")
+	m.AggregateCall("summary", "payment", "timeout")
+	m.AggregateCall("summary", "payment", "timeout")
+	const exp = `
+# HELP pylon_aggregate_calls_total Aggregation calls by outcome.
+# TYPE pylon_aggregate_calls_total counter
+pylon_aggregate_calls_total{call="order",http_route="summary",outcome="ok"} 1
+pylon_aggregate_calls_total{call="payment",http_route="summary",outcome="timeout"} 2
+# HELP pylon_breaker_state 1 for the circuit breaker's current state, 0 for the others.
+# TYPE pylon_breaker_state gauge
+pylon_breaker_state{breaker="payments",state="closed"} 0
+pylon_breaker_state{breaker="payments",state="half-open"} 0
+pylon_breaker_state{breaker="payments",state="open"} 1
+# HELP pylon_breaker_transitions_total Circuit breaker state changes.
+# TYPE pylon_breaker_transitions_total counter
+pylon_breaker_transitions_total{breaker="payments",from="closed",to="open"} 1
+pylon_breaker_transitions_total{breaker="payments",from="half-open",to="open"} 1
+pylon_breaker_transitions_total{breaker="payments",from="open",to="half-open"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(exp),
+		"pylon_aggregate_calls_total", "pylon_breaker_state", "pylon_breaker_transitions_total"); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestNewMetricsTwiceFails(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	if _, err := observe.NewMetrics(reg, observe.MetricsOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := observe.NewMetrics(reg, observe.MetricsOptions{})
+	if !errors.Is(err, observe.ErrRegister) {
+		t.Fatalf("second NewMetrics: %v, want ErrRegister", err)
+	}
+}
+
+func TestMetricsHandler(t *testing.T) {
+	f := newFixture(t, observe.MetricsOptions{})
+	f.gw.Handle("GET /metrics", f.m.Handler())
+	f.do(t, "GET", "/local", nil, "")
+	res, err := f.srv.Client().Get(f.srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	want := `http_server_request_duration_seconds_count{http_request_method="GET",http_response_status_class="2xx",http_route="local"} 1`
+	if !strings.Contains(string(body), want) {
+		t.Errorf("/metrics lacks %s", want)
 	}
 }
