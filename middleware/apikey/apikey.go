@@ -113,20 +113,21 @@ func RequireWithOptions(o Options) func(http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			vals := r.Header[header]
 			var err error
+			var code string // pylon.RequestInfo.AuthFailure
 			switch {
 			case len(vals) == 0 || vals[0] == "":
-				err = ErrMissingKey
+				err, code = ErrMissingKey, "missing_key"
 			case len(vals) > 1 || len(vals[0]) > maxLen:
-				err = ErrInvalidKey
+				err, code = ErrInvalidKey, "invalid_key"
 			}
 			var owner string
 			if err == nil {
 				var ok bool
 				owner, ok, err = o.Lookup(r.Context(), vals[0])
 				if err != nil {
-					err = errors.Join(ErrLookup, err)
+					err, code = errors.Join(ErrLookup, err), "unavailable"
 				} else if !ok {
-					err = ErrInvalidKey
+					err, code = ErrInvalidKey, "unknown_key"
 				}
 			}
 			if err != nil {
@@ -141,6 +142,7 @@ func RequireWithOptions(o Options) func(http.Handler) http.Handler {
 					slog.String("method", r.Method), slog.String("path", r.URL.Path))
 				if info := pylon.Info(r.Context()); info != nil && info.Error == "" {
 					info.Error = err.Error()
+					info.AuthFailure = code
 				}
 				pylon.WriteProblem(w, r, pylon.Problem{Status: status})
 				return

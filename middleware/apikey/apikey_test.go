@@ -67,6 +67,10 @@ func TestRequire(t *testing.T) {
 		{"custom header", Options{Lookup: static, Header: "authorization-key"}, map[string][]string{"Authorization-Key": {"secret-1"}}, 200, "team-a"},
 		{"lookup fails", Options{Lookup: failing}, map[string][]string{"X-Api-Key": {"secret-1"}}, 503, ""},
 	}
+	authFailures := map[string]string{ // RequestInfo.AuthFailure by case; "" when admitted
+		"no key": "missing_key", "empty key": "missing_key", "unknown key": "unknown_key",
+		"two keys": "invalid_key", "too long": "invalid_key", "lookup fails": "unavailable",
+	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tt.opts.Logger = quiet
@@ -86,6 +90,9 @@ func TestRequire(t *testing.T) {
 			h.ServeHTTP(w, r)
 			if w.Code != tt.status {
 				t.Fatalf("status = %d, want %d", w.Code, tt.status)
+			}
+			if got, want := info.AuthFailure, authFailures[tt.name]; got != want {
+				t.Errorf("AuthFailure = %q, want %q", got, want)
 			}
 			if tt.status == 200 {
 				if owner != tt.owner || info.Subject != tt.owner {

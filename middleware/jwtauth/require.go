@@ -167,7 +167,28 @@ func reject(w http.ResponseWriter, r *http.Request, log *slog.Logger, status int
 		slog.String("method", r.Method), slog.String("path", r.URL.Path))
 	if info := pylon.Info(r.Context()); info != nil && info.Error == "" {
 		info.Error = reason.Error()
+		info.AuthFailure = failureCode(reason)
 	}
 	w.Header().Set("WWW-Authenticate", challenge)
 	pylon.WriteProblem(w, r, pylon.Problem{Status: status})
+}
+
+// failureCode maps a rejection's reason to the bounded code recorded in
+// pylon.RequestInfo.AuthFailure for metrics.
+func failureCode(reason error) string {
+	switch {
+	case errors.Is(reason, ErrMissingToken):
+		return "missing_token"
+	case errors.Is(reason, ErrForbidden):
+		return "insufficient_scope"
+	case errors.Is(reason, ErrExpired):
+		return "expired"
+	case errors.Is(reason, ErrRevoked):
+		return "revoked"
+	case errors.Is(reason, ErrUnknownKey):
+		return "unknown_key"
+	case errors.Is(reason, ErrNoKeys), errors.Is(reason, ErrJWKS), errors.Is(reason, ErrClosed):
+		return "unavailable"
+	}
+	return "invalid_token"
 }

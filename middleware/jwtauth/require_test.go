@@ -68,6 +68,12 @@ func TestRequire(t *testing.T) {
 			r.Header.Set("Authorization", "Bearer "+good)
 		}, 403, `Bearer error="insufficient_scope"`},
 	}
+	authFailures := map[string]string{ // RequestInfo.AuthFailure by case; "" when admitted
+		"no token": "missing_token", "other scheme": "missing_token", "expired token": "expired",
+		"garbage token": "invalid_token", "64 KiB token": "invalid_token", "two Authorization headers": "invalid_token",
+		"realm": "invalid_token", "cookie not configured": "missing_token", "a scope missing": "insufficient_scope",
+		"no scope of any": "insufficient_scope", "predicate false": "insufficient_scope",
+	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var logs bytes.Buffer
@@ -82,6 +88,9 @@ func TestRequire(t *testing.T) {
 			h.ServeHTTP(w, r)
 			if w.Code != tt.status {
 				t.Fatalf("status = %d, want %d", w.Code, tt.status)
+			}
+			if got, want := info.AuthFailure, authFailures[tt.name]; got != want {
+				t.Errorf("AuthFailure = %q, want %q", got, want)
 			}
 			if got := w.Header().Get("WWW-Authenticate"); got != tt.challenge {
 				t.Errorf("WWW-Authenticate = %q, want %q", got, tt.challenge)

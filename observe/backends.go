@@ -1,0 +1,79 @@
+package observe
+
+import (
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/pylon-gateway/pylon"
+)
+
+// WatchBackends adds backends to the targets reported at each scrape:
+// pylon_target_healthy (1 when the target takes requests, 0 when passive or
+// active health has taken it out), pylon_target_ejections_total and
+// pylon_target_in_flight_requests, each by backend and target. Values are
+// read from the targets when the registry is scraped, so nothing is
+// recorded on the request path. A backend given twice is reported once.
+func (m *Metrics) WatchBackends(backends ...*pylon.Backend) {
+	m.targets.add(backends)
+}
+
+type targetCollector struct {
+	healthy, ejections, inflight *prometheus.Desc
+
+	mu       sync.Mutex
+	backends []*pylon.Backend
+}
+
+func newTargetCollector(cl prometheus.Labels) *targetCollector {
+	labels := []string{"backend", "target"}
+	return &targetCollector{
+		healthy: prometheus.NewDesc("pylon_target_healthy",
+			"1 when the upstream target is eligible for requests, 0 when health checks or outlier detection took it out.", labels, cl),
+		ejections: prometheus.NewDesc("pylon_target_ejections_total",
+			"Times outlier detection ejected the upstream target.", labels, cl),
+		inflight: prometheus.NewDesc("pylon_target_in_flight_requests",
+			"Requests outstanding on the upstream target.", labels, cl),
+	}
+}
+
+func (c *targetCollector) add(bs []*pylon.Backend) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+outer:
+	for _, b := range bs {
+		if b == nil {
+			continue
+		}
+		for _, o := range c.backends {
+			if o == b {
+				continue outer
+			}
+		}
+		c.backends = append(c.backends, b)
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *targetCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.healthy
+	ch <- c.ejections
+	ch <- c.inflight
+}
+
+// Collect implements prometheus.Collector.
+func (c *targetCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	bs := c.backends[:len(c.backends):len(c.backends)]
+	c.mu.Unlock()
+	for _, b := range bs {
+		for _, t := range b.Targets() {
+			h := 0.0
+			if t.Healthy() {
+				h = 1
+			}
+			ch <- prometheus.MustNewConstMetric(c.healthy, prometheus.GaugeValue, h, b.Name(), t.String())
+			ch <- prometheus.MustNewConstMetric(c.ejections, prometheus.CounterValue, float64(t.Ejections()), b.Name(), t.String())
+			ch <- prometheus.MustNewConstMetric(c.inflight, prometheus.GaugeValue, float64(t.InFlight()), b.Name(), t.String())
+		}
+	}
+}

@@ -1,0 +1,40 @@
+// Package observe is Pylon's monitoring: Prometheus metrics and
+// OpenTelemetry tracing for a pylon.Gateway. It is a module of its own, so
+// that only programs that import it compile Prometheus and OpenTelemetry.
+//
+// Metrics come from [NewMetrics]: its Middleware records the request
+// series, by route name, method and status class, reading what every stage
+// of the gateway wrote in pylon.RequestInfo (route, backend, attempts,
+// upstream time, rate-limit decision, auth failure); its Transport counts
+// upstream attempts by target; WatchBackends reports target health at
+// scrape time; BreakerStateChange and AggregateCall are hooks for the
+// breaker and aggregate packages; Handler serves /metrics. Labels carry
+// names from configuration and values from small fixed sets, never paths
+// or subjects. Metric and label names follow the OpenTelemetry HTTP
+// semantic conventions where one exists (http_server_request_duration_seconds,
+// http_route, http_request_method), and a pylon_ prefix elsewhere.
+//
+// Tracing comes from [NewTracer]: its Middleware makes a server span per
+// request, continuing the W3C trace context the client sent and named
+// after the route; its Transport makes a client span per upstream attempt
+// and sends the trace context upstream; StartCall makes a span per
+// aggregation call. No exporter is chosen here.
+//
+// [ServerTiming] adds an opt-in Server-Timing header with the gateway's and
+// the upstreams' share of a response's time.
+//
+// A gateway wires them like this:
+//
+//	reg := prometheus.NewRegistry()
+//	metrics, err := observe.NewMetrics(reg, observe.MetricsOptions{})
+//	tracer := observe.NewTracer(tracerProvider, observe.TracingOptions{})
+//
+//	opts := pylon.BackendOptions{Targets: targets}
+//	opts.Transport = tracer.Transport(metrics.Transport(pylon.NewTransport(opts)))
+//	orders := pylon.MustBackend("orders", opts)
+//	metrics.WatchBackends(orders)
+//
+//	gw := pylon.New(pylon.Options{})
+//	gw.Use(tracer.Middleware(), metrics.Middleware(), middleware.RequestID, ...)
+//	gw.Handle("GET /metrics", metrics.Handler())
+package observe

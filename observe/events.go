@@ -1,0 +1,58 @@
+package observe
+
+// breakerStates is the fixed set of circuit breaker states (gobreaker's
+// State.String values).
+var breakerStates = [...]string{"closed", "half-open", "open"}
+
+func breakerState(s string) string {
+	for _, k := range breakerStates {
+		if s == k {
+			return k
+		}
+	}
+	return LabelOther
+}
+
+// BreakerStateChange records a circuit breaker's change of state: it counts
+// the transition in pylon_breaker_transitions_total and sets
+// pylon_breaker_state to 1 for the new state and 0 for the others. States
+// are "closed", "half-open" and "open" (any other is recorded as "other").
+// Its signature fits breaker.Settings.OnStateChange once the states are
+// turned into strings:
+//
+//	OnStateChange: func(name string, from, to breaker.State) {
+//		m.BreakerStateChange(name, from.String(), to.String())
+//	},
+//
+// name must come from configuration (a breaker's name, which for a
+// per-target breaker includes the target URL).
+func (m *Metrics) BreakerStateChange(name, from, to string) {
+	from, to = breakerState(from), breakerState(to)
+	m.brMu.Lock()
+	defer m.brMu.Unlock()
+	m.brTrans.WithLabelValues(name, from, to).Inc()
+	for _, s := range breakerStates {
+		v := 0.0
+		if s == to {
+			v = 1
+		}
+		m.brState.WithLabelValues(name, s).Set(v)
+	}
+	if to == LabelOther {
+		m.brState.WithLabelValues(name, LabelOther).Set(1)
+	} else {
+		m.brState.DeleteLabelValues(name, LabelOther)
+	}
+}
+
+// AggregateCall counts one call of an aggregation in
+// pylon_aggregate_calls_total by route, call key and outcome. All three
+// must come from configuration or a fixed set: the route's name, the call's
+// key ("order", "payment"), and an outcome such as "ok", "error",
+// "timeout" or "skipped".
+func (m *Metrics) AggregateCall(route, call, outcome string) {
+	if route == "" {
+		route = RouteUnmatched
+	}
+	m.aggCalls.WithLabelValues(route, call, outcome).Inc()
+}
