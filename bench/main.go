@@ -2,7 +2,10 @@
 // upstream, a bare httputil.ReverseProxy and a Pylon gateway (each in a
 // process of its own, with the same transport settings), drives each proxy
 // with concurrent keep-alive clients, and prints requests per second, p50 and
-// p99 latency, and Pylon's ratio to the baseline.
+// p99 latency, and Pylon's ratio to the baseline. It also runs a Pylon route
+// with the whole stack (metrics, request ID, recover, JSON access log, real
+// IP, cached JWT, rate limit, circuit breaker) and reports its ratio to the
+// plain route.
 //
 //	go run ./bench                 # wrk when installed, else a Go client
 //	go run ./bench -d 10s -c 64 -rounds 3
@@ -19,6 +22,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -33,7 +37,15 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/pylon-gateway/pylon"
+	"github.com/pylon-gateway/pylon/breaker"
+	"github.com/pylon-gateway/pylon/gatewaytest/jwttest"
+	"github.com/pylon-gateway/pylon/middleware"
+	"github.com/pylon-gateway/pylon/middleware/jwtauth"
+	"github.com/pylon-gateway/pylon/observe"
+	"github.com/pylon-gateway/pylon/ratelimit"
 )
 
 func main() {
@@ -57,6 +69,8 @@ func main() {
 	defer base.stop()
 	pyl := startChild("pylon", up.url, *size)
 	defer pyl.stop()
+	stack := startChild("pylon-stack", up.url, *size)
+	defer stack.stop()
 
 	gen := *client
 	if gen == "auto" {
@@ -70,19 +84,22 @@ func main() {
 
 	// Warm both up (connection pools, page cache), then alternate runs so
 	// that drift on the machine hits both alike.
-	for _, p := range []*child{base, pyl} {
-		load(gen, p.url+"/bench", *conns, time.Second)
+	for _, p := range []*child{base, pyl, stack} {
+		load(gen, p.url+"/bench", p.header, *conns, time.Second)
 	}
-	var baseRes, pylRes []result
+	var baseRes, pylRes, stackRes []result
 	for range *rounds {
-		baseRes = append(baseRes, load(gen, base.url+"/bench", *conns, *dur))
-		pylRes = append(pylRes, load(gen, pyl.url+"/bench", *conns, *dur))
+		baseRes = append(baseRes, load(gen, base.url+"/bench", base.header, *conns, *dur))
+		pylRes = append(pylRes, load(gen, pyl.url+"/bench", pyl.header, *conns, *dur))
+		stackRes = append(stackRes, load(gen, stack.url+"/bench", stack.header, *conns, *dur))
 	}
-	b, p := median(baseRes), median(pylRes)
+	b, p, st := median(baseRes), median(pylRes), median(stackRes)
 	fmt.Printf("\n%-22s %12s %10s %10s\n", "proxy", "req/s", "p50", "p99")
 	fmt.Printf("%-22s %12.0f %10s %10s\n", "httputil.ReverseProxy", b.rps, b.p50, b.p99)
 	fmt.Printf("%-22s %12.0f %10s %10s\n", "pylon", p.rps, p.p50, p.p99)
+	fmt.Printf("%-22s %12.0f %10s %10s\n", "pylon, whole stack", st.rps, st.p50, st.p99)
 	fmt.Printf("\nratio pylon/httputil: %.2fx req/s, p99 %s vs %s\n", p.rps/b.rps, p.p99, b.p99)
+	fmt.Printf("ratio whole stack/plain route: %.2fx req/s\n", st.rps/p.rps)
 }
 
 type result struct {
@@ -147,10 +164,58 @@ func serveRole(role, upstream string, size int) {
 		g := pylon.New(pylon.Options{})
 		g.Route("GET /bench").To(b)
 		h = g
+	case "pylon-stack":
+		var token string
+		h, token = stackGateway(upstream)
+		fmt.Println("http://" + ln.Addr().String())
+		fmt.Println(token)
+		serve(ln, h)
+		return
 	default:
 		log.Fatalf("unknown role %q", role)
 	}
 	fmt.Println("http://" + ln.Addr().String())
+	fmt.Println()
+	serve(ln, h)
+}
+
+// stackGateway is the plain route with the whole stack in front of it, as a
+// production gateway would run: metrics, request ID, recover, a JSON access
+// log (to io.Discard), real IP, a JWT check (verified once, then cached), a
+// per-subject rate limit that never trips and a circuit breaker.
+func stackGateway(upstream string) (http.Handler, string) {
+	idp := jwttest.NewIssuer()
+	verifier, err := jwtauth.New(context.Background(), jwtauth.Options{
+		JWKS:       idp.JWKS(),
+		Issuer:     idp.URL,
+		Audience:   []string{jwttest.DefaultAudience},
+		Algorithms: []string{"RS256"},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	token := idp.Mint(map[string]any{"sub": "bench-user", "exp": time.Now().Add(24 * time.Hour).Unix()})
+	metrics, err := observe.NewMetrics(prometheus.NewRegistry(), observe.MetricsOptions{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	logger := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	b := pylon.MustBackend("bench", pylon.BackendOptions{
+		Targets:   []string{upstream},
+		Transport: sameTransport(),
+	})
+	g := pylon.New(pylon.Options{})
+	g.Use(metrics.Middleware(), middleware.RequestID, middleware.Recover(logger),
+		middleware.AccessLog(logger), middleware.RealIP())
+	g.Route("GET /bench").
+		Use(jwtauth.Require(verifier),
+			ratelimit.New(ratelimit.BySubject, ratelimit.PerSecond(100_000)),
+			breaker.MustNew(breaker.Settings{Name: "bench"}).Middleware).
+		To(b)
+	return g, token
+}
+
+func serve(ln net.Listener, h http.Handler) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	srv := pylon.NewServer("", h)
@@ -159,9 +224,20 @@ func serveRole(role, upstream string, size int) {
 	}
 }
 
+// children are stopped by fatal, so a failed start leaves no process behind.
+var children []*child
+
+func fatal(format string, args ...any) {
+	for _, c := range children {
+		c.stop()
+	}
+	log.Fatalf(format, args...)
+}
+
 type child struct {
-	cmd *exec.Cmd
-	url string
+	cmd    *exec.Cmd
+	url    string
+	header string // "Authorization: Bearer ..." for the stack, else empty
 }
 
 func startChild(role, upstream string, size int) *child {
@@ -178,11 +254,21 @@ func startChild(role, upstream string, size int) *child {
 	if err := cmd.Start(); err != nil {
 		log.Fatal(err)
 	}
-	line, err := bufio.NewReader(out).ReadString('\n')
+	br := bufio.NewReader(out)
+	line, err := br.ReadString('\n')
 	if err != nil {
-		log.Fatalf("%s did not start: %v", role, err)
+		fatal("%s did not start: %v", role, err)
 	}
-	return &child{cmd: cmd, url: strings.TrimSpace(line)}
+	token, err := br.ReadString('\n')
+	if err != nil {
+		fatal("%s did not start: %v", role, err)
+	}
+	c := &child{cmd: cmd, url: strings.TrimSpace(line)}
+	children = append(children, c)
+	if token = strings.TrimSpace(token); token != "" {
+		c.header = "Authorization: Bearer " + token
+	}
+	return c
 }
 
 func (c *child) stop() {
@@ -190,11 +276,11 @@ func (c *child) stop() {
 	_ = c.cmd.Wait()
 }
 
-func load(gen, target string, conns int, d time.Duration) result {
+func load(gen, target, header string, conns int, d time.Duration) result {
 	if gen == "wrk" {
-		return loadWrk(target, conns, d)
+		return loadWrk(target, header, conns, d)
 	}
-	return loadGo(target, conns, d)
+	return loadGo(target, header, conns, d)
 }
 
 var (
@@ -202,11 +288,14 @@ var (
 	wrkPct = regexp.MustCompile(`(?m)^\s+(50|99)%\s+([0-9.]+)(us|ms|s)`)
 )
 
-func loadWrk(target string, conns int, d time.Duration) result {
-	out, err := exec.Command("wrk", "-t2", "-c"+strconv.Itoa(conns), "-d"+strconv.Itoa(int(d.Seconds()))+"s",
-		"--latency", target).CombinedOutput()
+func loadWrk(target, header string, conns int, d time.Duration) result {
+	args := []string{"-t2", "-c" + strconv.Itoa(conns), "-d" + strconv.Itoa(int(d.Seconds())) + "s", "--latency"}
+	if header != "" {
+		args = append(args, "-H", header)
+	}
+	out, err := exec.Command("wrk", append(args, target)...).CombinedOutput()
 	if err != nil {
-		log.Fatalf("wrk: %v\n%s", err, out)
+		fatal("wrk: %v\n%s", err, out)
 	}
 	var r result
 	if m := wrkRPS.FindSubmatch(out); m != nil {
@@ -225,7 +314,8 @@ func loadWrk(target string, conns int, d time.Duration) result {
 	return r
 }
 
-func loadGo(target string, conns int, d time.Duration) result {
+func loadGo(target, header string, conns int, d time.Duration) result {
+	name, value, _ := strings.Cut(header, ": ")
 	tr := &http.Transport{MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns, DisableCompression: true}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr}
@@ -238,7 +328,11 @@ func loadGo(target string, conns int, d time.Duration) result {
 			defer wg.Done()
 			for time.Now().Before(deadline) {
 				t0 := time.Now()
-				res, err := client.Get(target)
+				req, _ := http.NewRequest("GET", target, nil)
+				if name != "" {
+					req.Header.Set(name, value)
+				}
+				res, err := client.Do(req)
 				if err != nil {
 					continue
 				}
