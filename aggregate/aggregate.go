@@ -409,15 +409,15 @@ func checkCycles(calls []*compiled) error {
 
 // result is one call's outcome within one request.
 type result struct {
-	done       chan struct{} // closed when the call is over; nil when no call waits for it
-	status     int
-	body       []byte // the whole upstream body (pooled), valid JSON
-	start, end int    // the span of the value kept (after Target)
-	err        error
-	clientBad  bool // a wildcard value is not a safe path segment
-	target     string
-	dur        time.Duration
-	bytes      int
+	done      chan struct{} // closed when the call is over; nil when no call waits for it
+	status    int
+	body      []byte // the whole upstream body (pooled)
+	val       []byte // the value kept, shaped and compact (pooled)
+	err       error
+	clientBad bool // a wildcard value is not a safe path segment
+	target    string
+	dur       time.Duration
+	bytes     int
 }
 
 // errSiblingFailed cancels the remaining calls when a required one failed.
@@ -469,6 +469,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer func() {
 		for i := range results {
 			putBuf(results[i].body)
+			putBuf(results[i].val)
 		}
 	}()
 	if info != nil {
@@ -563,7 +564,7 @@ func (s *runState) failed(c *compiled, res *result) {
 // depValue returns the value of a dependency placeholder.
 func (s *runState) depValue(p *part) (string, bool) {
 	dr := &s.results[p.dep]
-	start, end, ok := lookup(dr.body, dr.start, p.field)
+	start, end, ok := lookup(dr.body, 0, p.field)
 	if !ok {
 		return "", false
 	}
@@ -700,20 +701,31 @@ func (s *runState) do(c *compiled, res *result, url string) {
 	}
 	raw := res.body
 	if res.status == http.StatusNoContent || (len(bytes.TrimSpace(raw)) == 0 && c.method == http.MethodHead) {
-		res.body = append(res.body[:0], "null"...)
-		res.start, res.end = 0, 4
+		res.val = append(getBuf(), "null"...)
+		return
+	}
+	// The answer is checked and shaped here, on the call's goroutine, so
+	// that the merge only copies bytes.
+	if c.target == nil && c.shape == nil {
+		buf := bytes.NewBuffer(getBuf())
+		if err := json.Compact(buf, raw); err != nil {
+			putBuf(buf.Bytes())
+			res.err = ErrInvalidJSON
+			return
+		}
+		res.val = buf.Bytes()
 		return
 	}
 	if !json.Valid(raw) {
 		res.err = ErrInvalidJSON
 		return
 	}
-	start2, end, ok := lookup(raw, 0, c.target)
+	vs, ve, ok := lookup(raw, 0, c.target)
 	if !ok {
 		res.err = fmt.Errorf("%w: no field %q", ErrInvalidJSON, strings.Join(c.target, "."))
 		return
 	}
-	res.start, res.end = start2, end
+	res.val = shape(getBuf(), raw[vs:ve], c.shape)
 }
 
 var (
@@ -888,13 +900,12 @@ func (h *Handler) merge(out []byte, results []result) []byte {
 			seen[h.opts.ErrorsMember] = true
 		}
 	}
-	var scratch []byte
 	for i, c := range h.calls {
 		res := &results[i]
 		if res.err != nil {
 			continue
 		}
-		v := res.body[res.start:res.end]
+		v := res.val
 		isObj := v[0] == '{'
 		if !c.merge || !isObj {
 			name := c.groupQ
@@ -917,18 +928,14 @@ func (h *Handler) merge(out []byte, results []result) []byte {
 			if !c.merge && !isObj && c.wrapQ != nil {
 				out = append(out, '{')
 				out = append(out, c.wrapQ...)
-				out = shape(out, v, c.shape)
+				out = append(out, v...)
 				out = append(out, '}')
 			} else {
-				out = shape(out, v, c.shape)
+				out = append(out, v...)
 			}
 			continue
 		}
-		if scratch == nil {
-			scratch = getBuf()
-			defer func() { putBuf(scratch) }()
-		}
-		scratch = shape(scratch[:0], v, c.shape)
+		scratch := v
 		conflict := ""
 		for j := 1; ; {
 			m, next, ok := nextMember(scratch, j)

@@ -441,10 +441,12 @@ func TestFailures(t *testing.T) {
 	t.Cleanup(internal.Close)
 	big := strings.Repeat("x", 20<<20)
 	backends := map[string]http.HandlerFunc{
-		"500":      func(w http.ResponseWriter, r *http.Request) { http.Error(w, "boom at 10.0.0.9", 500) },
-		"404":      func(w http.ResponseWriter, r *http.Request) { http.NotFound(w, r) },
-		"403":      func(w http.ResponseWriter, r *http.Request) { http.Error(w, "no", 403) },
-		"redirect": func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, internal.URL+"/admin", http.StatusFound) },
+		"500": func(w http.ResponseWriter, r *http.Request) { http.Error(w, "boom at 10.0.0.9", 500) },
+		"404": func(w http.ResponseWriter, r *http.Request) { http.NotFound(w, r) },
+		"403": func(w http.ResponseWriter, r *http.Request) { http.Error(w, "no", 403) },
+		"redirect": func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, internal.URL+"/admin", http.StatusFound)
+		},
 		"html":     func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "<html><body>hi</body></html>") },
 		"trailing": jsonBody(`{"a":1} {"b":2}`),
 		"big": func(w http.ResponseWriter, r *http.Request) {
@@ -651,7 +653,7 @@ func TestTimeoutLeavesNoGoroutine(t *testing.T) {
 	})
 	ok := upstream(t, "ok", jsonBody(`{}`))
 	gw := pylon.New(pylon.Options{})
-	gw.Route("GET /x/{id}").Timeout(100*time.Millisecond).Handler(aggregate.New(
+	gw.Route("GET /x/{id}").Timeout(100 * time.Millisecond).Handler(aggregate.New(
 		aggregate.Get("ok", ok, "/"),
 		aggregate.Get("slow", hang, "/slow/{id}"), // under the route deadline
 	))

@@ -145,6 +145,13 @@ func keyName(raw []byte) []byte {
 // value at b[i:], or ok false when a step is missing or not an object.
 func lookup(b []byte, i int, fields []string) (start, end int, ok bool) {
 	i = skipSpace(b, i)
+	if len(fields) == 0 {
+		end = len(b)
+		for end > i && isSpace(b[end-1]) {
+			end--
+		}
+		return i, end, i < end
+	}
 	for _, f := range fields {
 		if i >= len(b) || b[i] != '{' {
 			return 0, 0, false
