@@ -535,7 +535,7 @@ func (s *runState) call(i int) {
 		}
 	}
 	if err := s.ctx.Err(); err != nil {
-		res.err = s.ctxErr(nil, err)
+		res.err = s.ctxErr(s.ctx, err)
 		return
 	}
 	url, clientBad, err := c.tmpl.fill(s.r, s.depValue)
@@ -1010,19 +1010,18 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, i int, res *resul
 	pylon.WriteProblem(w, r, pylon.Problem{Status: status, Detail: detail})
 }
 
-// setInfoError records, for logs, why each failed call failed.
+// setInfoError records, for logs, why each failed call failed:
+// "payment: aggregate: timeout; reviews: ...".
 func setInfoError(info *pylon.RequestInfo, calls []*compiled, results []result) {
 	if info == nil {
 		return
 	}
 	var b strings.Builder
-	b.WriteString("aggregate:")
 	for i, c := range calls {
 		if err := results[i].err; err != nil {
-			if b.Len() > len("aggregate:") {
-				b.WriteByte(';')
+			if b.Len() > 0 {
+				b.WriteString("; ")
 			}
-			b.WriteByte(' ')
 			b.WriteString(c.key)
 			b.WriteString(": ")
 			b.WriteString(err.Error())

@@ -441,9 +441,9 @@ func TestFailures(t *testing.T) {
 	t.Cleanup(internal.Close)
 	big := strings.Repeat("x", 20<<20)
 	backends := map[string]http.HandlerFunc{
-		"500": func(w http.ResponseWriter, r *http.Request) { http.Error(w, "boom at 10.0.0.9", 500) },
+		"500": func(w http.ResponseWriter, r *http.Request) { http.Error(w, "boom at 10.0.0.9", http.StatusInternalServerError) },
 		"404": func(w http.ResponseWriter, r *http.Request) { http.NotFound(w, r) },
-		"403": func(w http.ResponseWriter, r *http.Request) { http.Error(w, "no", 403) },
+		"403": func(w http.ResponseWriter, r *http.Request) { http.Error(w, "no", http.StatusForbidden) },
 		"redirect": func(w http.ResponseWriter, r *http.Request) {
 			http.Redirect(w, r, internal.URL+"/admin", http.StatusFound)
 		},
@@ -682,7 +682,7 @@ func TestTimeoutLeavesNoGoroutine(t *testing.T) {
 func TestThroughGateway(t *testing.T) {
 	orders := upstream(t, "orders", func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Authorization") != "Bearer t" || r.Header.Get("X-Secret") != "" || r.Header.Get("Accept") != "application/json" {
-			http.Error(w, "headers", 400)
+			http.Error(w, "headers", http.StatusBadRequest)
 			return
 		}
 		jsonBody(`{"id":"`+strings.TrimPrefix(r.URL.Path, "/orders/")+`"}`)(w, r)
@@ -753,7 +753,7 @@ func TestThroughGateway(t *testing.T) {
 		}
 	}
 	for _, info := range infos {
-		if info.Backend != "aggregate" || !strings.HasPrefix(info.Error, "aggregate: payment:") || info.Route != "GET /orders/{id}/summary" {
+		if info.Backend != "aggregate" || !strings.HasPrefix(info.Error, "payment: aggregate: upstream unavailable") || info.Route != "GET /orders/{id}/summary" {
 			t.Errorf("info %+v", info)
 		}
 	}

@@ -52,7 +52,8 @@ type Call struct {
 //	                     empty when absent)
 //	{order.customer_id}  the field customer_id of call order's response: the
 //	                     call then waits for call order (dotted paths reach
-//	                     into nested objects)
+//	                     into nested objects, and numbers index arrays:
+//	                     {order.items.0.sku})
 //
 // A value is escaped for where it stands: in the path it stays one segment
 // (and "", ".", "..", or a value holding '/', '\' or NUL is refused), in the
@@ -127,7 +128,8 @@ func (c *Call) Merge() *Call {
 }
 
 // Target keeps only the value at the dotted field path of the answer
-// ("data" or "data.order"), before any other shaping. A missing field fails
+// ("data", "data.order", or "results.0" where a number indexes an array),
+// before any other shaping. A missing field fails
 // the call with ErrInvalidJSON.
 func (c *Call) Target(path string) *Call {
 	c.targetPath = path

@@ -40,6 +40,7 @@
 // a RequestInfo of its own (so concurrent calls never share one), answered
 // into a bounded in-memory writer. Options.OnCall reports each call's key,
 // target, status, time and error for logs and metrics; the request's own
-// RequestInfo records "aggregate" as its backend, the fan-out time, and on
-// failure a summary of the failed calls in Error.
+// RequestInfo records "aggregate" as its backend, the fan-out time, and,
+// when a call failed, a log-only summary in Error ("payment: aggregate:
+// timeout").
 package aggregate

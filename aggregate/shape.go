@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -142,7 +143,8 @@ func keyName(raw []byte) []byte {
 }
 
 // lookup returns the span of the value at the dotted path fields inside the
-// value at b[i:], or ok false when a step is missing or not an object.
+// value at b[i:], or ok false when a step is missing. A field steps into an
+// object by name, or into an array by index ("items.0").
 func lookup(b []byte, i int, fields []string) (start, end int, ok bool) {
 	i = skipSpace(b, i)
 	if len(fields) == 0 {
@@ -153,6 +155,24 @@ func lookup(b []byte, i int, fields []string) (start, end int, ok bool) {
 		return i, end, i < end
 	}
 	for _, f := range fields {
+		if i < len(b) && b[i] == '[' {
+			// A number indexes an array.
+			n, err := strconv.Atoi(f)
+			if err != nil || n < 0 {
+				return 0, 0, false
+			}
+			i = skipSpace(b, i+1)
+			for ; n > 0 && i < len(b) && b[i] != ']'; n-- {
+				i = skipSpace(b, valueEnd(b, i))
+				if i < len(b) && b[i] == ',' {
+					i = skipSpace(b, i+1)
+				}
+			}
+			if n > 0 || i >= len(b) || b[i] == ']' {
+				return 0, 0, false
+			}
+			continue
+		}
 		if i >= len(b) || b[i] != '{' {
 			return 0, 0, false
 		}
