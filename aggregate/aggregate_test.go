@@ -441,7 +441,9 @@ func TestFailures(t *testing.T) {
 	t.Cleanup(internal.Close)
 	big := strings.Repeat("x", 20<<20)
 	backends := map[string]http.HandlerFunc{
-		"500": func(w http.ResponseWriter, r *http.Request) { http.Error(w, "boom at 10.0.0.9", http.StatusInternalServerError) },
+		"500": func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "boom at 10.0.0.9", http.StatusInternalServerError)
+		},
 		"404": func(w http.ResponseWriter, r *http.Request) { http.NotFound(w, r) },
 		"403": func(w http.ResponseWriter, r *http.Request) { http.Error(w, "no", http.StatusForbidden) },
 		"redirect": func(w http.ResponseWriter, r *http.Request) {
