@@ -683,7 +683,8 @@ func TestTimeoutLeavesNoGoroutine(t *testing.T) {
 
 func TestThroughGateway(t *testing.T) {
 	orders := upstream(t, "orders", func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Authorization") != "Bearer t" || r.Header.Get("X-Secret") != "" || r.Header.Get("Accept") != "application/json" {
+		if r.Header.Get("Authorization") != "Bearer t" || r.Header.Get("X-Secret") != "" || r.Header.Get("Accept") != "application/json" ||
+			r.Header.Get("X-Forwarded-For") != "127.0.0.1" {
 			http.Error(w, "headers", http.StatusBadRequest)
 			return
 		}
