@@ -416,9 +416,7 @@ func (c *Cache) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 		if e != nil {
 			age := e.age(now)
 			left := e.lifetime - age
-			fresh := left > 0 && !e.noCache() && !rd.noCache &&
-				(rd.maxAge < 0 || age <= rd.maxAge) && (rd.minFresh < 0 || left >= rd.minFresh)
-			if fresh {
+			if fresh(e, age, rd) {
 				c.serveEntry(w, r, e, now, info, StatusHit, "hit", "ttl="+itoa(int64(left/time.Second)))
 				return
 			}
@@ -463,6 +461,11 @@ func (c *Cache) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 			cl = &call{done: make(chan struct{})}
 			c.calls[key] = cl
 			c.mu.Unlock()
+			// A fetch that ended between our lookup and our registration
+			// has stored its response: look once more before fetching.
+			if c.recheck(w, r, key, e, rd, cl, info) {
+				return
+			}
 			f.lead(w, cl)
 			return
 		}
@@ -505,6 +508,45 @@ func (c *Cache) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 		f.fwd = "fwd=miss"
 	}
 	f.lead(w, nil)
+}
+
+// fresh reports whether e, of age age, may be served without contacting
+// the backend, given the request's directives.
+func fresh(e *Entry, age time.Duration, rd reqDirectives) bool {
+	left := e.lifetime - age
+	return left > 0 && !e.noCache() && !rd.noCache &&
+		(rd.maxAge < 0 || age <= rd.maxAge) && (rd.minFresh < 0 || left >= rd.minFresh)
+}
+
+// recheck looks key up again after this request registered cl as the
+// fetch for it. When a fresh response other than old is now stored (a
+// fetch finished in between), it serves it, shares it with cl's waiters,
+// releases cl and reports true.
+func (c *Cache) recheck(w http.ResponseWriter, r *http.Request, key string, old *Entry, rd reqDirectives, cl *call, info *pylon.RequestInfo) bool {
+	e, eKey, marker, _, err := c.lookup(r.Context(), key, r)
+	now := c.now()
+	ok := err == nil && e != nil && e.kind == kindResponse &&
+		(old == nil || !e.responseTime.Equal(old.responseTime)) && fresh(e, e.age(now), rd)
+	if !ok {
+		return false
+	}
+	cl.entry, cl.entryKey = e, eKey
+	if marker != nil {
+		cl.gen, cl.names = marker.gen, marker.vary
+	}
+	c.release(key, cl)
+	c.serveEntry(w, r, e, now, info, StatusHit, "hit", "ttl="+itoa(int64((e.lifetime-e.age(now))/time.Second)))
+	return true
+}
+
+// release unregisters cl and wakes its waiters.
+func (c *Cache) release(key string, cl *call) {
+	c.mu.Lock()
+	if c.calls[key] == cl {
+		delete(c.calls, key)
+	}
+	c.mu.Unlock()
+	close(cl.done)
 }
 
 // lookup returns the entry for r under key: the response itself, or the
@@ -629,6 +671,21 @@ func (c *Cache) refresh(r *http.Request, next http.Handler, f fill, e *Entry, eK
 	}
 	cl := &call{done: make(chan struct{})}
 	c.calls[f.key] = cl
+	c.mu.Unlock()
+	// A refresh that ended between our lookup and our registration has
+	// stored a newer response: nothing to do.
+	if cur, err := c.store.Get(r.Context(), eKey); err != nil || cur == nil || !cur.responseTime.Equal(e.responseTime) {
+		c.release(f.key, cl)
+		<-c.bgSem
+		return
+	}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		c.release(f.key, cl)
+		<-c.bgSem
+		return
+	}
 	c.wg.Add(1)
 	c.mu.Unlock()
 
@@ -733,12 +790,7 @@ func (f *fill) lead(w http.ResponseWriter, cl *call) {
 			if !finished {
 				cl.entry, cl.retry = nil, true
 			}
-			c.mu.Lock()
-			if c.calls[f.key] == cl {
-				delete(c.calls, f.key)
-			}
-			c.mu.Unlock()
-			close(cl.done)
+			c.release(f.key, cl)
 		}()
 	}
 	setInfo(f.info, StatusMiss)
@@ -884,6 +936,8 @@ func (f *fill) storeReason(status int, h http.Header) string {
 		return "set-cookie"
 	case len(h["Trailer"]) > 0:
 		return "trailer"
+	case len(h["Content-Type"]) > 0 && strings.HasPrefix(h["Content-Type"][0], "text/event-stream"):
+		return "event-stream"
 	}
 	if _, star := varyNames(h["Vary"]); star {
 		return "vary"

@@ -75,8 +75,7 @@ func (e *Entry) age(now time.Time) time.Duration {
 	return a
 }
 
-func (e *Entry) noCache() bool        { return e.flags&flagNoCache != 0 }
-func (e *Entry) mustRevalidate() bool { return e.flags&flagMustRevalidate != 0 }
+func (e *Entry) noCache() bool { return e.flags&flagNoCache != 0 }
 
 // mayServeStale reports whether the entry may be served stale at all.
 func (e *Entry) mayServeStale() bool { return e.flags&(flagNoCache|flagMustRevalidate) == 0 }
