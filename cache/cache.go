@@ -921,6 +921,9 @@ func (f *fill) storeReason(status int, h http.Header) string {
 	if f.rd.noStore {
 		return "request-no-store"
 	}
+	if f.r.Method != http.MethodGet {
+		return "request-no-store" // HEAD responses have no body to store
+	}
 	d := parseRespDirectives(h)
 	explicit := d.sMaxAge >= 0 || d.maxAge >= 0 || len(h["Expires"]) > 0
 	switch {

@@ -211,6 +211,26 @@ func TestHeadFromGet(t *testing.T) {
 	}
 }
 
+func TestHeadNeverStored(t *testing.T) {
+	// A HEAD request on a URL marked uncacheable is forwarded, and its
+	// empty body is not stored for a later GET.
+	c := newTestCache(t, Options{Now: newClock().Now})
+	o := &origin{}
+	o.set(static(200, "body", "Cache-Control: no-store"))
+	h := c.Middleware(o)
+	get(h, "GET", "/a") // leaves a pass marker
+	o.set(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		if r.Method == "GET" {
+			_, _ = w.Write([]byte("body"))
+		}
+	})
+	get(h, "HEAD", "/a")
+	if w := get(h, "GET", "/a"); w.Body.String() != "body" {
+		t.Fatalf("GET after HEAD served %q", w.Body)
+	}
+}
+
 func TestStaleWhileRevalidate(t *testing.T) {
 	clk := newClock()
 	c := newTestCache(t, Options{Now: clk.Now})
