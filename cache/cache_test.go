@@ -1,0 +1,817 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pylon-gateway/pylon"
+)
+
+func TestStorability(t *testing.T) {
+	tests := []struct {
+		name   string
+		opts   Options
+		fields []string // response fields
+		status int
+		req    []string // request fields
+		stored bool
+	}{
+		{name: "max-age", fields: []string{"Cache-Control: max-age=60"}, stored: true},
+		{name: "s-maxage", fields: []string{"Cache-Control: s-maxage=60"}, stored: true},
+		{name: "expires", fields: []string{"Expires: Fri, 02 Jan 2026 04:00:00 GMT", "Date: Fri, 02 Jan 2026 03:04:05 GMT"}, stored: true},
+		{name: "expires in the past", fields: []string{"Expires: Thu, 01 Jan 2026 00:00:00 GMT", "Date: Fri, 02 Jan 2026 03:04:05 GMT"}},
+		{name: "invalid expires", fields: []string{"Expires: 0"}},
+		{name: "no-store", fields: []string{"Cache-Control: max-age=60, no-store"}},
+		{name: "private", fields: []string{"Cache-Control: private, max-age=60"}},
+		{name: "no cache headers", fields: nil},
+		{name: "no cache headers, default TTL", opts: Options{DefaultTTL: time.Minute}, stored: true},
+		{name: "default TTL, uncacheable status", opts: Options{DefaultTTL: time.Minute}, status: 500},
+		{name: "vary star", fields: []string{"Cache-Control: max-age=60", "Vary: *"}},
+		{name: "set-cookie", fields: []string{"Cache-Control: max-age=60", "Set-Cookie: s=1"}},
+		{name: "set-cookie allowed", opts: Options{AllowSetCookie: true}, fields: []string{"Cache-Control: max-age=60", "Set-Cookie: s=1"}, stored: true},
+		{name: "500 with max-age", status: 500, fields: []string{"Cache-Control: max-age=60"}},
+		{name: "404 with max-age", status: 404, fields: []string{"Cache-Control: max-age=60"}, stored: true},
+		{name: "authorization", req: []string{"Authorization: Bearer a"}, fields: []string{"Cache-Control: max-age=60"}},
+		{name: "authorization, public", req: []string{"Authorization: Bearer a"}, fields: []string{"Cache-Control: public, max-age=60"}, stored: true},
+		{name: "authorization, s-maxage", req: []string{"Authorization: Bearer a"}, fields: []string{"Cache-Control: s-maxage=60"}, stored: true},
+		{name: "authorization, must-revalidate", req: []string{"Authorization: Bearer a"}, fields: []string{"Cache-Control: max-age=60, must-revalidate"}, stored: true},
+		{name: "request no-store", req: []string{"Cache-Control: no-store"}, fields: []string{"Cache-Control: max-age=60"}},
+		{name: "trailer", fields: []string{"Cache-Control: max-age=60", "Trailer: X-Sum"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clk := newClock()
+			tt.opts.Now = clk.Now
+			c := newTestCache(t, tt.opts)
+			o := &origin{}
+			st := tt.status
+			if st == 0 {
+				st = 200
+			}
+			o.set(static(st, "body", tt.fields...))
+			h := c.Middleware(o)
+			get(h, "GET", "/a", tt.req...)
+			w := get(h, "GET", "/a", tt.req...)
+			hit := o.calls.Load() == 1
+			if hit != tt.stored {
+				t.Fatalf("stored = %v, want %v (Cache-Status %q)", hit, tt.stored, status(w))
+			}
+			if hit {
+				if !strings.Contains(status(w), "; hit") {
+					t.Errorf("Cache-Status = %q, want a hit", status(w))
+				}
+				if w.Header().Get("Age") == "" {
+					t.Error("hit without Age")
+				}
+				if w.Header().Get("Set-Cookie") != "" {
+					t.Error("a stored Set-Cookie was served to another client")
+				}
+				if w.Body.String() != "body" || w.Code != st {
+					t.Errorf("hit = %d %q", w.Code, w.Body)
+				}
+			}
+		})
+	}
+}
+
+func TestFreshnessAndAge(t *testing.T) {
+	tests := []struct {
+		name     string
+		fields   []string
+		freshFor time.Duration // still a hit after this long
+		age      string        // Age right after storing
+	}{
+		{"max-age", []string{"Cache-Control: max-age=60"}, 59 * time.Second, "0"},
+		{"s-maxage wins over max-age", []string{"Cache-Control: max-age=5, s-maxage=60"}, 59 * time.Second, "0"},
+		{"upstream Age counts", []string{"Cache-Control: max-age=60", "Age: 50"}, 9 * time.Second, "50"},
+		{"old Date counts", []string{"Cache-Control: max-age=60", "Date: Fri, 02 Jan 2026 03:03:35 GMT"}, 29 * time.Second, "30"},
+		{"expires minus date", []string{"Expires: Fri, 02 Jan 2026 03:05:05 GMT", "Date: Fri, 02 Jan 2026 03:04:05 GMT"}, 59 * time.Second, "0"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clk := newClock()
+			c := newTestCache(t, Options{Now: clk.Now})
+			o := &origin{}
+			o.set(static(200, "v1", tt.fields...))
+			h := c.Middleware(o)
+			if w := get(h, "GET", "/a"); !strings.HasPrefix(status(w), "pylon; fwd=uri-miss") {
+				t.Fatalf("first Cache-Status = %q", status(w))
+			}
+			w := get(h, "GET", "/a")
+			if got := w.Header().Get("Age"); got != tt.age {
+				t.Errorf("Age = %q, want %q", got, tt.age)
+			}
+			clk.Advance(tt.freshFor)
+			if w := get(h, "GET", "/a"); !strings.Contains(status(w), "hit") || o.calls.Load() != 1 {
+				t.Fatalf("after %v: Cache-Status %q, calls %d", tt.freshFor, status(w), o.calls.Load())
+			}
+			clk.Advance(2 * time.Second)
+			w = get(h, "GET", "/a")
+			// Without a validator the expired entry is dropped: a plain miss.
+			if o.calls.Load() != 2 || !strings.Contains(status(w), "fwd=") {
+				t.Fatalf("stale entry: Cache-Status %q, calls %d", status(w), o.calls.Load())
+			}
+		})
+	}
+}
+
+func TestRevalidation(t *testing.T) {
+	clk := newClock()
+	c := newTestCache(t, Options{Now: clk.Now})
+	o := &origin{}
+	o.set(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("If-None-Match") == `"v1"` {
+			w.Header().Set("Cache-Control", "max-age=20")
+			w.Header().Set("X-Refreshed", "yes")
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		static(200, "body-v1", "Cache-Control: max-age=10", `Etag: "v1"`, "Last-Modified: Thu, 01 Jan 2026 00:00:00 GMT")(w, r)
+	})
+	h := c.Middleware(o)
+	get(h, "GET", "/a")
+	clk.Advance(11 * time.Second)
+	w := get(h, "GET", "/a")
+	if w.Code != 200 || w.Body.String() != "body-v1" {
+		t.Fatalf("revalidated response = %d %q", w.Code, w.Body)
+	}
+	if got := status(w); got != "pylon; fwd=stale; fwd-status=304; ttl=20" {
+		t.Errorf("Cache-Status = %q", got)
+	}
+	if r := o.lastReq(); r.Header.Get("If-Modified-Since") != "Thu, 01 Jan 2026 00:00:00 GMT" {
+		t.Errorf("If-Modified-Since sent = %q", r.Header.Get("If-Modified-Since"))
+	}
+	// The 304's fields refreshed the entry: fresh for 20s more, new header.
+	clk.Advance(19 * time.Second)
+	w = get(h, "GET", "/a")
+	if o.calls.Load() != 2 || !strings.Contains(status(w), "hit") || w.Header().Get("X-Refreshed") != "yes" {
+		t.Fatalf("after refresh: calls %d, Cache-Status %q, X-Refreshed %q", o.calls.Load(), status(w), w.Header().Get("X-Refreshed"))
+	}
+}
+
+func TestClientConditional(t *testing.T) {
+	fields := []string{"Cache-Control: max-age=60", `Etag: W/"e1"`, "Last-Modified: Thu, 01 Jan 2026 00:00:00 GMT"}
+	tests := []struct {
+		name string
+		req  []string
+		want int
+	}{
+		{"if-none-match", []string{`If-None-Match: "e1"`}, 304},
+		{"if-none-match list", []string{`If-None-Match: "x", W/"e1"`}, 304},
+		{"if-none-match star", []string{`If-None-Match: *`}, 304},
+		{"if-none-match other", []string{`If-None-Match: "x"`}, 200},
+		{"if-modified-since later", []string{"If-Modified-Since: Fri, 02 Jan 2026 00:00:00 GMT"}, 304},
+		{"if-modified-since earlier", []string{"If-Modified-Since: Wed, 31 Dec 2025 00:00:00 GMT"}, 200},
+		{"if-none-match wins", []string{`If-None-Match: "x"`, "If-Modified-Since: Fri, 02 Jan 2026 00:00:00 GMT"}, 200},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newTestCache(t, Options{Now: newClock().Now})
+			o := &origin{}
+			o.set(static(200, "body", fields...))
+			h := c.Middleware(o)
+			// On a miss the client's conditionals are not forwarded; the
+			// cache stores the full response and answers them itself.
+			w := get(h, "GET", "/a", tt.req...)
+			if w.Code != tt.want {
+				t.Errorf("miss: status %d, want %d", w.Code, tt.want)
+			}
+			if o.lastReq().Header.Get("If-None-Match") != "" || o.lastReq().Header.Get("If-Modified-Since") != "" {
+				t.Error("client conditionals were forwarded on a fill")
+			}
+			w = get(h, "GET", "/a", tt.req...)
+			if w.Code != tt.want || o.calls.Load() != 1 {
+				t.Errorf("hit: status %d, want %d (calls %d)", w.Code, tt.want, o.calls.Load())
+			}
+			if w.Code == 304 && w.Body.Len() != 0 {
+				t.Error("304 with a body")
+			}
+		})
+	}
+}
+
+func TestHeadFromGet(t *testing.T) {
+	c := newTestCache(t, Options{Now: newClock().Now})
+	o := &origin{}
+	o.set(static(200, "body", "Cache-Control: max-age=60"))
+	h := c.Middleware(o)
+	if get(h, "HEAD", "/a"); o.calls.Load() != 1 || o.lastReq().Method != "HEAD" {
+		t.Fatalf("HEAD miss: calls %d", o.calls.Load())
+	}
+	get(h, "GET", "/a")
+	w := get(h, "HEAD", "/a")
+	if o.calls.Load() != 2 || w.Body.Len() != 0 || w.Header().Get("Content-Length") != "4" || !strings.Contains(status(w), "hit") {
+		t.Fatalf("HEAD hit: calls %d, body %q, Content-Length %q, Cache-Status %q",
+			o.calls.Load(), w.Body, w.Header().Get("Content-Length"), status(w))
+	}
+}
+
+func TestHeadNeverStored(t *testing.T) {
+	// A HEAD request on a URL marked uncacheable is forwarded, and its
+	// empty body is not stored for a later GET.
+	c := newTestCache(t, Options{Now: newClock().Now})
+	o := &origin{}
+	o.set(static(200, "body", "Cache-Control: no-store"))
+	h := c.Middleware(o)
+	get(h, "GET", "/a") // leaves a pass marker
+	o.set(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		if r.Method == "GET" {
+			_, _ = w.Write([]byte("body"))
+		}
+	})
+	get(h, "HEAD", "/a")
+	if w := get(h, "GET", "/a"); w.Body.String() != "body" {
+		t.Fatalf("GET after HEAD served %q", w.Body)
+	}
+}
+
+func TestStaleWhileRevalidate(t *testing.T) {
+	clk := newClock()
+	c := newTestCache(t, Options{Now: clk.Now})
+	o := &origin{}
+	o.set(static(200, "v1", "Cache-Control: max-age=10, stale-while-revalidate=30"))
+	h := c.Middleware(o)
+	get(h, "GET", "/a")
+
+	release := make(chan struct{})
+	started := make(chan struct{}, 10)
+	o.set(func(w http.ResponseWriter, r *http.Request) {
+		started <- struct{}{}
+		<-release
+		static(200, "v2", "Cache-Control: max-age=10, stale-while-revalidate=30")(w, r)
+	})
+	clk.Advance(15 * time.Second)
+	for i := range 3 {
+		w := get(h, "GET", "/a")
+		if w.Body.String() != "v1" || status(w) != "pylon; hit; ttl=-5; detail=stale-while-revalidate" {
+			t.Fatalf("request %d: %q, Cache-Status %q", i, w.Body, status(w))
+		}
+	}
+	<-started
+	close(release)
+	waitFor(t, "background refresh", func() bool { return get(h, "GET", "/a").Body.String() == "v2" })
+	if n := o.calls.Load(); n != 2 {
+		t.Errorf("backend calls = %d, want 2 (one background refresh)", n)
+	}
+	// Beyond the window: revalidated synchronously.
+	clk.Advance(41 * time.Second)
+	o.set(static(200, "v3", "Cache-Control: max-age=10"))
+	if w := get(h, "GET", "/a"); w.Body.String() != "v3" {
+		t.Fatalf("beyond stale-while-revalidate: %q", w.Body)
+	}
+}
+
+func TestCloseStopsBackgroundRefresh(t *testing.T) {
+	clk := newClock()
+	c, err := New(Options{Now: clk.Now, StaleWhileRevalidate: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := &origin{}
+	o.set(static(200, "v1", "Cache-Control: max-age=1"))
+	h := c.Middleware(o)
+	get(h, "GET", "/a")
+	started := make(chan struct{})
+	o.set(func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		<-r.Context().Done() // a hung backend
+	})
+	clk.Advance(5 * time.Second)
+	get(h, "GET", "/a")
+	<-started
+	_ = c.Close() // cancels the refresh and waits for it; goleak checks the rest
+}
+
+func TestStaleIfError(t *testing.T) {
+	tests := []struct {
+		name    string
+		opts    Options
+		fields  string
+		advance time.Duration
+		stale   bool
+	}{
+		{"directive", Options{}, "max-age=10, stale-if-error=60", 30 * time.Second, true},
+		{"beyond directive", Options{}, "max-age=10, stale-if-error=60", 71 * time.Second, false},
+		{"option", Options{StaleIfError: time.Minute}, "max-age=10", 30 * time.Second, true},
+		{"no window", Options{}, "max-age=10", 30 * time.Second, false},
+		{"must-revalidate", Options{StaleIfError: time.Minute}, "max-age=10, must-revalidate", 30 * time.Second, false},
+	}
+	for _, tt := range tests {
+		for _, code := range []int{500, 502, 503, 504} {
+			t.Run(tt.name+"/"+http.StatusText(code), func(t *testing.T) {
+				clk := newClock()
+				tt.opts.Now = clk.Now
+				c := newTestCache(t, tt.opts)
+				o := &origin{}
+				o.set(static(200, "good", "Cache-Control: "+tt.fields))
+				h := c.Middleware(o)
+				get(h, "GET", "/a")
+				clk.Advance(tt.advance)
+				o.set(func(w http.ResponseWriter, r *http.Request) {
+					w.Header().Set("Retry-After", "5")
+					pylon.Error(w, r, code, "down") // as a Backend or a breaker answers
+				})
+				w := get(h, "GET", "/a")
+				if tt.stale {
+					if w.Code != 200 || w.Body.String() != "good" || !strings.Contains(status(w), "detail=stale-if-error") ||
+						!strings.Contains(status(w), "fwd-status="+http.StatusText(code)[:0]) {
+						t.Fatalf("got %d %q, Cache-Status %q", w.Code, w.Body, status(w))
+					}
+					if w.Header().Get("Retry-After") != "" {
+						t.Error("the error's fields leaked into the stale response")
+					}
+				} else if w.Code != code {
+					t.Fatalf("got %d, want the backend's %d", w.Code, code)
+				}
+			})
+		}
+	}
+}
+
+func TestNoStoreAfterMaxAge(t *testing.T) {
+	clk := newClock()
+	c := newTestCache(t, Options{Now: clk.Now})
+	o := &origin{}
+	o.set(static(200, "old", "Cache-Control: max-age=10"))
+	h := c.Middleware(o)
+	get(h, "GET", "/a")
+	clk.Advance(11 * time.Second)
+	o.set(static(200, "secret", "Cache-Control: no-store"))
+	if w := get(h, "GET", "/a"); w.Body.String() != "secret" || !strings.Contains(status(w), "detail=no-store") {
+		t.Fatalf("got %q, Cache-Status %q", w.Body, status(w))
+	}
+	o.set(static(200, "new", "Cache-Control: no-store"))
+	if w := get(h, "GET", "/a"); w.Body.String() != "new" {
+		t.Fatalf("after a no-store answer the cache served %q", w.Body)
+	}
+	if o.calls.Load() != 3 {
+		t.Fatalf("calls = %d", o.calls.Load())
+	}
+}
+
+func TestVary(t *testing.T) {
+	c := newTestCache(t, Options{Now: newClock().Now})
+	o := &origin{}
+	o.set(func(w http.ResponseWriter, r *http.Request) {
+		static(200, "lang="+r.Header.Get("Accept-Language"), "Cache-Control: max-age=60", "Vary: accept-language")(w, r)
+	})
+	h := c.Middleware(o)
+	for _, tc := range []struct {
+		lang, body, status string
+		calls              int64
+	}{
+		{"en", "lang=en", "pylon; fwd=uri-miss", 1},
+		{"en", "lang=en", "pylon; hit; ttl=60", 1},
+		{"fr", "lang=fr", "pylon; fwd=vary-miss", 2},
+		{"fr", "lang=fr", "pylon; hit; ttl=60", 2},
+		{"en", "lang=en", "pylon; hit; ttl=60", 2},
+		{"", "lang=", "pylon; fwd=vary-miss", 3},
+	} {
+		var w *httptest.ResponseRecorder
+		if tc.lang == "" {
+			w = get(h, "GET", "/a")
+		} else {
+			w = get(h, "GET", "/a", "Accept-Language: "+tc.lang)
+		}
+		if w.Body.String() != tc.body || status(w) != tc.status || o.calls.Load() != tc.calls {
+			t.Fatalf("%s: got %q, %q, calls %d; want %q, %q, %d", tc.lang, w.Body, status(w), o.calls.Load(), tc.body, tc.status, tc.calls)
+		}
+	}
+}
+
+func TestAuthorizationTwoUsers(t *testing.T) {
+	o := &origin{}
+	o.set(func(w http.ResponseWriter, r *http.Request) {
+		static(200, "account of "+r.Header.Get("Authorization"), "Cache-Control: private, max-age=60")(w, r)
+	})
+	withSubject := func(h http.Handler, token, subject string) *httptest.ResponseRecorder {
+		r := httptest.NewRequest("GET", "/me", nil)
+		r.Header.Set("Authorization", token)
+		r = r.WithContext(pylon.NewContext(r.Context(), &pylon.RequestInfo{Subject: subject}))
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w
+	}
+	t.Run("shared", func(t *testing.T) {
+		o.calls.Store(0)
+		h := newTestCache(t, Options{Now: newClock().Now}).Middleware(o)
+		for range 2 {
+			if w := withSubject(h, "alice", "alice"); w.Body.String() != "account of alice" {
+				t.Fatalf("alice got %q", w.Body)
+			}
+			if w := withSubject(h, "bob", "bob"); w.Body.String() != "account of bob" {
+				t.Fatalf("bob got %q", w.Body)
+			}
+		}
+		if o.calls.Load() != 4 {
+			t.Fatalf("calls = %d: a private response was stored", o.calls.Load())
+		}
+	})
+	t.Run("per subject", func(t *testing.T) {
+		o.calls.Store(0)
+		h := newTestCache(t, Options{Now: newClock().Now, PerSubject: true}).Middleware(o)
+		for range 2 {
+			if w := withSubject(h, "alice", "alice"); w.Body.String() != "account of alice" {
+				t.Fatalf("alice got %q", w.Body)
+			}
+			if w := withSubject(h, "bob", "bob"); w.Body.String() != "account of bob" {
+				t.Fatalf("bob got %q", w.Body)
+			}
+		}
+		if o.calls.Load() != 2 {
+			t.Fatalf("calls = %d, want one per subject", o.calls.Load())
+		}
+		// A request without a subject is never served a subject's entry.
+		if w := get(h, "GET", "/me", "Authorization: mallory"); w.Body.String() != "account of mallory" {
+			t.Fatalf("no subject got %q", w.Body)
+		}
+	})
+}
+
+func TestUnkeyedInputPoisoning(t *testing.T) {
+	o := &origin{}
+	o.set(func(w http.ResponseWriter, r *http.Request) {
+		body := "host=" + r.Header.Get("X-Forwarded-Host") + " url=" + r.Header.Get("X-Original-Url") +
+			" q=" + r.URL.RawQuery + " tenant=" + r.Header.Get("X-Tenant")
+		static(200, body, "Cache-Control: max-age=60")(w, r)
+	})
+	t.Run("stripped headers and params", func(t *testing.T) {
+		o.calls.Store(0)
+		h := newTestCache(t, Options{Now: newClock().Now, IgnoreQueryParams: []string{"utm_source"}}).Middleware(o)
+		attacker := get(h, "GET", "/page?b=2&utm_source=evil&a=1",
+			"X-Forwarded-Host: evil.example", "X-Original-URL: /admin")
+		victim := get(h, "GET", "/page?a=1&b=2")
+		want := "host= url= q=a=1&b=2 tenant="
+		if attacker.Body.String() != want || victim.Body.String() != want {
+			t.Fatalf("attacker got %q, victim got %q; want both %q", attacker.Body, victim.Body, want)
+		}
+		if o.calls.Load() != 1 {
+			t.Fatalf("calls = %d, want 1 (same key)", o.calls.Load())
+		}
+	})
+	t.Run("key headers", func(t *testing.T) {
+		o.calls.Store(0)
+		h := newTestCache(t, Options{Now: newClock().Now, KeyHeaders: []string{"x-tenant"}}).Middleware(o)
+		a := get(h, "GET", "/page", "X-Tenant: a")
+		b := get(h, "GET", "/page", "X-Tenant: b")
+		if !strings.HasSuffix(a.Body.String(), "tenant=a") || !strings.HasSuffix(b.Body.String(), "tenant=b") || o.calls.Load() != 2 {
+			t.Fatalf("a=%q b=%q calls=%d", a.Body, b.Body, o.calls.Load())
+		}
+	})
+	t.Run("scheme", func(t *testing.T) {
+		o.calls.Store(0)
+		h := newTestCache(t, Options{Now: newClock().Now}).Middleware(o)
+		get(h, "GET", "/page", "X-Forwarded-Proto: http")
+		get(h, "GET", "/page", "X-Forwarded-Proto: https")
+		if o.calls.Load() != 2 {
+			t.Fatalf("http and https clients shared an entry")
+		}
+	})
+}
+
+func TestLargeResponseStreamsUncached(t *testing.T) {
+	const size = 20 << 20
+	for _, withLength := range []bool{true, false} {
+		t.Run(map[bool]string{true: "content-length", false: "chunked"}[withLength], func(t *testing.T) {
+			c := newTestCache(t, Options{Now: newClock().Now, MaxObjectSize: 1 << 20})
+			o := &origin{}
+			chunk := []byte(strings.Repeat("x", 32<<10))
+			o.set(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Cache-Control", "max-age=60")
+				if withLength {
+					w.Header().Set("Content-Length", itoa(size))
+				}
+				for n := 0; n < size; n += len(chunk) {
+					_, _ = w.Write(chunk)
+				}
+			})
+			w := &countingWriter{h: make(http.Header)}
+			r := httptest.NewRequest("GET", "/big", nil)
+			c.Middleware(o).ServeHTTP(w, r)
+			if w.n != size || w.code != 200 {
+				t.Fatalf("served %d bytes, status %d", w.n, w.code)
+			}
+			if st := w.h.Values("Cache-Status"); len(st) != 1 || !strings.Contains(st[0], "detail=too-large") && withLength {
+				t.Errorf("Cache-Status = %q", st)
+			}
+			if ms := c.store.(*MemoryStore); ms.Bytes() > 4096 {
+				t.Errorf("store holds %d bytes", ms.Bytes())
+			}
+			c.Middleware(o).ServeHTTP(&countingWriter{h: make(http.Header)}, r)
+			if o.calls.Load() != 2 {
+				t.Errorf("calls = %d: the large response was stored", o.calls.Load())
+			}
+		})
+	}
+}
+
+// countingWriter counts body bytes without keeping them, and records the
+// most bytes a capture buffer held.
+type countingWriter struct {
+	h    http.Header
+	code int
+	n    int
+}
+
+func (w *countingWriter) Header() http.Header { return w.h }
+func (w *countingWriter) WriteHeader(c int) {
+	if w.code == 0 {
+		w.code = c
+	}
+}
+func (w *countingWriter) Write(p []byte) (int, error) {
+	if w.code == 0 {
+		w.code = 200
+	}
+	w.n += len(p)
+	return len(p), nil
+}
+
+func TestCaptureBufferBounded(t *testing.T) {
+	c := newTestCache(t, Options{Now: newClock().Now, MaxObjectSize: 64 << 10})
+	f := &fill{c: c, r: httptest.NewRequest("GET", "/", nil), fwd: "fwd=miss"}
+	cw := &captureWriter{w: &countingWriter{h: make(http.Header)}, header: http.Header{"Cache-Control": {"max-age=60"}}, f: f}
+	chunk := make([]byte, 10<<10)
+	maxCap := 0
+	for range 100 {
+		_, _ = cw.Write(chunk)
+		maxCap = max(maxCap, cap(cw.buf))
+	}
+	if maxCap > 64<<10 {
+		t.Fatalf("capture buffer grew to %d bytes, limit %d", maxCap, 64<<10)
+	}
+	if cw.buffering || cw.buf != nil || f.reason != "too-large" {
+		t.Fatalf("buffer not abandoned: buffering %v, reason %q", cw.buffering, f.reason)
+	}
+}
+
+func TestBypass(t *testing.T) {
+	tests := []struct {
+		name   string
+		method string
+		req    []string
+		opts   Options
+		status string
+	}{
+		{"range", "GET", []string{"Range: bytes=0-1"}, Options{}, "pylon; fwd=bypass; detail=range"},
+		{"if-match", "GET", []string{`If-Match: "x"`}, Options{}, "pylon; fwd=bypass; detail=precondition"},
+		{"upgrade", "GET", []string{"Upgrade: websocket", "Connection: Upgrade"}, Options{}, "pylon; fwd=bypass; detail=upgrade"},
+		{"rule", "GET", nil, Options{Bypass: func(r *http.Request) bool { return true }}, "pylon; fwd=bypass; detail=rule"},
+		{"key hook", "GET", nil, Options{Key: func(*http.Request, string) string { return "" }}, "pylon; fwd=bypass; detail=key"},
+		{"options", "OPTIONS", nil, Options{}, "pylon; fwd=method"},
+		{"no-cache request", "GET", []string{"Cache-Control: no-cache"}, Options{}, "pylon; fwd=request"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.opts.Now = newClock().Now
+			c := newTestCache(t, tt.opts)
+			o := &origin{}
+			o.set(func(w http.ResponseWriter, r *http.Request) {
+				if r.Header.Get("Range") != "" {
+					static(206, "bo", "Cache-Control: max-age=60", "Content-Range: bytes 0-1/4")(w, r)
+					return
+				}
+				static(200, "body", "Cache-Control: max-age=60")(w, r)
+			})
+			h := c.Middleware(o)
+			get(h, "GET", "/a") // a stored response the bypassed request must not see
+			w := get(h, tt.method, "/a", tt.req...)
+			if !strings.HasPrefix(status(w), tt.status) {
+				t.Fatalf("Cache-Status = %q, want %q", status(w), tt.status)
+			}
+			if o.calls.Load() != 2 {
+				t.Fatalf("calls = %d: the request was not forwarded", o.calls.Load())
+			}
+		})
+	}
+	t.Run("range response not stored", func(t *testing.T) {
+		c := newTestCache(t, Options{Now: newClock().Now})
+		o := &origin{}
+		o.set(static(206, "bo", "Cache-Control: max-age=60", "Content-Range: bytes 0-1/4"))
+		h := c.Middleware(o)
+		get(h, "GET", "/a", "Range: bytes=0-1")
+		o.set(static(200, "body", "Cache-Control: max-age=60"))
+		if w := get(h, "GET", "/a"); w.Code != 200 || w.Body.String() != "body" {
+			t.Fatalf("after a Range request: %d %q", w.Code, w.Body)
+		}
+	})
+}
+
+func TestRequestDirectives(t *testing.T) {
+	clk := newClock()
+	c := newTestCache(t, Options{Now: clk.Now})
+	o := &origin{}
+	o.set(static(200, "body", "Cache-Control: max-age=60"))
+	h := c.Middleware(o)
+
+	w := get(h, "GET", "/a", "Cache-Control: only-if-cached")
+	if w.Code != http.StatusGatewayTimeout || w.Header().Get("Content-Type") != pylon.ProblemContentType || o.calls.Load() != 0 {
+		t.Fatalf("only-if-cached miss: %d %q calls %d", w.Code, w.Header().Get("Content-Type"), o.calls.Load())
+	}
+	get(h, "GET", "/a")
+	clk.Advance(30 * time.Second)
+	for _, tc := range []struct {
+		req   string
+		calls int64
+	}{
+		{"Cache-Control: only-if-cached", 1},
+		{"Cache-Control: max-age=40", 1},
+		{"Cache-Control: max-age=10", 2},
+		{"Cache-Control: min-fresh=61", 3},
+		{"Pragma: no-cache", 4},
+		{"Cache-Control: no-cache", 5},
+	} {
+		get(h, "GET", "/a", tc.req)
+		if o.calls.Load() != tc.calls {
+			t.Fatalf("%s: calls %d, want %d", tc.req, o.calls.Load(), tc.calls)
+		}
+	}
+	t.Run("ignored", func(t *testing.T) {
+		c := newTestCache(t, Options{Now: newClock().Now, IgnoreRequestDirectives: true})
+		o := &origin{}
+		o.set(static(200, "body", "Cache-Control: max-age=60"))
+		h := c.Middleware(o)
+		get(h, "GET", "/a")
+		get(h, "GET", "/a", "Cache-Control: no-cache")
+		if o.calls.Load() != 1 {
+			t.Fatalf("calls = %d", o.calls.Load())
+		}
+	})
+	t.Run("max-stale", func(t *testing.T) {
+		clk := newClock()
+		c := newTestCache(t, Options{Now: clk.Now})
+		o := &origin{}
+		o.set(static(200, "body", "Cache-Control: max-age=10", `Etag: "1"`))
+		h := c.Middleware(o)
+		get(h, "GET", "/a")
+		clk.Advance(15 * time.Second)
+		w := get(h, "GET", "/a", "Cache-Control: max-stale=10")
+		if o.calls.Load() != 1 || !strings.Contains(status(w), "detail=max-stale") {
+			t.Fatalf("calls %d, Cache-Status %q", o.calls.Load(), status(w))
+		}
+	})
+}
+
+func TestInvalidationByUnsafeMethod(t *testing.T) {
+	for _, tc := range []struct {
+		method     string
+		code       int
+		invalidate bool
+	}{
+		{"POST", 200, true}, {"PUT", 204, true}, {"DELETE", 200, true}, {"PATCH", 303, true},
+		{"POST", 500, false}, {"DELETE", 404, false},
+	} {
+		t.Run(tc.method+" "+itoa(int64(tc.code)), func(t *testing.T) {
+			c := newTestCache(t, Options{Now: newClock().Now})
+			o := &origin{}
+			o.set(func(w http.ResponseWriter, r *http.Request) {
+				if r.Method != "GET" {
+					w.WriteHeader(tc.code)
+					return
+				}
+				static(200, "body", "Cache-Control: max-age=60", "Vary: Accept")(w, r)
+			})
+			h := c.Middleware(o)
+			get(h, "GET", "/a?x=1")
+			w := get(h, tc.method, "/a?x=1")
+			if status(w) != "pylon; fwd=method" {
+				t.Errorf("Cache-Status = %q", status(w))
+			}
+			get(h, "GET", "/a?x=1")
+			if got := o.calls.Load() == 3; got != tc.invalidate {
+				t.Fatalf("invalidated = %v, want %v", got, tc.invalidate)
+			}
+		})
+	}
+}
+
+func TestPurge(t *testing.T) {
+	c := newTestCache(t, Options{Now: newClock().Now})
+	o := &origin{}
+	o.set(static(200, "body", "Cache-Control: max-age=60", "Vary: Accept"))
+	h := c.Middleware(o)
+	for _, p := range []string{"/orders/1", "/orders/2", "/users/1"} {
+		get(h, "GET", "http://api.example.com"+p, "Accept: a")
+		get(h, "GET", "http://api.example.com"+p, "Accept: b")
+	}
+	key := c.Key(httptest.NewRequest("GET", "http://API.example.com/orders/1", nil))
+	if key != "GET http://api.example.com/orders/1" {
+		t.Fatalf("Key = %q", key)
+	}
+	ctx := context.Background()
+	if err := c.Purge(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	n, err := c.PurgePrefix(ctx, "GET http://api.example.com/orders/")
+	if err != nil || n != 3 { // /orders/2: marker and two variants
+		t.Fatalf("PurgePrefix = %d, %v", n, err)
+	}
+	before := o.calls.Load()
+	get(h, "GET", "http://api.example.com/users/1", "Accept: a")
+	get(h, "GET", "http://api.example.com/orders/1", "Accept: a")
+	get(h, "GET", "http://api.example.com/orders/2", "Accept: b")
+	if got := o.calls.Load() - before; got != 2 {
+		t.Fatalf("backend calls after purge = %d, want 2", got)
+	}
+}
+
+// failingStore fails every operation, like an unreachable Redis.
+type failingStore struct{}
+
+var errDown = errors.New("store down")
+
+func (failingStore) Get(context.Context, string) (*Entry, error)              { return nil, errDown }
+func (failingStore) Set(context.Context, string, *Entry, time.Duration) error { return errDown }
+func (failingStore) Delete(context.Context, string) error                     { return errDown }
+func (failingStore) DeletePrefix(context.Context, string) (int, error)        { return 0, errDown }
+
+func TestStoreFailureBypasses(t *testing.T) {
+	c := newTestCache(t, Options{Now: newClock().Now, Store: failingStore{}})
+	o := &origin{}
+	o.set(static(200, "body", "Cache-Control: max-age=60"))
+	h := c.Middleware(o)
+	for range 2 {
+		r := httptest.NewRequest("GET", "/a", nil)
+		info := &pylon.RequestInfo{}
+		r = r.WithContext(pylon.NewContext(r.Context(), info))
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != 200 || w.Body.String() != "body" || status(w) != "pylon; fwd=bypass; detail=store-unavailable" || info.Cache != StatusBypass {
+			t.Fatalf("got %d %q %q %q", w.Code, w.Body, status(w), info.Cache)
+		}
+	}
+	get(h, "POST", "/a") // invalidation against a failing store does not fail the request
+}
+
+func TestInfoCache(t *testing.T) {
+	clk := newClock()
+	c := newTestCache(t, Options{Now: clk.Now})
+	o := &origin{}
+	o.set(static(200, "body", "Cache-Control: max-age=10", `Etag: "1"`))
+	h := c.Middleware(o)
+	do := func(method string, fields ...string) string {
+		r := httptest.NewRequest(method, "/a", nil)
+		for _, f := range fields {
+			k, v, _ := strings.Cut(f, ":")
+			r.Header.Set(k, strings.TrimSpace(v))
+		}
+		info := &pylon.RequestInfo{}
+		h.ServeHTTP(httptest.NewRecorder(), r.WithContext(pylon.NewContext(r.Context(), info)))
+		return info.Cache
+	}
+	if got := do("GET"); got != StatusMiss {
+		t.Errorf("miss: %q", got)
+	}
+	if got := do("GET"); got != StatusHit {
+		t.Errorf("hit: %q", got)
+	}
+	clk.Advance(11 * time.Second)
+	o.set(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(304) })
+	if got := do("GET"); got != StatusRevalidated {
+		t.Errorf("revalidated: %q", got)
+	}
+	if got := do("POST"); got != StatusBypass {
+		t.Errorf("post: %q", got)
+	}
+	if got := do("GET", "Range: bytes=0-1"); got != StatusBypass {
+		t.Errorf("range: %q", got)
+	}
+}
+
+func TestNewValidates(t *testing.T) {
+	for _, opts := range []Options{
+		{MaxBytes: -1},
+		{MaxObjectSize: -1},
+		{DefaultTTL: -time.Second},
+		{MaxBackgroundRefreshes: -1},
+		{QueryParams: []string{"a"}, IgnoreQueryParams: []string{"b"}},
+		{Name: "bad name"},
+		{MaxBytes: 1 << 20, MaxObjectSize: 2 << 20},
+	} {
+		if _, err := New(opts); err == nil || !strings.HasPrefix(err.Error(), "cache: ") {
+			t.Errorf("New(%+v) = %v", opts, err)
+		}
+	}
+}
+
+func TestBadInputNoPanic(t *testing.T) {
+	c := newTestCache(t, Options{Now: newClock().Now})
+	o := &origin{}
+	o.set(static(200, "body", `Cache-Control: max-age="60", s-maxage=abc, stale-if-error=-1, ,,=, "unterminated`,
+		"Expires: nonsense", "Date: nonsense", "Age: -5", "Vary: ,,", "Content-Length: 4"))
+	h := c.Middleware(o)
+	for _, target := range []string{"/a?%zz=1", "/a?a;b", "/a?=&&=", "/a?" + strings.Repeat("x", 9000)} {
+		if w := get(h, "GET", target); w.Code != 200 {
+			t.Errorf("%q: %d", target, w.Code)
+		}
+	}
+	if w := get(h, "GET", "/b"); w.Code != 200 {
+		t.Fatal(w.Code)
+	}
+}

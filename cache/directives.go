@@ -1,0 +1,157 @@
+package cache
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// maxDelta caps delta-seconds values (RFC 9111 §1.2.2: 2^31 seconds).
+const maxDelta = time.Duration(1<<31) * time.Second
+
+// respDirectives are the Cache-Control response directives the cache
+// understands. Durations are -1 when the directive is absent.
+type respDirectives struct {
+	noStore, noCache, private, public bool
+	mustRevalidate, proxyRevalidate   bool
+	maxAge, sMaxAge, swr, sie         time.Duration
+}
+
+// reqDirectives are the Cache-Control request directives the cache
+// understands. Durations are -1 when the directive is absent.
+type reqDirectives struct {
+	noStore, noCache, onlyIfCached bool
+	maxAge, maxStale, minFresh     time.Duration
+}
+
+// eachDirective calls fn for each directive of the Cache-Control field
+// lines vv, with its lower-cased name and unquoted value.
+func eachDirective(vv []string, fn func(name, value string)) {
+	for _, v := range vv {
+		for v != "" {
+			var part string
+			// A quoted value may hold commas: split outside quotes only.
+			i, inQuote := 0, false
+			for ; i < len(v); i++ {
+				c := v[i]
+				if c == '"' {
+					inQuote = !inQuote
+				} else if c == '\\' && inQuote && i+1 < len(v) {
+					i++
+				} else if c == ',' && !inQuote {
+					break
+				}
+			}
+			part, v = v[:i], v[min(i+1, len(v)):]
+			part = strings.TrimSpace(part)
+			if part == "" {
+				continue
+			}
+			name, value, _ := strings.Cut(part, "=")
+			name = strings.ToLower(strings.TrimSpace(name))
+			value = strings.TrimSpace(value)
+			if len(value) >= 2 && value[0] == '"' && value[len(value)-1] == '"' {
+				value = value[1 : len(value)-1]
+			}
+			fn(name, value)
+		}
+	}
+}
+
+// parseDelta parses delta-seconds. An invalid value is reported as 0 and
+// !ok; values beyond 2^31 seconds are capped.
+func parseDelta(s string) (time.Duration, bool) {
+	if s == "" {
+		return 0, false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, false
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n >= int64(maxDelta/time.Second) {
+		return maxDelta, true
+	}
+	return time.Duration(n) * time.Second, true
+}
+
+func parseRespDirectives(h http.Header) respDirectives {
+	d := respDirectives{maxAge: -1, sMaxAge: -1, swr: -1, sie: -1}
+	eachDirective(h["Cache-Control"], func(name, value string) {
+		switch name {
+		case "no-store":
+			d.noStore = true
+		case "no-cache":
+			// A qualified no-cache="Set-Cookie" is treated like the
+			// unqualified form: revalidate every time (conservative).
+			d.noCache = true
+		case "private":
+			d.private = true
+		case "public":
+			d.public = true
+		case "must-revalidate":
+			d.mustRevalidate = true
+		case "proxy-revalidate":
+			d.proxyRevalidate = true
+		case "max-age":
+			d.maxAge, _ = parseDelta(value) // invalid: 0, stale (RFC 9111 §4.2.1)
+		case "s-maxage":
+			d.sMaxAge, _ = parseDelta(value)
+		case "stale-while-revalidate":
+			if v, ok := parseDelta(value); ok {
+				d.swr = v
+			}
+		case "stale-if-error":
+			if v, ok := parseDelta(value); ok {
+				d.sie = v
+			}
+		}
+	})
+	// Pragma: no-cache in a response has no defined meaning (RFC 9111 §5.4)
+	// but old origins use it to mean no-cache; honour it when there is no
+	// Cache-Control at all.
+	if len(h["Cache-Control"]) == 0 {
+		for _, p := range h["Pragma"] {
+			if strings.Contains(strings.ToLower(p), "no-cache") {
+				d.noCache = true
+			}
+		}
+	}
+	return d
+}
+
+func parseReqDirectives(h http.Header) reqDirectives {
+	d := reqDirectives{maxAge: -1, maxStale: -1, minFresh: -1}
+	eachDirective(h["Cache-Control"], func(name, value string) {
+		switch name {
+		case "no-store":
+			d.noStore = true
+		case "no-cache":
+			d.noCache = true
+		case "only-if-cached":
+			d.onlyIfCached = true
+		case "max-age":
+			d.maxAge, _ = parseDelta(value)
+		case "max-stale":
+			if value == "" {
+				d.maxStale = maxDelta
+			} else if v, ok := parseDelta(value); ok {
+				d.maxStale = v
+			}
+		case "min-fresh":
+			if v, ok := parseDelta(value); ok {
+				d.minFresh = v
+			}
+		}
+	})
+	if len(h["Cache-Control"]) == 0 {
+		for _, p := range h["Pragma"] {
+			if strings.Contains(strings.ToLower(p), "no-cache") {
+				d.noCache = true
+			}
+		}
+	}
+	return d
+}

@@ -1,0 +1,212 @@
+package cache
+
+import (
+	"net/http"
+)
+
+// Modes of a captureWriter once the response header is known.
+const (
+	modePass    = iota + 1 // the response goes to the client
+	modeNoBody             // the client got 304; the body is only captured
+	modeDiscard            // nothing goes to the client (revalidation, stale-if-error, background)
+)
+
+// captureWriter is the ResponseWriter the backend writes a fill's response
+// to. When the header arrives it decides where the response goes and
+// whether to capture the body; the body is captured into a buffer bounded
+// by MaxObjectSize and abandoned as soon as it would exceed it, while it
+// keeps streaming to the client. It keeps Flush (through FlushError) and
+// Unwrap, so streams flush and http.ResponseController reaches the
+// connection.
+type captureWriter struct {
+	w         http.ResponseWriter
+	header    http.Header
+	f         *fill
+	wrote     bool
+	status    int
+	mode      int
+	buffering bool
+	buf       []byte
+	err       error // the first error writing to the client
+}
+
+func (cw *captureWriter) Header() http.Header { return cw.header }
+
+func (cw *captureWriter) WriteHeader(code int) {
+	if cw.wrote || (code >= 100 && code <= 199) {
+		// 1xx responses are not forwarded on cacheable requests.
+		return
+	}
+	cw.wrote, cw.status = true, code
+	f := cw.f
+	f.respTime = f.c.now()
+	if s := f.stale; s != nil {
+		if f.conditional && code == http.StatusNotModified {
+			f.outcome, cw.mode = outcomeRevalidated, modeDiscard
+			return
+		}
+		if code >= 500 && s.mayServeStale() && s.sie > 0 && s.age(f.respTime)-s.lifetime <= s.sie {
+			f.outcome, cw.mode = outcomeStaleError, modeDiscard
+			return
+		}
+	}
+	f.reason = f.storeReason(code, cw.header)
+	if f.reason == "" {
+		cw.buffering = true
+		if n := contentLength(cw.header); n > 0 && n <= f.c.maxObj {
+			cw.buf = make([]byte, 0, n)
+		}
+	}
+	if f.background {
+		cw.mode = modeDiscard
+		return
+	}
+	dst := cw.w.Header()
+	for k, vv := range cw.header {
+		if old, ok := dst[k]; ok && k != "Content-Type" && k != "Content-Length" {
+			dst[k] = append(old[:len(old):len(old)], vv...)
+		} else {
+			dst[k] = vv
+		}
+	}
+	params := make([]string, 0, 3)
+	params = append(params, f.fwd)
+	if f.stale != nil && f.conditional {
+		params = append(params, "fwd-status="+itoa(int64(code)))
+	}
+	if f.reason == "" && contentLength(cw.header) >= 0 {
+		params = append(params, "stored")
+	} else if f.reason != "" {
+		params = append(params, "detail="+f.reason)
+	}
+	old := dst["Cache-Status"]
+	dst["Cache-Status"] = append(old[:len(old):len(old)], f.c.cs(params...))
+	if code == http.StatusOK && notModified(f.r, first(cw.header["Etag"]), first(cw.header["Last-Modified"])) {
+		delete(dst, "Content-Length")
+		cw.mode = modeNoBody
+		cw.w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	cw.mode = modePass
+	cw.w.WriteHeader(code)
+}
+
+func (cw *captureWriter) Write(p []byte) (int, error) {
+	if !cw.wrote {
+		cw.WriteHeader(http.StatusOK)
+	}
+	if cw.buffering {
+		need := len(cw.buf) + len(p)
+		if int64(need) > cw.f.c.maxObj {
+			cw.buffering, cw.buf = false, nil
+			cw.f.reason = "too-large"
+		} else {
+			if need > cap(cw.buf) {
+				// Grow by doubling, never past MaxObjectSize.
+				nc := int(min(int64(max(2*cap(cw.buf), need, 4096)), cw.f.c.maxObj))
+				nb := make([]byte, len(cw.buf), nc)
+				copy(nb, cw.buf)
+				cw.buf = nb
+			}
+			cw.buf = append(cw.buf, p...)
+		}
+	}
+	if cw.mode != modePass {
+		return len(p), nil
+	}
+	n, err := cw.w.Write(p)
+	if err != nil && cw.err == nil {
+		cw.err = err
+	}
+	return n, err
+}
+
+// FlushError flushes the client's response when it is being streamed.
+func (cw *captureWriter) FlushError() error {
+	if !cw.wrote {
+		cw.WriteHeader(http.StatusOK)
+	}
+	if cw.mode != modePass {
+		return nil
+	}
+	return http.NewResponseController(cw.w).Flush()
+}
+
+// Flush implements http.Flusher.
+func (cw *captureWriter) Flush() { _ = cw.FlushError() }
+
+// Unwrap returns the client's ResponseWriter, for http.ResponseController.
+func (cw *captureWriter) Unwrap() http.ResponseWriter { return cw.w }
+
+// contentLength returns the Content-Length field's value, or -1.
+func contentLength(h http.Header) int64 {
+	v := h["Content-Length"]
+	if len(v) == 0 || v[0] == "" || len(v[0]) > 18 {
+		return -1
+	}
+	var n int64
+	for _, ch := range []byte(v[0]) {
+		if ch < '0' || ch > '9' {
+			return -1
+		}
+		n = n*10 + int64(ch-'0')
+	}
+	return n
+}
+
+func first(vv []string) string {
+	if len(vv) > 0 {
+		return vv[0]
+	}
+	return ""
+}
+
+// passWriter adds the cache's Cache-Status member to a response the cache
+// does not handle, and records its status. It keeps Flush and Unwrap.
+type passWriter struct {
+	http.ResponseWriter
+	cs     string
+	status int
+}
+
+func (pw *passWriter) WriteHeader(code int) {
+	if code >= 100 && code <= 199 {
+		pw.ResponseWriter.WriteHeader(code)
+		return
+	}
+	if pw.status == 0 {
+		pw.status = code
+		h := pw.ResponseWriter.Header()
+		old := h["Cache-Status"]
+		h["Cache-Status"] = append(old[:len(old):len(old)], pw.cs)
+	}
+	pw.ResponseWriter.WriteHeader(code)
+}
+
+func (pw *passWriter) Write(p []byte) (int, error) {
+	if pw.status == 0 {
+		pw.WriteHeader(http.StatusOK)
+	}
+	return pw.ResponseWriter.Write(p)
+}
+
+// FlushError flushes the client's response.
+func (pw *passWriter) FlushError() error {
+	if pw.status == 0 {
+		pw.WriteHeader(http.StatusOK)
+	}
+	return http.NewResponseController(pw.ResponseWriter).Flush()
+}
+
+// Flush implements http.Flusher.
+func (pw *passWriter) Flush() { _ = pw.FlushError() }
+
+// Unwrap returns the wrapped ResponseWriter, for http.ResponseController.
+func (pw *passWriter) Unwrap() http.ResponseWriter { return pw.ResponseWriter }
+
+// discardWriter is the client of a background refresh: nobody.
+type discardWriter struct{ h http.Header }
+
+func (d *discardWriter) Header() http.Header         { return d.h }
+func (d *discardWriter) WriteHeader(int)             {}
+func (d *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
