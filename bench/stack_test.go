@@ -1,0 +1,46 @@
+package main
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"testing"
+)
+
+type discardWriter struct{ h http.Header }
+
+func (d *discardWriter) Header() http.Header         { return d.h }
+func (d *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
+func (d *discardWriter) WriteHeader(int)             {}
+
+type statusWriter struct {
+	discardWriter
+	code int
+}
+
+func (s *statusWriter) WriteHeader(code int) { s.code = code }
+func (s *statusWriter) Write(p []byte) (int, error) {
+	if s.code == 0 {
+		s.code = http.StatusOK
+	}
+	return len(p), nil
+}
+
+// BenchmarkStack measures the whole stack of the load benchmark's
+// pylon-stack route, proxying to a loopback upstream, per request.
+func BenchmarkStack(b *testing.B) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }))
+	defer up.Close()
+	h, token := stackGateway(up.URL)
+	req := httptest.NewRequest("GET", "/bench", nil)
+	auth := []string{"Bearer " + token}
+	w := &statusWriter{discardWriter: discardWriter{h: http.Header{}}}
+	b.ReportAllocs()
+	for b.Loop() {
+		clear(w.h)
+		req.Header["Authorization"] = auth // the gateway strips it before proxying
+		h.ServeHTTP(w, req)
+		if w.code != http.StatusOK {
+			b.Fatalf("status %d", w.code)
+		}
+	}
+}
