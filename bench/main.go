@@ -41,6 +41,7 @@ import (
 
 	"github.com/pylon-gateway/pylon"
 	"github.com/pylon-gateway/pylon/breaker"
+	"github.com/pylon-gateway/pylon/cache"
 	"github.com/pylon-gateway/pylon/gatewaytest/jwttest"
 	"github.com/pylon-gateway/pylon/middleware"
 	"github.com/pylon-gateway/pylon/middleware/jwtauth"
@@ -71,6 +72,9 @@ func main() {
 	defer pyl.stop()
 	stack := startChild("pylon-stack", up.url, *size)
 	defer stack.stop()
+	cached := startChild("pylon-cache", up.url, *size)
+	defer cached.stop()
+	direct := &child{url: up.url}
 
 	gen := *client
 	if gen == "auto" {
@@ -84,22 +88,35 @@ func main() {
 
 	// Warm both up (connection pools, page cache), then alternate runs so
 	// that drift on the machine hits both alike.
-	for _, p := range []*child{base, pyl, stack} {
-		load(gen, p.url+"/bench", p.header, *conns, time.Second)
+	runs := []struct {
+		name string
+		c    *child
+		res  []result
+	}{
+		{name: "httputil.ReverseProxy", c: base},
+		{name: "pylon", c: pyl},
+		{name: "pylon, whole stack", c: stack},
+		{name: "pylon, cached route", c: cached},
+		{name: "upstream, direct", c: direct},
 	}
-	var baseRes, pylRes, stackRes []result
+	for _, r := range runs {
+		load(gen, r.c.url+"/bench", r.c.header, *conns, time.Second)
+	}
 	for range *rounds {
-		baseRes = append(baseRes, load(gen, base.url+"/bench", base.header, *conns, *dur))
-		pylRes = append(pylRes, load(gen, pyl.url+"/bench", pyl.header, *conns, *dur))
-		stackRes = append(stackRes, load(gen, stack.url+"/bench", stack.header, *conns, *dur))
+		for i := range runs {
+			runs[i].res = append(runs[i].res, load(gen, runs[i].c.url+"/bench", runs[i].c.header, *conns, *dur))
+		}
 	}
-	b, p, st := median(baseRes), median(pylRes), median(stackRes)
+	med := make([]result, len(runs))
 	fmt.Printf("\n%-22s %12s %10s %10s\n", "proxy", "req/s", "p50", "p99")
-	fmt.Printf("%-22s %12.0f %10s %10s\n", "httputil.ReverseProxy", b.rps, b.p50, b.p99)
-	fmt.Printf("%-22s %12.0f %10s %10s\n", "pylon", p.rps, p.p50, p.p99)
-	fmt.Printf("%-22s %12.0f %10s %10s\n", "pylon, whole stack", st.rps, st.p50, st.p99)
+	for i, r := range runs {
+		med[i] = median(r.res)
+		fmt.Printf("%-22s %12.0f %10s %10s\n", r.name, med[i].rps, med[i].p50, med[i].p99)
+	}
+	b, p, st, ca, dir := med[0], med[1], med[2], med[3], med[4]
 	fmt.Printf("\nratio pylon/httputil: %.2fx req/s, p99 %s vs %s\n", p.rps/b.rps, p.p99, b.p99)
 	fmt.Printf("ratio whole stack/plain route: %.2fx req/s\n", st.rps/p.rps)
+	fmt.Printf("ratio cached route/direct upstream: %.2fx req/s\n", ca.rps/dir.rps)
 }
 
 type result struct {
@@ -158,6 +175,8 @@ func serveRole(role, upstream string, size int) {
 		}
 	case "pylon":
 		h = plainGateway(upstream)
+	case "pylon-cache":
+		h = cachedGateway(upstream)
 	case "pylon-stack":
 		var token string
 		h, token = stackGateway(upstream)
@@ -181,6 +200,19 @@ func plainGateway(upstream string) http.Handler {
 	})
 	g := pylon.New(pylon.Options{})
 	g.Route("GET /bench").To(b)
+	return g
+}
+
+// cachedGateway is the plain route behind a response cache that keeps the
+// upstream's answer for a minute (the upstream sends no cache headers).
+func cachedGateway(upstream string) http.Handler {
+	b := pylon.MustBackend("bench", pylon.BackendOptions{
+		Targets:   []string{upstream},
+		Transport: sameTransport(),
+	})
+	c := cache.MustNew(cache.Options{MaxBytes: 64 << 20, DefaultTTL: time.Minute})
+	g := pylon.New(pylon.Options{})
+	g.Route("GET /bench").Use(c.Middleware).To(b)
 	return g
 }
 
