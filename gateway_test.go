@@ -265,3 +265,9 @@ func TestRouteTimeoutOnHandler(t *testing.T) {
 	rec := serve(g, "GET", "/slow")
 	assert.True(t, strings.Contains(rec.Body.String(), "deadline"))
 }
+
+func TestRequestInfoChild(t *testing.T) {
+	parent := &RequestInfo{RequestID: "r1", Route: "x", Subject: "alice", Backend: "b", Attempts: 2, peerTrusted: true}
+	c := parent.Child()
+	assert.Equal(t, &RequestInfo{RequestID: "r1", Route: "x", Subject: "alice", peerTrusted: true}, c)
+}

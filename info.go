@@ -84,6 +84,23 @@ type RateLimitInfo struct {
 	Remaining int
 }
 
+// Child returns a new RequestInfo for a sub-request made on behalf of this
+// one (an aggregation call): it inherits the request-level fields (Start,
+// RequestID, ClientIP, Route, Pattern, Subject and whether the connection's
+// peer is a trusted proxy) and none of the upstream ones, so that concurrent
+// sub-requests each record their own story.
+func (i *RequestInfo) Child() *RequestInfo {
+	return &RequestInfo{
+		Start:       i.Start,
+		RequestID:   i.RequestID,
+		ClientIP:    i.ClientIP,
+		Route:       i.Route,
+		Pattern:     i.Pattern,
+		Subject:     i.Subject,
+		peerTrusted: i.peerTrusted,
+	}
+}
+
 type infoKey struct{}
 
 // Info returns the RequestInfo stored in ctx, or nil when there is none (a

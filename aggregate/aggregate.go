@@ -599,11 +599,12 @@ func (s *runState) do(c *compiled, res *result, url string) {
 	if c.handler != nil {
 		// Each call gets a RequestInfo of its own, so that concurrent calls
 		// never write to the request's.
-		cinfo = &pylon.RequestInfo{Start: time.Now()}
 		if pi := s.info; pi != nil {
-			cinfo.RequestID, cinfo.ClientIP, cinfo.Subject = pi.RequestID, pi.ClientIP, pi.Subject
-			cinfo.Route, cinfo.Pattern = pi.Route, pi.Pattern
+			cinfo = pi.Child()
+		} else {
+			cinfo = &pylon.RequestInfo{}
 		}
+		cinfo.Start = time.Now()
 		ctx = pylon.NewContext(callCtx, cinfo)
 	}
 	var body io.Reader
