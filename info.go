@@ -65,6 +65,9 @@ type RequestInfo struct {
 	Cache string
 	// Error is a short, log-only reason when the request failed.
 	Error string
+	// Calls records the sub-requests an aggregation made, in the order
+	// its calls are written.
+	Calls []CallInfo
 
 	peerTrusted    bool   // the connection's peer is a trusted proxy
 	strippedPrefix string // the path prefix the route removed, for Location
@@ -99,6 +102,22 @@ func (i *RequestInfo) Child() *RequestInfo {
 		Subject:     i.Subject,
 		peerTrusted: i.peerTrusted,
 	}
+}
+
+// CallInfo is one sub-request of an aggregation, for logs and metrics.
+type CallInfo struct {
+	// Key is the call's key in the aggregation.
+	Key string
+	// Backend is the called backend's name, when it has one.
+	Backend string
+	// Target is the upstream target the call reached.
+	Target string
+	// Status is the upstream's status code, 0 when there was none.
+	Status int
+	// Duration is how long the call took.
+	Duration time.Duration
+	// Error is a short, log-only reason when the call failed.
+	Error string
 }
 
 type infoKey struct{}

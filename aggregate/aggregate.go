@@ -494,15 +494,25 @@ func clientGone(info *pylon.RequestInfo) {
 
 // report gives each call's outcome to OnCall.
 func (h *Handler) report(r *http.Request, results []result) {
-	if h.opts.OnCall == nil {
-		return
+	info := pylon.Info(r.Context())
+	if info != nil {
+		info.Calls = make([]pylon.CallInfo, 0, len(h.calls))
 	}
 	for i, c := range h.calls {
 		res := &results[i]
-		h.opts.OnCall(r, CallResult{
-			Key: c.key, Backend: c.backend, Target: res.target, Status: res.status,
-			Duration: res.dur, Bytes: res.bytes, Optional: c.optional, Err: res.err,
-		})
+		if info != nil {
+			ci := pylon.CallInfo{Key: c.key, Backend: c.backend, Target: res.target, Status: res.status, Duration: res.dur}
+			if res.err != nil {
+				ci.Error = res.err.Error()
+			}
+			info.Calls = append(info.Calls, ci)
+		}
+		if h.opts.OnCall != nil {
+			h.opts.OnCall(r, CallResult{
+				Key: c.key, Backend: c.backend, Target: res.target, Status: res.status,
+				Duration: res.dur, Bytes: res.bytes, Optional: c.optional, Err: res.err,
+			})
+		}
 	}
 }
 

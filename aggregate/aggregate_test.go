@@ -834,3 +834,27 @@ func TestHead(t *testing.T) {
 		t.Fatalf("got %d %v %q", w.Code, w.Header(), w.Body)
 	}
 }
+
+func TestCallsRecordedInRequestInfo(t *testing.T) {
+	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte(`{"a":1}`)) })
+	bad := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(500) })
+	h := aggregate.New(
+		aggregate.Get("first", ok, "/first"),
+		aggregate.Get("second", bad, "/second").Optional(),
+	)
+	info := &pylon.RequestInfo{}
+	req := httptest.NewRequest("GET", "/x", nil)
+	req = req.WithContext(pylon.NewContext(req.Context(), info))
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != 200 || len(info.Calls) != 2 {
+		t.Fatalf("status %d, calls %+v", rec.Code, info.Calls)
+	}
+	first, second := info.Calls[0], info.Calls[1]
+	if first.Key != "first" || first.Status != 200 || first.Error != "" {
+		t.Errorf("first call recorded as %+v", first)
+	}
+	if second.Key != "second" || second.Status != 500 || second.Error == "" {
+		t.Errorf("second call recorded as %+v", second)
+	}
+}
