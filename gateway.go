@@ -43,7 +43,8 @@ type Gateway struct {
 	logger   *slog.Logger
 	mux      *http.ServeMux
 	mws      []Middleware
-	handler  http.Handler
+	router   http.Handler      // the ambiguous-path check, then mux
+	handler  http.Handler      // the global chain around router
 	entries  map[string]*entry // by full ServeMux pattern
 	routes   []*Route
 	backends []*Backend // route targets, for readiness
@@ -66,7 +67,8 @@ func New(opts Options) *Gateway {
 	root := &entry{g: g, pattern: "/"}
 	g.entries["/"] = root
 	g.mux.Handle("/", root)
-	g.handler = g.mux
+	g.router = http.HandlerFunc(g.route)
+	g.handler = g.router
 	return g
 }
 
@@ -74,7 +76,7 @@ func New(opts Options) *Gateway {
 // before routing, in the order given (the first is outermost).
 func (g *Gateway) Use(mws ...Middleware) {
 	g.mws = append(g.mws, mws...)
-	g.handler = chain(g.mws, g.mux)
+	g.handler = chain(g.mws, g.router)
 }
 
 // Route starts a route on an http.ServeMux pattern ("GET /orders/{id}",
@@ -104,10 +106,15 @@ func (g *Gateway) Group(prefix string, mws ...Middleware) *Group {
 // yourself before serving it otherwise.
 func (g *Gateway) Err() error {
 	errs := slices.Clone(g.errs)
+	names := make(map[string]bool, len(g.routes))
 	for _, rt := range g.routes {
 		if !rt.done {
 			errs = append(errs, fmt.Errorf("pylon: route %q: no target: finish it with To or Handler", rt.name))
 		}
+		if names[rt.name] {
+			errs = append(errs, fmt.Errorf("pylon: route %q: name is used by another route", rt.name))
+		}
+		names[rt.name] = true
 	}
 	return errors.Join(errs...)
 }
@@ -157,12 +164,18 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	r = r.WithContext(ctx)
+	g.handler.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// route is the end of the global chain: it refuses ambiguous paths (after
+// the global middlewares, so that logs and metrics count them) and hands
+// the request to the router.
+func (g *Gateway) route(w http.ResponseWriter, r *http.Request) {
 	if !g.opts.AllowAmbiguousPaths && ambiguousPath(r.URL) {
 		Error(w, r, http.StatusBadRequest, "The request path contains an ambiguous encoding.")
 		return
 	}
-	g.handler.ServeHTTP(w, r)
+	g.mux.ServeHTTP(w, r)
 }
 
 // ambiguousPath reports whether u's path holds a backslash or NUL, or its

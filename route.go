@@ -69,6 +69,7 @@ type Route struct {
 	host    string
 	path    string
 	name    string
+	named   bool // Name was called
 
 	matchers []matcher
 	mws      []Middleware
@@ -112,7 +113,8 @@ func (rt *Route) errorf(format string, args ...any) {
 }
 
 // Name names the route for logs, metrics and Routes. Zero means the route's
-// pattern. Names must be unique within a gateway.
+// pattern, followed by its matchers in brackets when it has any. Names must
+// be unique within a gateway.
 func (rt *Route) Name(name string) *Route {
 	if name == "" {
 		rt.errorf("empty name")
@@ -125,6 +127,7 @@ func (rt *Route) Name(name string) *Route {
 		}
 	}
 	rt.name = name
+	rt.named = true
 	return rt
 }
 
@@ -233,6 +236,15 @@ func (rt *Route) finish(target http.Handler, desc string) {
 	}
 	rt.done = true
 	rt.targetDesc = desc
+	if !rt.named && len(rt.matchers) > 0 {
+		// Routes sharing a pattern need names apart: the default one
+		// lists the matchers too, as in "GET /items/{id} [header X-V=2]".
+		ms := make([]string, len(rt.matchers))
+		for i, m := range rt.matchers {
+			ms[i] = m.String()
+		}
+		rt.name = rt.pattern + " [" + strings.Join(ms, ", ") + "]"
+	}
 	if rt.strip != "" && rt.rewrite != nil {
 		rt.errorf("StripPrefix and Rewrite both set; use one")
 	}
