@@ -122,11 +122,10 @@ func TestAuth(t *testing.T) {
 				t.Errorf("WWW-Authenticate %q, want %q", got, tc.www)
 			}
 			if tc.status >= 400 {
-				p := h.problem(a)
+				h.problem(a)
 				if strings.Contains(a.body, "jwtauth") || strings.Contains(a.body, "scope") {
 					t.Errorf("problem tells why: %s", a.body)
 				}
-				_ = p
 			} else if !strings.Contains(a.body, tc.contains) {
 				t.Errorf("body %s, want it to contain %s", a.body, tc.contains)
 			}

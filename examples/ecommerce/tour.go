@@ -84,7 +84,7 @@ func steps() []step {
 			token: "TOKEN",
 			loop:  breakerFailures + 1,
 			show:  "Retry-After",
-			check: statuses(500, 500, 500, 503),
+			check: statuses(append(slices.Repeat([]int{500}, breakerFailures), 503)...),
 		},
 		{
 			about:   fmt.Sprintf("While it is open (%s) every payment is refused at once, without calling the service.", breakerOpen),
