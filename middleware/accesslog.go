@@ -128,9 +128,16 @@ func logLine(ctx context.Context, logger *slog.Logger, level slog.Level, msg str
 	if !ip.IsValid() {
 		ip = remoteIP(r.RemoteAddr)
 	}
+	// The address goes in as its text, as slog.Any would have written it
+	// (MarshalText: "" for no address) without boxing the netip.Addr and
+	// going through encoding/json.
+	var ipText string
+	if ip.IsValid() {
+		ipText = ip.String()
+	}
 	a = append(a,
 		slog.String("request_id", info.RequestID),
-		slog.Any("client_ip", ip),
+		slog.String("client_ip", ipText),
 		slog.String("method", r.Method),
 		slog.String("host", r.Host),
 		slog.String("path", r.URL.Path),
@@ -161,11 +168,15 @@ func logLine(ctx context.Context, logger *slog.Logger, level slog.Level, msg str
 		a = append(a, slog.String("subject", info.Subject))
 	}
 	if rl := info.RateLimit; rl.Decided {
-		a = append(a, slog.Group("ratelimit",
+		// GroupValue of a fresh array costs one allocation; slog.Group
+		// would box each attribute into an []any and convert it back.
+		g := &[4]slog.Attr{
 			slog.String("key", rl.Key),
 			slog.Bool("allowed", rl.Allowed),
 			slog.Int("limit", rl.Limit),
-			slog.Int("remaining", rl.Remaining)))
+			slog.Int("remaining", rl.Remaining),
+		}
+		a = append(a, slog.Attr{Key: "ratelimit", Value: slog.GroupValue(g[:]...)})
 	}
 	if info.Breaker != "" {
 		a = append(a, slog.String("breaker", info.Breaker))
