@@ -138,6 +138,12 @@ func NewWithOptions(opts Options) func(http.Handler) http.Handler {
 	}
 }
 
+// Header keys in the canonical form http.Header.Set would give them.
+const (
+	headerPolicy = "Ratelimit-Policy" // RateLimit-Policy
+	headerLimit  = "Ratelimit"        // RateLimit
+)
+
 func isPreflight(r *http.Request) bool {
 	return r.Method == http.MethodOptions && r.Header.Get("Origin") != "" &&
 		r.Header.Get("Access-Control-Request-Method") != ""
@@ -193,9 +199,14 @@ func (l *limiter) serve(next http.Handler, w http.ResponseWriter, r *http.Reques
 		h.Set("Retry-After", strconv.FormatInt(retry, 10))
 	}
 	if !l.opts.HideHeaders {
-		h.Set("RateLimit-Policy", policy)
 		if d.Known && d.N == len(limits) {
-			h.Set("RateLimit", limitField(limits, &d, retry))
+			// Both values in one allocation, under keys already in
+			// canonical form (h.Set would allocate "Ratelimit-Policy"
+			// anew from "RateLimit-Policy" on every call). Each slice's
+			// capacity is 1, so an append to one cannot touch the other.
+			vals := &[2]string{policy, limitField(limits, &d, retry)}
+			h[headerPolicy] = vals[0:1:1]
+			h[headerLimit] = vals[1:2:2]
 			if l.opts.XRateLimitHeaders && tight >= 0 {
 				res := &d.Results[tight]
 				reset := ceilSeconds(res.Reset)
@@ -206,6 +217,8 @@ func (l *limiter) serve(next http.Handler, w http.ResponseWriter, r *http.Reques
 				h.Set("X-RateLimit-Remaining", strconv.Itoa(res.Remaining))
 				h.Set("X-RateLimit-Reset", strconv.FormatInt(reset, 10))
 			}
+		} else {
+			h[headerPolicy] = []string{policy}
 		}
 	}
 	if !d.Allowed {
