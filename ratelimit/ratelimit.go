@@ -150,19 +150,27 @@ func isPreflight(r *http.Request) bool {
 }
 
 func (l *limiter) serve(next http.Handler, w http.ResponseWriter, r *http.Request) {
-	if isPreflight(r) || l.opts.Skip != nil && l.opts.Skip(r) {
+	if isPreflight(r) || l.opts.Skip != nil && l.opts.Skip(r) || l.admit(w, r) {
 		next.ServeHTTP(w, r)
-		return
 	}
+}
+
+// admit decides on r, records the decision, sets the headers and, when r
+// may not pass, answers it; it reports whether r may pass. It is apart from
+// serve, and not inlined, so that its large frame (a Decision) is off the
+// stack while the rest of the chain runs.
+//
+//go:noinline
+func (l *limiter) admit(w http.ResponseWriter, r *http.Request) bool {
 	key, ok := l.opts.Key(r)
 	if !ok {
 		switch l.opts.MissingKey {
 		case MissingKeyReject400:
 			pylon.Error(w, r, http.StatusBadRequest, "The request carries no client key for rate limiting.")
-			return
+			return false
 		case MissingKeyReject401:
 			pylon.Error(w, r, http.StatusUnauthorized, "Authentication is required.")
-			return
+			return false
 		}
 		key = AnonymousKey
 	}
@@ -182,7 +190,7 @@ func (l *limiter) serve(next http.Handler, w http.ResponseWriter, r *http.Reques
 			info.RateLimit = pylon.RateLimitInfo{Key: key}
 		}
 		pylon.Error(w, r, http.StatusServiceUnavailable, "The rate limiter is unavailable.")
-		return
+		return false
 	}
 	tight := d.Tightest()
 	if info != nil {
@@ -227,9 +235,9 @@ func (l *limiter) serve(next http.Handler, w http.ResponseWriter, r *http.Reques
 			Status: http.StatusTooManyRequests,
 			Detail: "Rate limit exceeded; retry after " + strconv.FormatInt(retry, 10) + " seconds.",
 		})
-		return
+		return false
 	}
-	next.ServeHTTP(w, r)
+	return true
 }
 
 // ceilSeconds rounds d up to whole seconds, at least 1 when positive.
