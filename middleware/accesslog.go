@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/pylon-gateway/pylon"
@@ -127,9 +128,48 @@ func logLine(ctx context.Context, logger *slog.Logger, level slog.Level, msg str
 	// One reading of the clock gives both the record's time and the
 	// duration.
 	end := time.Now()
-	d := end.Sub(start)
-	var buf [24]slog.Attr
-	a := buf[:0]
+	h := logger.Handler()
+	// The record goes straight to the handler: Logger.LogAttrs would also
+	// walk the stack for the caller's PC, which an access line never needs
+	// and which costs more than the rest of the line's assembly.
+	rec := slog.NewRecord(end, level, msg, 0)
+	switch h.(type) {
+	case *slog.JSONHandler, *slog.TextHandler:
+		// log/slog's own handlers format the record before Handle returns
+		// and keep nothing of it, so the attributes may live in a pooled
+		// buffer. All but the first four go in one group with an empty
+		// key, which handlers inline (the Handler contract): the line is
+		// the same, and the record keeps every attribute in its own
+		// fixed space instead of allocating room for the rest.
+		buf := linePool.Get().(*lineAttrs)
+		a := appendLine(buf.a[:0], &buf.rl, query, r, info, status, in, out, end.Sub(start))
+		rec.AddAttrs(a[0], a[1], a[2], a[3], slog.Attr{Value: slog.GroupValue(a[4:]...)})
+		_ = h.Handle(ctx, rec)
+		*buf = lineAttrs{}
+		linePool.Put(buf)
+	default:
+		// Another handler may keep the record (or its attribute values)
+		// after Handle returns: nothing is reused.
+		var stack [24]slog.Attr
+		a := appendLine(stack[:0], new([4]slog.Attr), query, r, info, status, in, out, end.Sub(start))
+		rec.AddAttrs(a...)
+		_ = h.Handle(ctx, rec)
+	}
+}
+
+// lineAttrs holds the attributes of one access line.
+type lineAttrs struct {
+	a  [24]slog.Attr
+	rl [4]slog.Attr // the ratelimit group
+}
+
+var linePool = sync.Pool{New: func() any { return new(lineAttrs) }}
+
+// appendLine appends the attributes of an access line to a (at least five,
+// request_id, client_ip, method, host and path first), with the ratelimit
+// group's in rl.
+func appendLine(a []slog.Attr, rl *[4]slog.Attr, query bool, r *http.Request, info *pylon.RequestInfo,
+	status int, in, out int64, d time.Duration) []slog.Attr {
 	ip := info.ClientIP
 	if !ip.IsValid() {
 		ip = remoteIP(r.RemoteAddr)
@@ -173,16 +213,16 @@ func logLine(ctx context.Context, logger *slog.Logger, level slog.Level, msg str
 	if info.Subject != "" {
 		a = append(a, slog.String("subject", info.Subject))
 	}
-	if rl := info.RateLimit; rl.Decided {
-		// GroupValue of a fresh array costs one allocation; slog.Group
-		// would box each attribute into an []any and convert it back.
-		g := &[4]slog.Attr{
-			slog.String("key", rl.Key),
-			slog.Bool("allowed", rl.Allowed),
-			slog.Int("limit", rl.Limit),
-			slog.Int("remaining", rl.Remaining),
+	if v := info.RateLimit; v.Decided {
+		// A GroupValue of rl; slog.Group would box each attribute into an
+		// []any and convert it back.
+		*rl = [4]slog.Attr{
+			slog.String("key", v.Key),
+			slog.Bool("allowed", v.Allowed),
+			slog.Int("limit", v.Limit),
+			slog.Int("remaining", v.Remaining),
 		}
-		a = append(a, slog.Attr{Key: "ratelimit", Value: slog.GroupValue(g[:]...)})
+		a = append(a, slog.Attr{Key: "ratelimit", Value: slog.GroupValue(rl[:]...)})
 	}
 	if info.Breaker != "" {
 		a = append(a, slog.String("breaker", info.Breaker))
@@ -193,12 +233,7 @@ func logLine(ctx context.Context, logger *slog.Logger, level slog.Level, msg str
 	if info.Error != "" {
 		a = append(a, slog.String("error", info.Error))
 	}
-	// The record goes straight to the handler: Logger.LogAttrs would also
-	// walk the stack for the caller's PC, which an access line never needs
-	// and which costs more than the rest of the line's assembly.
-	rec := slog.NewRecord(end, level, msg, 0)
-	rec.AddAttrs(a...)
-	_ = logger.Handler().Handle(ctx, rec)
+	return a
 }
 
 // remoteIP parses the address of a connection's peer ("host:port", or a
