@@ -148,13 +148,22 @@ func logLine(ctx context.Context, logger *slog.Logger, level slog.Level, msg str
 		*buf = lineAttrs{}
 		linePool.Put(buf)
 	default:
-		// Another handler may keep the record (or its attribute values)
-		// after Handle returns: nothing is reused.
-		var stack [24]slog.Attr
-		a := appendLine(stack[:0], new([4]slog.Attr), query, r, info, status, in, out, end.Sub(start))
-		rec.AddAttrs(a...)
-		_ = h.Handle(ctx, rec)
+		handleFresh(ctx, h, rec, query, r, info, status, in, out, end.Sub(start))
 	}
+}
+
+// handleFresh hands h a record with attributes of its own: another handler
+// may keep the record (or its attribute values) after Handle returns. It is
+// apart from logLine, and not inlined, so that its buffer is not on the
+// stack in the common case.
+//
+//go:noinline
+func handleFresh(ctx context.Context, h slog.Handler, rec slog.Record, query bool,
+	r *http.Request, info *pylon.RequestInfo, status int, in, out int64, d time.Duration) {
+	var stack [24]slog.Attr
+	a := appendLine(stack[:0], new([4]slog.Attr), query, r, info, status, in, out, d)
+	rec.AddAttrs(a...)
+	_ = h.Handle(ctx, rec)
 }
 
 // lineAttrs holds the attributes of one access line.
