@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/pylon-gateway/pylon"
@@ -72,14 +73,16 @@ func AccessLogWithOptions(o AccessLogOptions) func(http.Handler) http.Handler {
 				next.ServeHTTP(w, r)
 				return
 			}
-			start := time.Now()
+			// The clock is read only when no earlier stage has: a Gateway
+			// records the start of every request.
 			info := pylon.Info(ctx)
+			var start time.Time
 			if info == nil {
+				start = time.Now()
 				info = &pylon.RequestInfo{Start: start}
 				r = r.WithContext(pylon.NewContext(ctx, info))
-			}
-			if !info.Start.IsZero() {
-				start = info.Start
+			} else if start = info.Start; start.IsZero() {
+				start = time.Now()
 			}
 			ww, shared := plainRecorder(w)
 			if !shared {
@@ -112,7 +115,7 @@ func AccessLogWithOptions(o AccessLogOptions) func(http.Handler) http.Handler {
 				if body != nil {
 					in = body.n
 				}
-				logLine(ctx, logger, level, msg, o.Query, r, info, status, in, ww.BytesWritten(), time.Since(start))
+				logLine(ctx, logger, level, msg, o.Query, r, info, status, in, ww.BytesWritten(), start)
 			}()
 			next.ServeHTTP(ww, r)
 			completed = true
@@ -121,16 +124,75 @@ func AccessLogWithOptions(o AccessLogOptions) func(http.Handler) http.Handler {
 }
 
 func logLine(ctx context.Context, logger *slog.Logger, level slog.Level, msg string, query bool,
+	r *http.Request, info *pylon.RequestInfo, status int, in, out int64, start time.Time) {
+	// One reading of the clock gives both the record's time and the
+	// duration.
+	end := time.Now()
+	h := logger.Handler()
+	// The record goes straight to the handler: Logger.LogAttrs would also
+	// walk the stack for the caller's PC, which an access line never needs
+	// and which costs more than the rest of the line's assembly.
+	rec := slog.NewRecord(end, level, msg, 0)
+	switch h.(type) {
+	case *slog.JSONHandler, *slog.TextHandler:
+		// log/slog's own handlers format the record before Handle returns
+		// and keep nothing of it, so the attributes may live in a pooled
+		// buffer. All but the first four go in one group with an empty
+		// key, which handlers inline (the Handler contract): the line is
+		// the same, and the record keeps every attribute in its own
+		// fixed space instead of allocating room for the rest.
+		buf := linePool.Get().(*lineAttrs)
+		a := appendLine(buf.a[:0], &buf.rl, query, r, info, status, in, out, end.Sub(start))
+		rec.AddAttrs(a[0], a[1], a[2], a[3], slog.Attr{Value: slog.GroupValue(a[4:]...)})
+		_ = h.Handle(ctx, rec)
+		*buf = lineAttrs{}
+		linePool.Put(buf)
+	default:
+		handleFresh(ctx, h, rec, query, r, info, status, in, out, end.Sub(start))
+	}
+}
+
+// handleFresh hands h a record with attributes of its own: another handler
+// may keep the record (or its attribute values) after Handle returns. It is
+// apart from logLine, and not inlined, so that its buffer is not on the
+// stack in the common case.
+//
+//go:noinline
+func handleFresh(ctx context.Context, h slog.Handler, rec slog.Record, query bool,
 	r *http.Request, info *pylon.RequestInfo, status int, in, out int64, d time.Duration) {
-	var buf [24]slog.Attr
-	a := buf[:0]
+	var stack [24]slog.Attr
+	a := appendLine(stack[:0], new([4]slog.Attr), query, r, info, status, in, out, d)
+	rec.AddAttrs(a...)
+	_ = h.Handle(ctx, rec)
+}
+
+// lineAttrs holds the attributes of one access line.
+type lineAttrs struct {
+	a  [24]slog.Attr
+	rl [4]slog.Attr // the ratelimit group
+}
+
+var linePool = sync.Pool{New: func() any { return new(lineAttrs) }}
+
+// appendLine appends the attributes of an access line to a (at least five,
+// request_id, client_ip, method, host and path first), with the ratelimit
+// group's in rl.
+func appendLine(a []slog.Attr, rl *[4]slog.Attr, query bool, r *http.Request, info *pylon.RequestInfo,
+	status int, in, out int64, d time.Duration) []slog.Attr {
 	ip := info.ClientIP
 	if !ip.IsValid() {
 		ip = remoteIP(r.RemoteAddr)
 	}
+	// The address goes in as its text, as slog.Any would have written it
+	// (MarshalText: "" for no address) without boxing the netip.Addr and
+	// going through encoding/json.
+	var ipText string
+	if ip.IsValid() {
+		ipText = ip.String()
+	}
 	a = append(a,
 		slog.String("request_id", info.RequestID),
-		slog.Any("client_ip", ip),
+		slog.String("client_ip", ipText),
 		slog.String("method", r.Method),
 		slog.String("host", r.Host),
 		slog.String("path", r.URL.Path),
@@ -160,12 +222,16 @@ func logLine(ctx context.Context, logger *slog.Logger, level slog.Level, msg str
 	if info.Subject != "" {
 		a = append(a, slog.String("subject", info.Subject))
 	}
-	if rl := info.RateLimit; rl.Decided {
-		a = append(a, slog.Group("ratelimit",
-			slog.String("key", rl.Key),
-			slog.Bool("allowed", rl.Allowed),
-			slog.Int("limit", rl.Limit),
-			slog.Int("remaining", rl.Remaining)))
+	if v := info.RateLimit; v.Decided {
+		// A GroupValue of rl; slog.Group would box each attribute into an
+		// []any and convert it back.
+		*rl = [4]slog.Attr{
+			slog.String("key", v.Key),
+			slog.Bool("allowed", v.Allowed),
+			slog.Int("limit", v.Limit),
+			slog.Int("remaining", v.Remaining),
+		}
+		a = append(a, slog.Attr{Key: "ratelimit", Value: slog.GroupValue(rl[:]...)})
 	}
 	if info.Breaker != "" {
 		a = append(a, slog.String("breaker", info.Breaker))
@@ -176,12 +242,7 @@ func logLine(ctx context.Context, logger *slog.Logger, level slog.Level, msg str
 	if info.Error != "" {
 		a = append(a, slog.String("error", info.Error))
 	}
-	// The record goes straight to the handler: Logger.LogAttrs would also
-	// walk the stack for the caller's PC, which an access line never needs
-	// and which costs more than the rest of the line's assembly.
-	rec := slog.NewRecord(time.Now(), level, msg, 0)
-	rec.AddAttrs(a...)
-	_ = logger.Handler().Handle(ctx, rec)
+	return a
 }
 
 // remoteIP parses the address of a connection's peer ("host:port", or a

@@ -139,3 +139,76 @@ func TestAccessLogOutsideGatewayUsesPeer(t *testing.T) {
 		t.Errorf("client_ip %v, want fe80::1 (zone dropped)", got)
 	}
 }
+
+// wrapped is a handler of a type AccessLog does not know, so that it logs
+// through the path for handlers that may keep records.
+type wrapped struct{ slog.Handler }
+
+// TestAccessLogSameLineWhateverTheHandler checks that a line is the same,
+// byte for byte, through log/slog's own handlers (whose attributes AccessLog
+// reuses) and through any other handler, for JSON and text output, with a
+// ReplaceAttr that sees every attribute at the top level.
+func TestAccessLogSameLineWhateverTheHandler(t *testing.T) {
+	var replaced []string
+	opts := &slog.HandlerOptions{ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+		switch {
+		case len(groups) == 0 && (a.Key == slog.TimeKey || a.Key == "duration"):
+			return slog.Attr{} // differ from one request to the next
+		case len(groups) == 0:
+			replaced = append(replaced, a.Key)
+		}
+		return a
+	}}
+	formats := []struct {
+		name string
+		make func(io.Writer) slog.Handler
+	}{
+		{"JSON", func(w io.Writer) slog.Handler { return slog.NewJSONHandler(w, opts) }},
+		{"text", func(w io.Writer) slog.Handler { return slog.NewTextHandler(w, opts) }},
+		{"JSON with attrs", func(w io.Writer) slog.Handler {
+			return slog.NewJSONHandler(w, opts).WithAttrs([]slog.Attr{slog.String("app", "gw")})
+		}},
+	}
+	infos := []struct {
+		name string
+		fill func(*pylon.RequestInfo)
+	}{
+		{"bare", func(*pylon.RequestInfo) {}},
+		{"every field", func(i *pylon.RequestInfo) {
+			i.RequestID, i.Route, i.ClientIP = "req-1", "orders", netip.MustParseAddr("2001:db8::1")
+			i.Backend, i.Target, i.Attempts = "orders", "http://10.0.0.5:8080", 1
+			i.UpstreamStatus, i.UpstreamDuration = 200, time.Millisecond
+			i.Subject, i.Breaker, i.Cache, i.Error = "user \"1\"", "closed", "miss", "boom"
+			i.RateLimit = pylon.RateLimitInfo{Key: "sub:user-1", Decided: true, Allowed: true, Limit: 10, Remaining: 9}
+		}},
+	}
+	for _, f := range formats {
+		for _, in := range infos {
+			t.Run(f.name+"/"+in.name, func(t *testing.T) {
+				line := func(h slog.Handler) []string {
+					replaced = nil
+					h2 := middleware.AccessLogWithOptions(middleware.AccessLogOptions{Logger: slog.New(h), Query: true})(
+						http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+							in.fill(pylon.Info(r.Context()))
+							_, _ = w.Write([]byte("ok"))
+						}))
+					req := httptest.NewRequest("GET", "http://api.example.com/orders/7?x=1", nil)
+					h2.ServeHTTP(httptest.NewRecorder(), req)
+					return replaced
+				}
+				var std, other strings.Builder
+				keysStd := line(f.make(&std))
+				keysOther := line(wrapped{f.make(&other)})
+				if std.String() != other.String() {
+					t.Errorf("lines differ:\nstd   %s\nother %s", std.String(), other.String())
+				}
+				if strings.Join(keysStd, ",") != strings.Join(keysOther, ",") {
+					t.Errorf("ReplaceAttr saw %v, and %v through another handler", keysStd, keysOther)
+				}
+				if !strings.Contains(std.String(), "request_id") || !strings.Contains(std.String(), "path") {
+					t.Errorf("line lacks fields: %s", std.String())
+				}
+			})
+		}
+	}
+}

@@ -80,6 +80,18 @@ func BenchmarkAccessLog(b *testing.B) {
 	b.Run("disabled level", func(b *testing.B) {
 		bench(b, middleware.AccessLog(slog.New(slog.DiscardHandler))(bare), nil)
 	})
+	// A proxied, authenticated, rate-limited request: every optional field.
+	full := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		info := pylon.Info(r.Context())
+		info.Route, info.Backend, info.Target = "orders", "orders", "http://10.0.0.5:8080"
+		info.Attempts, info.UpstreamStatus, info.UpstreamDuration = 1, 200, time.Millisecond
+		info.Subject, info.Breaker = "user-1", "closed"
+		info.RateLimit = pylon.RateLimitInfo{Key: "sub:user-1", Decided: true, Allowed: true, Limit: 100, Remaining: 99}
+		bare.ServeHTTP(w, r)
+	})
+	b.Run("JSON, every field", func(b *testing.B) {
+		bench(b, middleware.AccessLog(slog.New(slog.NewJSONHandler(io.Discard, nil)))(full), nil)
+	})
 }
 
 func BenchmarkRealIP(b *testing.B) {

@@ -95,3 +95,56 @@ func TestRecoverRecordsError(t *testing.T) {
 		t.Errorf("info.Error = %q, want panic", info.Error)
 	}
 }
+
+// TestRecoverAndAccessLogInsideHookedWriter runs Recover and AccessLog
+// inside a writer with a BeforeWriteHeader hook (as the metrics and headers
+// middlewares make), which they share instead of wrapping again: the hook
+// runs once, on the response Recover writes, and the log records it.
+func TestRecoverAndAccessLogInsideHookedWriter(t *testing.T) {
+	tests := []struct {
+		name       string
+		handler    http.HandlerFunc
+		wantStatus int
+		wantBytes  float64
+	}{
+		{"panic before the response", func(http.ResponseWriter, *http.Request) { panic("boom") }, 500, -1},
+		{"plain response", func(w http.ResponseWriter, _ *http.Request) {
+			w.WriteHeader(http.StatusAccepted)
+			_, _ = w.Write([]byte("hello"))
+		}, 202, 5},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			logger, logs := newLogger()
+			hooks := 0
+			var seen int
+			outer := func(next http.Handler) http.Handler {
+				return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					ww := middleware.WrapWriterWithOptions(w, middleware.WriterOptions{
+						BeforeWriteHeader: func(status int, h http.Header) { hooks++; seen = status; h.Set("X-Hook", "1") },
+					})
+					next.ServeHTTP(ww, r)
+				})
+			}
+			h := outer(middleware.Recover(logger)(middleware.AccessLog(logger)(tt.handler)))
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, httptest.NewRequest("GET", "/x", nil))
+			if rec.Code != tt.wantStatus || hooks != 1 || seen != tt.wantStatus || rec.Header().Get("X-Hook") != "1" {
+				t.Fatalf("status %d, hook ran %d times with %d, X-Hook %q; want %d once",
+					rec.Code, hooks, seen, rec.Header().Get("X-Hook"), tt.wantStatus)
+			}
+			var access map[string]any
+			for _, l := range logs.lines(t) {
+				if l["msg"] == "request" {
+					access = l
+				}
+			}
+			if access == nil || access["status"] != float64(tt.wantStatus) {
+				t.Fatalf("access line %v, want status %d", access, tt.wantStatus)
+			}
+			if tt.wantBytes >= 0 && access["bytes_out"] != tt.wantBytes {
+				t.Errorf("bytes_out %v, want %v", access["bytes_out"], tt.wantBytes)
+			}
+		})
+	}
+}

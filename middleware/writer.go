@@ -258,15 +258,19 @@ type recorder interface {
 }
 
 // plainRecorder returns w's recorder state when w is a writer of this
-// package without hooks, so that a middleware right inside another one that
-// already records can share its record instead of wrapping again.
+// package that passes every write through as it comes, so that a middleware
+// right inside another one that already records can share its record
+// instead of wrapping again. A BeforeWriteHeader hook does not prevent
+// sharing: it runs once, when the final header goes out, whichever layer
+// the write came through. A writer that may discard the handler's response
+// (BodyLimit's interception) or serializes it (Timeout) is not shared.
 func plainRecorder(w http.ResponseWriter) (ResponseWriter, bool) {
 	r, ok := w.(recorder)
 	if !ok {
 		return nil, false
 	}
 	b := r.base()
-	if b.before != nil || b.intercept != nil || b.g != nil {
+	if b.intercept != nil || b.g != nil {
 		return nil, false
 	}
 	return r, true

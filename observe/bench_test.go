@@ -45,3 +45,32 @@ func BenchmarkMetricsMiddleware(b *testing.B) {
 		h.ServeHTTP(w, r)
 	}
 }
+
+// BenchmarkMetricsMiddlewareParallel is BenchmarkMetricsMiddleware from
+// every core at once, all requests on one route, as under load: the
+// metrics' shared counters are written from several cores.
+func BenchmarkMetricsMiddlewareParallel(b *testing.B) {
+	m, err := observe.NewMetrics(prometheus.NewRegistry(), observe.MetricsOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	body := []byte("hello")
+	h := m.Middleware()(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		info := pylon.Info(r.Context())
+		info.Route = "GET /orders/{id}"
+		info.Backend, info.Attempts, info.UpstreamDuration = "orders", 1, time.Millisecond
+		info.RateLimit.Decided, info.RateLimit.Allowed = true, true
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(body)
+	}))
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		info := &pylon.RequestInfo{}
+		r, _ := http.NewRequestWithContext(pylon.NewContext(context.Background(), info), "GET", "/orders/1", nil)
+		w := &nopWriter{h: http.Header{}}
+		for pb.Next() {
+			*info = pylon.RequestInfo{Start: time.Now()}
+			h.ServeHTTP(w, r)
+		}
+	})
+}

@@ -104,7 +104,8 @@ type Metrics struct {
 	duration *prometheus.HistogramVec
 	reqSize  *prometheus.HistogramVec
 	respSize *prometheus.HistogramVec
-	active   prometheus.Gauge
+	active   prometheus.GaugeFunc
+	inflight atomic.Int64 // read by active
 	gateway  *prometheus.HistogramVec
 	upstream *prometheus.HistogramVec
 	retries  *prometheus.CounterVec
@@ -161,8 +162,10 @@ func NewMetrics(reg prometheus.Registerer, opts MetricsOptions) (*Metrics, error
 		"Declared size (Content-Length) of request bodies.", sizeB, reqLabels...)
 	m.respSize = hist("http_server_response_body_size_bytes",
 		"Size of response bodies written to clients.", sizeB, reqLabels...)
-	m.active = prometheus.NewGauge(prometheus.GaugeOpts{Name: "http_server_active_requests",
-		Help: "Requests being served.", ConstLabels: cl})
+	// An atomic add per request instead of a Gauge's compare-and-swap
+	// loop on a float, which retries when cores serve requests at once.
+	m.active = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "http_server_active_requests",
+		Help: "Requests being served.", ConstLabels: cl}, func() float64 { return float64(m.inflight.Load()) })
 	m.gateway = hist("pylon_gateway_duration_seconds",
 		"Time the gateway spent on a request up to the response header, minus the time spent waiting for upstreams.", gwB, "http_route")
 	m.upstream = hist("pylon_upstream_duration_seconds",

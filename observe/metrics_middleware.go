@@ -61,10 +61,10 @@ func (h *metricsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st := statePool.Get().(*reqState)
 	st.headerAt = time.Time{}
 	ww := middleware.WrapWriterWithOptions(w, middleware.WriterOptions{BeforeWriteHeader: st.hook})
-	m.active.Inc()
+	m.inflight.Add(1)
 	completed := false
 	defer func() {
-		m.active.Dec()
+		m.inflight.Add(-1)
 		m.record(r, info, ww, st.headerAt, completed)
 		statePool.Put(st)
 	}()

@@ -138,25 +138,39 @@ func NewWithOptions(opts Options) func(http.Handler) http.Handler {
 	}
 }
 
+// Header keys in the canonical form http.Header.Set would give them.
+const (
+	headerPolicy = "Ratelimit-Policy" // RateLimit-Policy
+	headerLimit  = "Ratelimit"        // RateLimit
+)
+
 func isPreflight(r *http.Request) bool {
 	return r.Method == http.MethodOptions && r.Header.Get("Origin") != "" &&
 		r.Header.Get("Access-Control-Request-Method") != ""
 }
 
 func (l *limiter) serve(next http.Handler, w http.ResponseWriter, r *http.Request) {
-	if isPreflight(r) || l.opts.Skip != nil && l.opts.Skip(r) {
+	if isPreflight(r) || l.opts.Skip != nil && l.opts.Skip(r) || l.admit(w, r) {
 		next.ServeHTTP(w, r)
-		return
 	}
+}
+
+// admit decides on r, records the decision, sets the headers and, when r
+// may not pass, answers it; it reports whether r may pass. It is apart from
+// serve, and not inlined, so that its large frame (a Decision) is off the
+// stack while the rest of the chain runs.
+//
+//go:noinline
+func (l *limiter) admit(w http.ResponseWriter, r *http.Request) bool {
 	key, ok := l.opts.Key(r)
 	if !ok {
 		switch l.opts.MissingKey {
 		case MissingKeyReject400:
 			pylon.Error(w, r, http.StatusBadRequest, "The request carries no client key for rate limiting.")
-			return
+			return false
 		case MissingKeyReject401:
 			pylon.Error(w, r, http.StatusUnauthorized, "Authentication is required.")
-			return
+			return false
 		}
 		key = AnonymousKey
 	}
@@ -176,7 +190,7 @@ func (l *limiter) serve(next http.Handler, w http.ResponseWriter, r *http.Reques
 			info.RateLimit = pylon.RateLimitInfo{Key: key}
 		}
 		pylon.Error(w, r, http.StatusServiceUnavailable, "The rate limiter is unavailable.")
-		return
+		return false
 	}
 	tight := d.Tightest()
 	if info != nil {
@@ -193,9 +207,14 @@ func (l *limiter) serve(next http.Handler, w http.ResponseWriter, r *http.Reques
 		h.Set("Retry-After", strconv.FormatInt(retry, 10))
 	}
 	if !l.opts.HideHeaders {
-		h.Set("RateLimit-Policy", policy)
 		if d.Known && d.N == len(limits) {
-			h.Set("RateLimit", limitField(limits, &d, retry))
+			// Both values in one allocation, under keys already in
+			// canonical form (h.Set would allocate "Ratelimit-Policy"
+			// anew from "RateLimit-Policy" on every call). Each slice's
+			// capacity is 1, so an append to one cannot touch the other.
+			vals := &[2]string{policy, limitField(limits, &d, retry)}
+			h[headerPolicy] = vals[0:1:1]
+			h[headerLimit] = vals[1:2:2]
 			if l.opts.XRateLimitHeaders && tight >= 0 {
 				res := &d.Results[tight]
 				reset := ceilSeconds(res.Reset)
@@ -206,6 +225,8 @@ func (l *limiter) serve(next http.Handler, w http.ResponseWriter, r *http.Reques
 				h.Set("X-RateLimit-Remaining", strconv.Itoa(res.Remaining))
 				h.Set("X-RateLimit-Reset", strconv.FormatInt(reset, 10))
 			}
+		} else {
+			h[headerPolicy] = []string{policy}
 		}
 	}
 	if !d.Allowed {
@@ -214,9 +235,9 @@ func (l *limiter) serve(next http.Handler, w http.ResponseWriter, r *http.Reques
 			Status: http.StatusTooManyRequests,
 			Detail: "Rate limit exceeded; retry after " + strconv.FormatInt(retry, 10) + " seconds.",
 		})
-		return
+		return false
 	}
-	next.ServeHTTP(w, r)
+	return true
 }
 
 // ceilSeconds rounds d up to whole seconds, at least 1 when positive.

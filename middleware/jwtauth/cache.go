@@ -6,7 +6,9 @@ import (
 )
 
 // tokenCache keeps verified tokens until they expire. It is bounded in
-// entries, sharded to keep lock contention low, and starts no goroutine:
+// entries, sharded, read without locks (a hit writes no shared memory, so
+// cores answering requests with the same token do not contend), and starts
+// no goroutine:
 // an entry's deadline is checked when it is read, and expired entries are
 // the first evicted when a shard is full. Only tokens that passed
 // verification are stored, so a client cannot fill it with garbage.
@@ -23,9 +25,10 @@ type tokenCache struct {
 const cacheShards = 16
 
 type cacheShard struct {
-	mu sync.RWMutex
-	m  map[uint64]*cacheEntry
-	_  [40]byte // keep shards on separate cache lines
+	mu sync.Mutex // serializes writers; readers do not take it
+	m  sync.Map   // uint64 token hash -> *cacheEntry
+	n  int        // entries in m, under mu
+	_  [40]byte   // keep shards on separate cache lines
 }
 
 type cacheEntry struct {
@@ -36,19 +39,14 @@ type cacheEntry struct {
 }
 
 func newTokenCache(size int) *tokenCache {
-	c := &tokenCache{seed: maphash.MakeSeed(), perShard: max(1, (size+cacheShards-1)/cacheShards)}
-	for i := range c.shards {
-		c.shards[i].m = make(map[uint64]*cacheEntry)
-	}
-	return c
+	return &tokenCache{seed: maphash.MakeSeed(), perShard: max(1, (size+cacheShards-1)/cacheShards)}
 }
 
 func (c *tokenCache) get(token string, now int64, keys *keySet) *Claims {
 	h := maphash.String(c.seed, token)
 	s := &c.shards[h%cacheShards]
-	s.mu.RLock()
-	e := s.m[h]
-	s.mu.RUnlock()
+	v, _ := s.m.Load(h)
+	e, _ := v.(*cacheEntry)
 	if e == nil || e.token != token || now >= e.until || e.keys != keys {
 		return nil
 	}
@@ -60,35 +58,42 @@ func (c *tokenCache) put(token string, claims *Claims, until int64, keys *keySet
 	s := &c.shards[h%cacheShards]
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.m[h]; !ok && len(s.m) >= c.perShard {
-		// Evict: expired entries first among a few looked at, else one
-		// arbitrary entry (map iteration order is randomized).
+	_, present := s.m.Load(h)
+	if !present && s.n >= c.perShard {
+		// Evict: expired entries first among a few looked at, else the
+		// first one seen (the order follows the seeded token hashes).
 		evicted, looked := false, 0
-		for k, e := range s.m {
-			if now >= e.until || e.keys != keys {
-				delete(s.m, k)
+		var first any
+		s.m.Range(func(k, v any) bool {
+			if first == nil {
+				first = k
+			}
+			if e := v.(*cacheEntry); now >= e.until || e.keys != keys {
+				s.m.Delete(k)
+				s.n--
 				evicted = true
 			}
-			if looked++; looked >= 8 {
-				break
-			}
-		}
-		if !evicted {
-			for k := range s.m {
-				delete(s.m, k)
-				break
-			}
+			looked++
+			return looked < 8
+		})
+		if !evicted && first != nil {
+			s.m.Delete(first)
+			s.n--
 		}
 	}
-	s.m[h] = &cacheEntry{token: token, claims: claims, until: until, keys: keys}
+	if !present {
+		s.n++
+	}
+	s.m.Store(h, &cacheEntry{token: token, claims: claims, until: until, keys: keys})
 }
 
 func (c *tokenCache) remove(token string) {
 	h := maphash.String(c.seed, token)
 	s := &c.shards[h%cacheShards]
 	s.mu.Lock()
-	if e := s.m[h]; e != nil && e.token == token {
-		delete(s.m, h)
+	if v, ok := s.m.Load(h); ok && v.(*cacheEntry).token == token {
+		s.m.Delete(h)
+		s.n--
 	}
 	s.mu.Unlock()
 }
@@ -97,7 +102,8 @@ func (c *tokenCache) purge() {
 	for i := range c.shards {
 		s := &c.shards[i]
 		s.mu.Lock()
-		clear(s.m)
+		s.m.Clear()
+		s.n = 0
 		s.mu.Unlock()
 	}
 }
@@ -106,9 +112,9 @@ func (c *tokenCache) len() int {
 	n := 0
 	for i := range c.shards {
 		s := &c.shards[i]
-		s.mu.RLock()
-		n += len(s.m)
-		s.mu.RUnlock()
+		s.mu.Lock()
+		n += s.n
+		s.mu.Unlock()
 	}
 	return n
 }
