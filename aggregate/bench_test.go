@@ -118,7 +118,11 @@ func BenchmarkFanOut(b *testing.B) {
 func BenchmarkLatency(b *testing.B) {
 	delayed := func(name string, d time.Duration) *pylon.Backend {
 		return upstream(b, name, func(w http.ResponseWriter, r *http.Request) {
-			time.Sleep(d) // simulated service time
+			select { // simulated service time, cut short when the caller leaves
+			case <-time.After(d):
+			case <-r.Context().Done():
+				return
+			}
 			io.WriteString(w, `{"ok":true}`)
 		})
 	}

@@ -112,14 +112,24 @@ func parseRespDirectives(h http.Header) respDirectives {
 	// Pragma: no-cache in a response has no defined meaning (RFC 9111 §5.4)
 	// but old origins use it to mean no-cache; honour it when there is no
 	// Cache-Control at all.
-	if len(h["Cache-Control"]) == 0 {
-		for _, p := range h["Pragma"] {
-			if strings.Contains(strings.ToLower(p), "no-cache") {
-				d.noCache = true
-			}
-		}
+	if pragmaNoCache(h) {
+		d.noCache = true
 	}
 	return d
+}
+
+// pragmaNoCache reports a Pragma: no-cache in a header with no
+// Cache-Control, the HTTP/1.0 way of asking for no-cache.
+func pragmaNoCache(h http.Header) bool {
+	if len(h["Cache-Control"]) != 0 {
+		return false
+	}
+	for _, p := range h["Pragma"] {
+		if strings.Contains(strings.ToLower(p), "no-cache") {
+			return true
+		}
+	}
+	return false
 }
 
 func parseReqDirectives(h http.Header) reqDirectives {
@@ -146,12 +156,8 @@ func parseReqDirectives(h http.Header) reqDirectives {
 			}
 		}
 	})
-	if len(h["Cache-Control"]) == 0 {
-		for _, p := range h["Pragma"] {
-			if strings.Contains(strings.ToLower(p), "no-cache") {
-				d.noCache = true
-			}
-		}
+	if pragmaNoCache(h) {
+		d.noCache = true
 	}
 	return d
 }
