@@ -147,7 +147,6 @@ type Backend struct {
 	active       atomic.Int64 // requests in flight through this backend
 	retriesInUse atomic.Int64 // retries in flight
 
-	backoff func(ctx context.Context, d time.Duration) error // waits; replaced in tests
 }
 
 // NewBackend builds a Backend. It validates the options and fails with an
@@ -163,7 +162,7 @@ func NewBackend(name string, opts BackendOptions) (*Backend, error) {
 	if opts.RetryBudget < 0 || opts.RetryBudget > 1 {
 		return nil, fmt.Errorf("pylon: backend %q: RetryBudget %v is not in [0, 1]", name, opts.RetryBudget)
 	}
-	b := &Backend{name: name, opts: opts, logger: opts.Logger, backoff: sleepCtx}
+	b := &Backend{name: name, opts: opts, logger: opts.Logger}
 	if b.logger == nil {
 		b.logger = slog.New(slog.DiscardHandler)
 	}
@@ -614,7 +613,7 @@ func (b *Backend) wait(ctx context.Context, attempt int) bool {
 		d = maxB
 	}
 	d = time.Duration(rand.Int64N(int64(d)) + 1) // full jitter
-	return b.backoff(ctx, d) == nil
+	return sleepCtx(ctx, d) == nil
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {

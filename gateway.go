@@ -19,8 +19,9 @@ type Middleware = func(http.Handler) http.Handler
 // Options configures a [Gateway]. Every field's zero value is a safe
 // default.
 type Options struct {
-	// Logger receives configuration and request errors. Nil means no
-	// logging.
+	// Logger receives the configuration errors that Err reports, one line
+	// each, so that they reach the logs of a program that exits on them.
+	// Nil means no logging.
 	Logger *slog.Logger
 	// TrustedProxies are the networks of proxies in front of the gateway
 	// whose X-Forwarded-* and Forwarded headers are believed and extended.
@@ -115,6 +116,9 @@ func (g *Gateway) Err() error {
 			errs = append(errs, fmt.Errorf("pylon: route %q: name is used by another route", rt.name))
 		}
 		names[rt.name] = true
+	}
+	for _, err := range errs {
+		g.logger.Error("pylon: configuration error", "error", err.Error())
 	}
 	return errors.Join(errs...)
 }
