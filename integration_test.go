@@ -9,9 +9,11 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -110,7 +112,13 @@ func TestDefaultChainKeepsStreamsAndUpgrades(t *testing.T) {
 	assert.Equal(t, "echo:hi\n", echo)
 	conn.Close()
 
-	gw.Close() // waits for the handlers, so every log line is written
+	// The tunnel's handler ends once both sides are closed; httptest does
+	// not wait for hijacked connections, so poll for its line.
+	deadline := time.Now().Add(5 * time.Second)
+	for len(logs.lines()) < 2 {
+		require.True(t, time.Now().Before(deadline), "the access log never recorded the tunnel")
+		runtime.Gosched()
+	}
 	var routes []string
 	for _, l := range logs.lines() {
 		routes = append(routes, l["route"].(string))
