@@ -449,7 +449,9 @@ func (b *Backend) outRequest(r *http.Request, info *RequestInfo, upType string) 
 	*out = *r // keeps the context and the route's path values
 	out.RequestURI = ""
 	out.Close = false
-	out.Trailer = nil // request trailers arrive after routing and auth decisions
+	if info == nil || !info.requestTrailers {
+		out.Trailer = nil // they arrive after routing and auth decisions; see Route.RequestTrailers
+	}
 	out.TransferEncoding = nil
 	out.URL = &o.url
 	if r.ContentLength == 0 {

@@ -69,8 +69,9 @@ type RequestInfo struct {
 	// its calls are written.
 	Calls []CallInfo
 
-	peerTrusted    bool   // the connection's peer is a trusted proxy
-	strippedPrefix string // the path prefix the route removed, for Location
+	peerTrusted     bool   // the connection's peer is a trusted proxy
+	strippedPrefix  string // the path prefix the route removed, for Location
+	requestTrailers bool   // the route forwards request trailers
 }
 
 // RateLimitInfo is a rate limiter's decision for one request.

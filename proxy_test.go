@@ -258,6 +258,19 @@ func TestProxyTrailers(t *testing.T) {
 	assert.Equal(t, "0", res.Trailer.Get("Grpc-Status"))
 	assert.Equal(t, "late", res.Trailer.Get("X-Late"))
 	assert.Empty(t, reqTrailer.Get("X-Req-Trailer"), "request trailers are dropped")
+
+	g := New(Options{})
+	g.Route("/").RequestTrailers().To(backend(t, BackendOptions{Targets: []string{up.URL}}))
+	opted := httptest.NewServer(g)
+	defer opted.Close()
+	req, _ = http.NewRequest("POST", opted.URL+"/", io.NopCloser(strings.NewReader("hi")))
+	req.ContentLength = -1
+	req.Trailer = http.Header{"X-Req-Trailer": {"wanted"}}
+	res, err = http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	assert.Equal(t, "wanted", reqTrailer.Get("X-Req-Trailer"), "a route that opts in forwards them")
 }
 
 // wsUpstream starts an upstream that accepts WebSocket upgrades and then

@@ -77,6 +77,7 @@ type Route struct {
 	maxBody  int64
 	strip    string
 	rewrite  *pathTemplate
+	trailers bool // request trailers are forwarded
 
 	handler    http.Handler
 	targetDesc string
@@ -173,6 +174,15 @@ func (rt *Route) MaxBodyBytes(n int64) *Route {
 		rt.errorf("negative body limit")
 	}
 	rt.maxBody = n
+	return rt
+}
+
+// RequestTrailers forwards the request's trailers to a Backend target. By
+// default they are dropped: trailers arrive after the body, so after every
+// routing, authentication and rate-limit decision was made without them.
+// gRPC clients do not send request trailers; few protocols need this.
+func (rt *Route) RequestTrailers() *Route {
+	rt.trailers = true
 	return rt
 }
 
@@ -281,6 +291,7 @@ func (h *routeHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rt := h.rt
 	if info := Info(r.Context()); info != nil {
 		info.Route, info.Pattern = rt.name, rt.pattern
+		info.requestTrailers = rt.trailers
 	}
 	if rt.maxBody > 0 {
 		if r.ContentLength > rt.maxBody {
