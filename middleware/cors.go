@@ -78,6 +78,8 @@ type corsPolicy struct {
 
 	allowMethods string
 	expose       string
+	exposeV      []string                         // expose as a header value, shared by every response
+	applyFn      func(int, http.Header, []string) // c.apply, bound once: a method value allocates
 	maxAge       string
 }
 
@@ -127,6 +129,8 @@ func newCORS(o CORSOptions) *corsPolicy {
 		}
 	}
 	c.expose = strings.Join(o.ExposedHeaders, ", ")
+	c.exposeV = []string{c.expose}
+	c.applyFn = c.apply
 	switch {
 	case o.MaxAge > 0:
 		c.maxAge = strconv.FormatInt(int64(o.MaxAge/time.Second), 10)
@@ -189,17 +193,20 @@ func (c *corsPolicy) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 			h["Vary"] = varyOrigin[:1:1] // shared; capacity 1 makes appends copy
 		}
 	}
-	hook := stripCORS
+	base := rw{before: stripCORS}
 	if c.allowed(origin) {
-		st := &corsState{c: c}
-		st.vals[0] = origin
-		if c.any && !c.creds {
-			st.vals[0] = "*"
+		// The request's own Origin value slice is echoed: sharing it costs
+		// nothing, and its capacity of one makes any append copy.
+		vals := r.Header["Origin"]
+		if len(vals) == 0 || vals[0] != origin {
+			vals = []string{origin}
 		}
-		st.vals[1], st.vals[2] = "true", c.expose
-		hook = st.apply
+		base = rw{beforeVals: c.applyFn, vals: vals[:1:1]}
+		if c.any && !c.creds {
+			base.vals = anyOrigin
+		}
 	}
-	next.ServeHTTP(WrapWriterWithOptions(w, WriterOptions{BeforeWriteHeader: hook}), r)
+	next.ServeHTTP(wrap(w, base), r)
 }
 
 var varyOrigin = []string{"Origin"}
@@ -215,20 +222,21 @@ func stripCORS(_ int, h http.Header) {
 }
 
 // corsState is one request's CORS response headers, for an allowed origin.
-type corsState struct {
-	c    *corsPolicy
-	vals [3]string // Allow-Origin, Allow-Credentials, Expose-Headers
-}
+var (
+	anyOrigin = []string{"*"}
+	credsTrue = []string{"true"}
+)
 
-// apply replaces the upstream's CORS response headers with ours.
-func (st *corsState) apply(status int, h http.Header) {
+// apply replaces the upstream's CORS response headers with ours; origin is
+// the one-value Access-Control-Allow-Origin.
+func (c *corsPolicy) apply(status int, h http.Header, origin []string) {
 	stripCORS(status, h)
-	h["Access-Control-Allow-Origin"] = st.vals[0:1:1]
-	if st.c.creds {
-		h["Access-Control-Allow-Credentials"] = st.vals[1:2:2]
+	h["Access-Control-Allow-Origin"] = origin
+	if c.creds {
+		h["Access-Control-Allow-Credentials"] = credsTrue
 	}
-	if st.c.expose != "" {
-		h["Access-Control-Expose-Headers"] = st.vals[2:3:3]
+	if c.expose != "" {
+		h["Access-Control-Expose-Headers"] = c.exposeV
 	}
 }
 

@@ -72,6 +72,11 @@ type rw struct {
 	discard  bool // the handler's response is being thrown away (intercepted)
 
 	before func(status int, h http.Header)
+	// beforeVals, when set, is called right after before with vals: a
+	// hook that needs per-request values takes them from here rather than
+	// from a closure, which would cost an allocation per request.
+	beforeVals func(status int, h http.Header, vals []string)
+	vals       []string
 	// intercept, when set, is called at final WriteHeader time after
 	// before; it returns true when it wrote its own response to w.w, after
 	// which the handler's header and body are discarded.
@@ -151,6 +156,9 @@ func (w *rw) writeHeader(code int) {
 	w.wrote = true
 	if w.before != nil {
 		w.before(code, w.Header())
+	}
+	if w.beforeVals != nil {
+		w.beforeVals(code, w.Header(), w.vals)
 	}
 	if w.intercept != nil && w.intercept(code) {
 		w.discard = true
