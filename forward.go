@@ -141,11 +141,9 @@ func setForwarded(h http.Header, r *http.Request, trusted bool) {
 	}
 	b.WriteString("for=")
 	if strings.IndexByte(peer, ':') >= 0 {
-		b.WriteString(`"[`)
-		b.WriteString(peer)
-		b.WriteString(`]"`)
+		writeForwardedValue(&b, "["+peer+"]") // quoted: "[2001:db8::1]"
 	} else {
-		b.WriteString(peer)
+		writeForwardedValue(&b, peer)
 	}
 	if r.Host != "" {
 		b.WriteString(";host=")

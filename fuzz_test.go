@@ -1,6 +1,7 @@
 package pylon
 
 import (
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -86,4 +87,85 @@ func FuzzRouteRewrite(f *testing.F) {
 			t.Fatalf("wildcard changed: %q -> %q", id, seenID)
 		}
 	})
+}
+
+// FuzzHeaderRewrite checks the request-header rewrite on arbitrary
+// Connection lists, forwarding headers and peer addresses: no hop-by-hop or
+// Connection-named header survives, and an untrusted client never gets its
+// own X-Forwarded-For or Forwarded value through.
+func FuzzHeaderRewrite(f *testing.F) {
+	f.Add("close, X-Secret", "X-Secret", "1.2.3.4", "for=1.2.3.4", "10.0.0.1:5000", "shop.example", false)
+	f.Add("X-Forwarded-For", "Keep-Alive", "", "", "[2001:db8::1%eth0]:1", "[::1]:8080", true)
+	f.Add(",,,", "Te", "a, b", `for="[v6]"`, "garbage", "h\"o\\st", false)
+	f.Fuzz(func(t *testing.T, conn, named, xff, fwd, remote, host string, trusted bool) {
+		if strings.ContainsAny(conn+named+xff+fwd+host, "\r\n\x00") {
+			return // net/http refuses such header values before a handler runs
+		}
+		in := http.Header{}
+		in.Set("Connection", conn)
+		if named != "" {
+			in[http.CanonicalHeaderKey(named)] = []string{"v"}
+		}
+		if xff != "" {
+			in.Set("X-Forwarded-For", xff)
+		}
+		if fwd != "" {
+			in.Set("Forwarded", fwd)
+		}
+		in.Set("Keep-Alive", "300")
+		r := &http.Request{Header: in, RemoteAddr: remote, Host: host}
+		out := http.Header{}
+		copyRequestHeader(out, in)
+		setForwarded(out, r, trusted)
+
+		for _, h := range hopHeaders {
+			if h != "Te" && out[h] != nil {
+				t.Fatalf("hop-by-hop header %s forwarded", h)
+			}
+		}
+		for k := range out {
+			switch k {
+			case "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "Forwarded", "Te":
+				continue // set by the gateway after the copy
+			}
+			if headerHasToken([]string{conn}, k) {
+				t.Fatalf("header %s named in Connection was forwarded", k)
+			}
+		}
+		if !trusted {
+			peer := remote
+			if h, _, err := net.SplitHostPort(remote); err == nil {
+				peer = h
+			}
+			peer, _, _ = strings.Cut(peer, "%")
+			if got := out.Get("X-Forwarded-For"); got != peer {
+				t.Fatalf("untrusted X-Forwarded-For is %q, want only the peer %q", got, peer)
+			}
+			if got := out.Get("Forwarded"); unquotedCommas(got) != 0 {
+				t.Fatalf("untrusted Forwarded extended: %q", got)
+			}
+		}
+		for _, v := range out.Values("Forwarded") {
+			if strings.ContainsAny(v, "\r\n") {
+				t.Fatalf("Forwarded value holds a line break: %q", v)
+			}
+		}
+	})
+}
+
+// unquotedCommas counts the element separators of a Forwarded value: commas
+// outside quoted strings.
+func unquotedCommas(v string) int {
+	n, quoted := 0, false
+	for i := 0; i < len(v); i++ {
+		switch c := v[i]; {
+		case quoted && c == '\\':
+			i++
+		case c == '"':
+			quoted = !quoted
+		case c == ',' && !quoted:
+			n++
+		}
+	}
+	return n
 }
