@@ -6,7 +6,8 @@
 // It is built on github.com/sony/gobreaker/v2. A [Breaker] guards one
 // dependency, as route middleware or around an http.RoundTripper; a
 // [TargetGuard] (see [PerTarget]) keeps a breaker per upstream target of a
-// pylon Backend, whose balancer then skips an open target.
+// pylon Backend, whose balancer then skips an open target; a [BackendGuard]
+// (see [PerBackend]) is one breaker for all of a Backend's targets.
 //
 // Failures are response statuses in a configurable set (500, 502, 503 and
 // 504 by default), timeouts and connection errors. Client errors (4xx) count

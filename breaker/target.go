@@ -55,10 +55,16 @@ func MustPerTarget(s Settings) *TargetGuard {
 // records the state seen in RequestInfo.Breaker.
 func (g *TargetGuard) Allow(r *http.Request, t *pylon.Target) (func(int, error), error) {
 	b := g.breaker(t)
-	info := pylon.Info(r.Context())
 	if b == nil {
 		return noopFinish, nil
 	}
+	return b.guardAttempt(r)
+}
+
+// guardAttempt admits one Backend attempt through b, or refuses it with a
+// [*RefusedError], and records the state seen in RequestInfo.Breaker.
+func (b *Breaker) guardAttempt(r *http.Request) (func(int, error), error) {
+	info := pylon.Info(r.Context())
 	gdone, err := b.allow()
 	if err != nil {
 		ref := b.refusal(err)
@@ -77,6 +83,50 @@ func (g *TargetGuard) Allow(r *http.Request, t *pylon.Target) (func(int, error),
 	a.b, a.r, a.gdone = b, r, gdone
 	return a.fn, nil
 }
+
+// BackendGuard is one circuit breaker for a whole pylon Backend, whichever
+// target an attempt goes to. It implements pylon.Guard: while it is open
+// the Backend refuses every request with 503 and Retry-After, without
+// calling any target. Use it when the targets share their fate (one
+// database behind them all); use PerTarget when they fail one by one.
+type BackendGuard struct {
+	b *Breaker
+}
+
+var _ pylon.Guard = (*BackendGuard)(nil)
+
+// PerBackend returns a BackendGuard whose breaker is configured by s. It
+// fails on invalid settings, naming the breaker. Settings.Fallback does not
+// apply: the Backend answers when the breaker refuses.
+func PerBackend(s Settings) (*BackendGuard, error) {
+	cfg, err := newConfig(s)
+	if err != nil {
+		return nil, err
+	}
+	b, err := newBreaker(cfg, cfg.name, true)
+	if err != nil {
+		return nil, err
+	}
+	return &BackendGuard{b: b}, nil
+}
+
+// MustPerBackend is like PerBackend but panics on error.
+func MustPerBackend(s Settings) *BackendGuard {
+	g, err := PerBackend(s)
+	if err != nil {
+		panic(err)
+	}
+	return g
+}
+
+// Allow implements pylon.Guard: it refuses every target while the breaker
+// is open, and otherwise counts the attempt's outcome.
+func (g *BackendGuard) Allow(r *http.Request, _ *pylon.Target) (func(int, error), error) {
+	return g.b.guardAttempt(r)
+}
+
+// State returns the breaker's state.
+func (g *BackendGuard) State() State { return g.b.State() }
 
 // State returns the state of t's breaker ("closed" when t has none yet).
 func (g *TargetGuard) State(t *pylon.Target) State {

@@ -181,3 +181,39 @@ func TestPerTargetBounded(t *testing.T) {
 		t.Fatal("created a breaker past MaxTargets")
 	}
 }
+
+func TestPerBackendOpensForEveryTarget(t *testing.T) {
+	ups, urls := servers(t, 2)
+	ups[0].status.Store(503)
+	ups[1].status.Store(503)
+	g := MustPerBackend(Settings{Name: "orders", ConsecutiveFailures: 3, OpenDuration: time.Hour, Logger: quiet})
+	be, err := pylon.NewBackend("orders", pylon.BackendOptions{
+		Targets: urls, Guard: g, Logger: quiet,
+		Outlier: pylon.OutlierDetection{ConsecutiveFailures: -1},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { be.Close() })
+	serve := func() *httptest.ResponseRecorder {
+		w := httptest.NewRecorder()
+		be.ServeHTTP(w, httptest.NewRequest("GET", "/", nil))
+		return w
+	}
+	for range 3 { // failures spread over both targets count against one breaker
+		if w := serve(); w.Code != 503 {
+			t.Fatalf("upstream answer: got %d", w.Code)
+		}
+	}
+	if g.State() != StateOpen {
+		t.Fatalf("state %v after 3 failures, want open", g.State())
+	}
+	hits := ups[0].hits.Load() + ups[1].hits.Load()
+	w := serve()
+	if w.Code != 503 || w.Header().Get("Retry-After") == "" {
+		t.Fatalf("open backend: got %d, Retry-After %q", w.Code, w.Header().Get("Retry-After"))
+	}
+	if got := ups[0].hits.Load() + ups[1].hits.Load(); got != hits {
+		t.Fatalf("an open backend breaker let %d requests through", got-hits)
+	}
+}
