@@ -343,7 +343,7 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 			b.finish(t, outcomeFailure, done, 0, err)
 			lastErr = err
-			if b.mayRetry(r, attempt, body, err, 0) && b.takeRetry(&retryHeld) && b.wait(r.Context(), attempt) {
+			if b.mayRetry(r, attempt, body, err) && b.takeRetry(&retryHeld) && b.wait(r.Context(), attempt) {
 				continue
 			}
 			b.upstreamError(w, r, info, t, err)
@@ -351,7 +351,7 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 
 		if isRetryableStatus(res.StatusCode) {
-			if b.mayRetry(r, attempt, body, nil, res.StatusCode) && b.takeRetry(&retryHeld) {
+			if b.mayRetry(r, attempt, body, nil) && b.takeRetry(&retryHeld) {
 				drainClose(res.Body)
 				if cancel != nil {
 					cancel()
@@ -361,7 +361,7 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				if b.wait(r.Context(), attempt) {
 					continue
 				}
-				b.upstreamError(w, r, info, t, context.Canceled)
+				b.upstreamError(w, r, info, t, r.Context().Err())
 				return
 			}
 		}
@@ -543,8 +543,8 @@ func isRetryableStatus(code int) bool {
 }
 
 // mayRetry reports whether the failed attempt may be retried. err is the
-// transport error, or nil when the upstream answered status.
-func (b *Backend) mayRetry(r *http.Request, attempt int, body *reqBody, err error, status int) bool {
+// transport error, or nil when the upstream answered 502, 503 or 504.
+func (b *Backend) mayRetry(r *http.Request, attempt int, body *reqBody, err error) bool {
 	if attempt >= b.opts.Retries || r.Context().Err() != nil {
 		return false
 	}

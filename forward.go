@@ -7,21 +7,9 @@ import (
 	"strings"
 )
 
-// hopHeaders are the hop-by-hop headers of RFC 9110 §7.6.1 and their
-// historical companions; they describe one connection and are never
-// forwarded.
-var hopHeaders = [...]string{
-	"Connection",
-	"Proxy-Connection",
-	"Keep-Alive",
-	"Proxy-Authenticate",
-	"Proxy-Authorization",
-	"Te",
-	"Trailer",
-	"Transfer-Encoding",
-	"Upgrade",
-}
-
+// isHopHeader reports whether k is a hop-by-hop header of RFC 9110 §7.6.1
+// or one of its historical companions: they describe one connection and are
+// never forwarded.
 func isHopHeader(k string) bool {
 	switch k {
 	case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
@@ -46,12 +34,6 @@ func headerHasToken(values []string, token string) bool {
 	return false
 }
 
-// connectionNamed reports whether header k is named in a Connection header,
-// which makes it hop-by-hop too.
-func connectionNamed(conn []string, k string) bool {
-	return conn != nil && headerHasToken(conn, k)
-}
-
 // copyRequestHeader copies src into dst without the hop-by-hop headers and
 // without the headers that src's Connection header names. It runs before the
 // gateway sets any header of its own, so a client cannot use Connection to
@@ -60,7 +42,7 @@ func connectionNamed(conn []string, k string) bool {
 func copyRequestHeader(dst, src http.Header) {
 	conn := src["Connection"]
 	for k, vv := range src {
-		if isHopHeader(k) || connectionNamed(conn, k) {
+		if isHopHeader(k) || headerHasToken(conn, k) {
 			continue
 		}
 		dst[k] = vv
@@ -85,8 +67,10 @@ func removeHopByHop(h http.Header) {
 			}
 		}
 	}
-	for _, k := range hopHeaders {
-		delete(h, k)
+	for k := range h {
+		if isHopHeader(k) {
+			delete(h, k)
+		}
 	}
 }
 

@@ -118,8 +118,8 @@ func FuzzHeaderRewrite(f *testing.F) {
 		copyRequestHeader(out, in)
 		setForwarded(out, r, trusted)
 
-		for _, h := range hopHeaders {
-			if h != "Te" && out[h] != nil {
+		for h := range out {
+			if h != "Te" && isHopHeader(h) {
 				t.Fatalf("hop-by-hop header %s forwarded", h)
 			}
 		}
