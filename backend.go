@@ -458,15 +458,20 @@ func (b *Backend) outRequest(r *http.Request, info *RequestInfo, upType string) 
 		out.Body = nil // lets the transport retry a body-less request itself
 	}
 
+	if info == nil || !info.identified {
+		// Outside a Gateway: no proxy is trusted, and the client's
+		// Connection header is read as the header is now.
+		var local RequestInfo
+		Trust{}.Identify(&local, r)
+		info = &local
+	}
 	out.Header = make(http.Header, len(r.Header)+5)
-	copyRequestHeader(out.Header, r.Header)
+	copyRequestHeader(out.Header, r.Header, !info.connStripped)
 	if upType != "" {
 		out.Header["Connection"] = []string{"Upgrade"}
 		out.Header["Upgrade"] = []string{upType}
 	}
-
-	trusted := info != nil && info.peerTrusted
-	setForwarded(out.Header, r, trusted)
+	setForwarded(out.Header, r, info)
 
 	// Expect: 100-continue needs no relaying: the transport waits for the
 	// upstream's 100 before reading the body, and net/http answers the

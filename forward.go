@@ -34,15 +34,21 @@ func headerHasToken(values []string, token string) bool {
 	return false
 }
 
-// copyRequestHeader copies src into dst without the hop-by-hop headers and
-// without the headers that src's Connection header names. It runs before the
-// gateway sets any header of its own, so a client cannot use Connection to
-// strip what the gateway adds. Value slices are shared with src: the
-// upstream request's header is only ever Set or deleted, never appended to.
-func copyRequestHeader(dst, src http.Header) {
-	conn := src["Connection"]
+// copyRequestHeader copies src into dst without the hop-by-hop headers
+// and, when connNamed, without the headers that src's Connection header
+// names. The Gateway removes those on arrival, before any middleware runs
+// (see stripConnectionNamed), and then passes connNamed false, so that a
+// client cannot use Connection to strip what a middleware or the gateway
+// added; a Backend served outside a Gateway has only the header as it is.
+// Value slices are shared with src: the upstream request's header is only
+// ever Set or deleted, never appended to.
+func copyRequestHeader(dst, src http.Header, connNamed bool) {
+	var conn []string
+	if connNamed {
+		conn = src["Connection"]
+	}
 	for k, vv := range src {
-		if isHopHeader(k) || headerHasToken(conn, k) {
+		if isHopHeader(k) || conn != nil && headerHasToken(conn, k) {
 			continue
 		}
 		dst[k] = vv
@@ -50,6 +56,26 @@ func copyRequestHeader(dst, src http.Header) {
 	// "TE: trailers" is the one TE value a proxy forwards: gRPC needs it.
 	if te := src["Te"]; te != nil && headerHasToken(te, "trailers") {
 		dst["Te"] = []string{"trailers"}
+	}
+}
+
+// stripConnectionNamed removes from h the headers its Connection header
+// names (RFC 9110 §7.6.1), as the request arrived. Hop-by-hop names stay:
+// copyRequestHeader never forwards them, and the upgrade check reads
+// Upgrade.
+func stripConnectionNamed(h http.Header) {
+	for _, v := range h["Connection"] {
+		for v != "" {
+			var t string
+			t, v, _ = strings.Cut(v, ",")
+			t = strings.TrimSpace(t)
+			if t == "" || strings.EqualFold(t, "close") || strings.EqualFold(t, "keep-alive") {
+				continue
+			}
+			if k := http.CanonicalHeaderKey(t); !isHopHeader(k) {
+				delete(h, k)
+			}
+		}
 	}
 }
 
@@ -80,10 +106,15 @@ var (
 )
 
 // setForwarded rebuilds X-Forwarded-For, X-Forwarded-Host,
-// X-Forwarded-Proto and Forwarded (RFC 7239). What the client sent is kept
-// and extended only when the connection's peer is a trusted proxy; from any
-// other peer it is replaced, so a client cannot spoof its address.
-func setForwarded(h http.Header, r *http.Request, trusted bool) {
+// X-Forwarded-Proto and Forwarded (RFC 7239) from the gateway's decision
+// in info (see [Trust.Identify]). X-Forwarded-For and Forwarded are kept
+// and extended with the peer only when the peer is a trusted proxy; from
+// any other peer they are replaced, and the other headers that name a
+// client address (X-Real-IP, True-Client-IP, ...) are dropped, so a client
+// cannot spoof its address. X-Forwarded-Proto and X-Forwarded-Host always
+// carry the decided scheme and host: what caches key on is what the
+// upstream is sent.
+func setForwarded(h http.Header, r *http.Request, info *RequestInfo) {
 	peer := r.RemoteAddr
 	if host, _, err := net.SplitHostPort(peer); err == nil {
 		peer = host
@@ -91,10 +122,15 @@ func setForwarded(h http.Header, r *http.Request, trusted bool) {
 	if i := strings.IndexByte(peer, '%'); i >= 0 {
 		peer = peer[:i] // an IPv6 zone names a local interface; it means nothing upstream
 	}
-	proto := "http"
-	protoV := protoHTTP
+	trusted := info.PeerTrusted
+	if !trusted {
+		for _, k := range clientIPHeaders {
+			delete(h, k)
+		}
+	}
+	hop := "http" // this hop's own scheme, for Forwarded
 	if r.TLS != nil {
-		proto, protoV = "https", protoHTTPS
+		hop = "https"
 	}
 
 	// One backing array for the three header values saves two allocations
@@ -107,12 +143,12 @@ func setForwarded(h http.Header, r *http.Request, trusted bool) {
 		vals[0] = peer
 	}
 	h["X-Forwarded-For"] = vals[0:1:1]
-	if !trusted || r.Header["X-Forwarded-Host"] == nil {
-		vals[1] = r.Host
-		h["X-Forwarded-Host"] = vals[1:2:2]
-	}
-	if !trusted || r.Header["X-Forwarded-Proto"] == nil {
-		h["X-Forwarded-Proto"] = protoV
+	vals[1] = info.Host
+	h["X-Forwarded-Host"] = vals[1:2:2]
+	if info.Scheme == "https" {
+		h["X-Forwarded-Proto"] = protoHTTPS
+	} else {
+		h["X-Forwarded-Proto"] = protoHTTP
 	}
 
 	var b strings.Builder
@@ -134,7 +170,7 @@ func setForwarded(h http.Header, r *http.Request, trusted bool) {
 		writeForwardedValue(&b, r.Host)
 	}
 	b.WriteString(";proto=")
-	b.WriteString(proto)
+	b.WriteString(hop)
 	vals[2] = b.String()
 	h["Forwarded"] = vals[2:3:3]
 }
@@ -225,11 +261,13 @@ func rewriteLocation(loc string, target *url.URL, base *url.URL, r *http.Request
 	if err != nil || !strings.EqualFold(u.Host, target.Host) {
 		return "", false
 	}
-	u.Scheme = "http"
+	u.Scheme, u.Host = "http", r.Host
 	if r.TLS != nil {
 		u.Scheme = "https"
 	}
-	u.Host = r.Host
+	if info != nil && info.identified {
+		u.Scheme, u.Host = info.Scheme, info.Host
+	}
 	if bp := strings.TrimSuffix(base.Path, "/"); bp != "" && strings.HasPrefix(u.Path, bp) {
 		u.Path = u.Path[len(bp):]
 		u.RawPath = ""

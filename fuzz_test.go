@@ -3,6 +3,7 @@ package pylon
 import (
 	"net"
 	"net/http"
+	"net/netip"
 	"net/http/httptest"
 	"net/url"
 	"strings"
@@ -20,7 +21,7 @@ func FuzzStripPrefix(f *testing.F) {
 		if err != nil {
 			return
 		}
-		path, rawPath, ok := stripPrefix(u, "/api")
+		path, rawPath, ok := stripPrefix(u, "/api", false)
 		if !ok {
 			return
 		}
@@ -113,11 +114,50 @@ func FuzzHeaderRewrite(f *testing.F) {
 			in.Set("Forwarded", fwd)
 		}
 		in.Set("Keep-Alive", "300")
+		in.Set("X-Real-Ip", xff)
+		in.Set("True-Client-Ip", xff)
+		in.Set("X-Forwarded-Proto", named)
+		in.Set("X-Forwarded-Host", host)
 		r := &http.Request{Header: in, RemoteAddr: remote, Host: host}
+		var trust Trust
+		if trusted {
+			trust.Proxies = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
+		}
+		info := &RequestInfo{}
+		trust.Identify(info, r)
+		// As the Gateway does: the names Connection lists are removed on
+		// arrival; then a middleware adds a header the client named.
+		stripConnectionNamed(in)
+		in.Set("X-Added-By-Gateway", "yes")
 		out := http.Header{}
-		copyRequestHeader(out, in)
-		setForwarded(out, r, trusted)
+		copyRequestHeader(out, in, false)
+		setForwarded(out, r, info)
 
+		if headerHasToken([]string{conn}, "X-Added-By-Gateway") && out.Get("X-Added-By-Gateway") != "yes" {
+			t.Fatalf("a header the gateway added was removed because the client's Connection named it")
+		}
+		if info.Scheme != "http" && info.Scheme != "https" {
+			t.Fatalf("scheme %q", info.Scheme)
+		}
+		if got := out.Get("X-Forwarded-Proto"); got != info.Scheme {
+			t.Fatalf("X-Forwarded-Proto %q, decided scheme %q", got, info.Scheme)
+		}
+		if got := out.Get("X-Forwarded-Host"); got != info.Host {
+			t.Fatalf("X-Forwarded-Host %q, decided host %q", got, info.Host)
+		}
+		if !info.PeerTrusted {
+			if info.ClientIP != remoteAddr(remote) {
+				t.Fatalf("untrusted peer %q: client IP %s from its headers", remote, info.ClientIP)
+			}
+			if info.Host != host {
+				t.Fatalf("untrusted peer: host %q, want the request's %q", info.Host, host)
+			}
+			for _, k := range clientIPHeaders {
+				if _, ok := out[k]; ok {
+					t.Fatalf("untrusted peer's %s forwarded", k)
+				}
+			}
+		}
 		for h := range out {
 			if h != "Te" && isHopHeader(h) {
 				t.Fatalf("hop-by-hop header %s forwarded", h)
@@ -125,7 +165,7 @@ func FuzzHeaderRewrite(f *testing.F) {
 		}
 		for k := range out {
 			switch k {
-			case "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "Forwarded", "Te":
+			case "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "Forwarded", "Te", "X-Added-By-Gateway":
 				continue // set by the gateway after the copy
 			}
 			if headerHasToken([]string{conn}, k) {

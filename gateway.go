@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"slices"
 	"strings"
@@ -23,15 +22,34 @@ type Options struct {
 	// each, so that they reach the logs of a program that exits on them.
 	// Nil means no logging.
 	Logger *slog.Logger
-	// TrustedProxies are the networks of proxies in front of the gateway
-	// whose X-Forwarded-* and Forwarded headers are believed and extended.
-	// Nil means none: forwarding headers from every client are replaced.
-	TrustedProxies []netip.Prefix
+	// Trust says which peers are proxies whose forwarding headers are
+	// believed. It is the one trust setting: the Gateway decides once per
+	// request who the client is (address, scheme, host) and records it in
+	// RequestInfo, where rate limits, caches, logs, metrics and the headers
+	// sent upstream read it. Zero means no proxy is trusted: the client is
+	// the connection's peer, and forwarding headers from every client are
+	// replaced.
+	Trust Trust
 	// AllowAmbiguousPaths accepts request paths with encoded slashes,
 	// backslashes or dots (%2F, %5C, %2E) and NUL (%00). False means such
 	// requests are refused with 400, because the gateway and an upstream may
 	// decode them differently and disagree on which resource is meant.
 	AllowAmbiguousPaths bool
+	// AllowPathParameters accepts request paths holding ';'. False means
+	// such requests are refused with 400: Go routes "/admin;x=1" and
+	// "/public/..;/admin" as they are written, while Tomcat, Jetty and
+	// Spring strip path parameters and would serve "/admin", so a route's
+	// authentication could be walked around. Turn it on only when your
+	// upstreams treat ';' as an ordinary character or use matrix
+	// parameters.
+	AllowPathParameters bool
+	// CaseInsensitivePaths matches route patterns ignoring the letter case
+	// of ASCII letters, for upstreams that fold case (IIS, case-insensitive
+	// file systems), where "/ADMIN" is "/admin". The request is forwarded
+	// and its path values read as the client wrote them; patterns must then
+	// be written in lower case (Err reports one that is not). False means
+	// paths are case-sensitive, as RFC 3986 and http.ServeMux have them.
+	CaseInsensitivePaths bool
 }
 
 // Gateway is the http.Handler at the front: it records a RequestInfo for each
@@ -50,6 +68,7 @@ type Gateway struct {
 	routes   []*Route
 	backends []*Backend // route targets, for readiness
 	errs     []error
+	stages   []Stage // of the global chain, for checkStages
 }
 
 // New returns an empty Gateway.
@@ -77,7 +96,7 @@ func New(opts Options) *Gateway {
 // before routing, in the order given (the first is outermost).
 func (g *Gateway) Use(mws ...Middleware) {
 	g.mws = append(g.mws, mws...)
-	g.handler = chain(g.mws, g.router)
+	g.handler, g.stages = chainStages(g.mws, g.router)
 }
 
 // Route starts a route on an http.ServeMux pattern ("GET /orders/{id}",
@@ -102,8 +121,9 @@ func (g *Gateway) Group(prefix string, mws ...Middleware) *Group {
 }
 
 // Err reports every configuration error: invalid or conflicting patterns,
-// routes without a target, bad rewrite templates. Each error names its
-// route. Run refuses to serve a Gateway whose Err is not nil; call Err
+// routes without a target, bad rewrite templates, and chains in an unsafe
+// order (see [Role]: a cache or a per-subject rate limit before the
+// authentication of the same route). Each error names its route. Run refuses to serve a Gateway whose Err is not nil; call Err
 // yourself before serving it otherwise.
 func (g *Gateway) Err() error {
 	errs := slices.Clone(g.errs)
@@ -116,6 +136,9 @@ func (g *Gateway) Err() error {
 			errs = append(errs, fmt.Errorf("pylon: route %q: name is used by another route", rt.name))
 		}
 		names[rt.name] = true
+		if rt.done {
+			errs = append(errs, checkStages(rt.name, slices.Concat(g.stages, rt.stages))...)
+		}
 	}
 	for _, err := range errs {
 		g.logger.Error("pylon: configuration error", "error", err.Error())
@@ -153,31 +176,35 @@ func (g *Gateway) Routes() []RouteEntry {
 	return out
 }
 
-// ServeHTTP serves r: it records a RequestInfo, refuses ambiguous paths and
-// hands r to the global chain and the router.
+// ServeHTTP serves r: it records a RequestInfo, decides who the client is
+// (Options.Trust), removes the headers the client's Connection header names,
+// and hands r to the global chain and the router.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx := &infoCtx{Context: r.Context()}
 	info := &ctx.info
 	info.Start = time.Now()
-	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
-		info.ClientIP = ap.Addr().Unmap()
-		for _, p := range g.opts.TrustedProxies {
-			if p.Contains(info.ClientIP) {
-				info.peerTrusted = true
-				break
-			}
-		}
+	g.opts.Trust.Identify(info, r)
+	if r.Header["Connection"] != nil {
+		stripConnectionNamed(r.Header)
 	}
+	info.connStripped = true
 	g.handler.ServeHTTP(w, r.WithContext(ctx))
 }
 
-// route is the end of the global chain: it refuses ambiguous paths (after
-// the global middlewares, so that logs and metrics count them) and hands
-// the request to the router.
+// route is the end of the global chain: it applies the path policy (after
+// the global middlewares, so that logs and metrics count what it refuses)
+// and hands the request to the router.
 func (g *Gateway) route(w http.ResponseWriter, r *http.Request) {
 	if !g.opts.AllowAmbiguousPaths && ambiguousPath(r.URL) {
 		Error(w, r, http.StatusBadRequest, "The request path contains an ambiguous encoding.")
 		return
+	}
+	if !g.opts.AllowPathParameters && strings.IndexByte(r.URL.EscapedPath(), ';') >= 0 {
+		Error(w, r, http.StatusBadRequest, "The request path contains a path parameter (';').")
+		return
+	}
+	if g.opts.CaseInsensitivePaths && hasUpperASCII(r.URL.Path) {
+		r = foldPath(r)
 	}
 	g.mux.ServeHTTP(w, r)
 }
@@ -228,6 +255,9 @@ type entry struct {
 }
 
 func (e *entry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if info := Info(r.Context()); info != nil && info.unfolded != nil {
+		unfoldPath(r, info, e.pattern)
+	}
 	for _, rt := range e.routes {
 		if rt.match(r) {
 			rt.handler.ServeHTTP(w, r)
@@ -296,6 +326,10 @@ func (g *Gateway) notFound(w http.ResponseWriter, r *http.Request, patternMatche
 
 // register adds a finished route to the router.
 func (g *Gateway) register(rt *Route) {
+	if g.opts.CaseInsensitivePaths && hasUpperASCII(literalPath(rt.path)) {
+		rt.errorf("pattern path has upper-case letters, which never match with CaseInsensitivePaths; write it in lower case")
+		return
+	}
 	e := g.entries[rt.pattern]
 	if e == nil {
 		e = &entry{g: g, pattern: rt.pattern}

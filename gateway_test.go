@@ -267,7 +267,7 @@ func TestRouteTimeoutOnHandler(t *testing.T) {
 }
 
 func TestRequestInfoChild(t *testing.T) {
-	parent := &RequestInfo{RequestID: "r1", Route: "x", Subject: "alice", Backend: "b", Attempts: 2, peerTrusted: true}
+	parent := &RequestInfo{RequestID: "r1", Route: "x", Subject: "alice", Auth: "jwt", Scheme: "https", Host: "h", Backend: "b", Attempts: 2, PeerTrusted: true}
 	c := parent.Child()
-	assert.Equal(t, &RequestInfo{RequestID: "r1", Route: "x", Subject: "alice", peerTrusted: true}, c)
+	assert.Equal(t, &RequestInfo{RequestID: "r1", Route: "x", Subject: "alice", Auth: "jwt", Scheme: "https", Host: "h", PeerTrusted: true}, c)
 }

@@ -3,6 +3,7 @@ package pylon
 import (
 	"context"
 	"net/netip"
+	"net/url"
 	"time"
 )
 
@@ -24,9 +25,20 @@ type RequestInfo struct {
 	// RequestID is the request's ID, set by the RequestID middleware.
 	// Problem responses carry it.
 	RequestID string
-	// ClientIP is the client's address: the connection's peer, or the
-	// address the RealIP middleware derived from trusted forwarding headers.
+	// ClientIP is the client's address: the connection's peer, or, when the
+	// peer is a trusted proxy, the address its forwarding headers name. The
+	// Gateway decides it once per request from Options.Trust (see
+	// [Trust.Identify]); rate limits, caches, logs, metrics and the
+	// forwarding headers sent upstream all read it here.
 	ClientIP netip.Addr
+	// Scheme is the scheme the client used, "http" or "https", decided
+	// with ClientIP.
+	Scheme string
+	// Host is the host the client asked for, decided with ClientIP.
+	Host string
+	// PeerTrusted reports that the connection's peer is a trusted proxy,
+	// whose forwarding headers were believed and are extended upstream.
+	PeerTrusted bool
 
 	// Route is the name of the matched route (its pattern unless named).
 	Route string
@@ -51,6 +63,12 @@ type RequestInfo struct {
 
 	// Subject is the authenticated subject (for example a JWT "sub").
 	Subject string
+	// Auth names the mechanism that authenticated the request ("jwt",
+	// "apikey", ...), set with Subject by whichever authentication
+	// middleware admitted it. Caches and rate limits read [Authenticated],
+	// never the credential headers, which an authentication middleware may
+	// have removed.
+	Auth string
 	// AuthFailure is a short code from a fixed set when authentication or
 	// authorization refused the request ("missing_token", "invalid_token",
 	// "expired", "insufficient_scope", ...), usable as a metric label.
@@ -69,9 +87,17 @@ type RequestInfo struct {
 	// its calls are written.
 	Calls []CallInfo
 
-	peerTrusted     bool   // the connection's peer is a trusted proxy
-	strippedPrefix  string // the path prefix the route removed, for Location
-	requestTrailers bool   // the route forwards request trailers
+	identified      bool     // Trust.Identify decided the client
+	connStripped    bool     // the headers the client's Connection named were removed on arrival
+	unfolded        *url.URL // the URL as sent, while routing on its folded path
+	strippedPrefix  string   // the path prefix the route removed, for Location
+	requestTrailers bool     // the route forwards request trailers
+}
+
+// Authenticated reports whether an authentication middleware admitted the
+// request: Auth or Subject is set.
+func (i *RequestInfo) Authenticated() bool {
+	return i != nil && (i.Auth != "" || i.Subject != "")
 }
 
 // RateLimitInfo is a rate limiter's decision for one request.
@@ -90,18 +116,23 @@ type RateLimitInfo struct {
 
 // Child returns a new RequestInfo for a sub-request made on behalf of this
 // one (an aggregation call): it inherits the request-level fields (Start,
-// RequestID, ClientIP, Route, Pattern, Subject and whether the connection's
-// peer is a trusted proxy) and none of the upstream ones, so that concurrent
-// sub-requests each record their own story.
+// RequestID, the client decision, Route, Pattern, Subject and Auth) and none
+// of the upstream ones, so that concurrent sub-requests each record their
+// own story.
 func (i *RequestInfo) Child() *RequestInfo {
 	return &RequestInfo{
-		Start:       i.Start,
-		RequestID:   i.RequestID,
-		ClientIP:    i.ClientIP,
-		Route:       i.Route,
-		Pattern:     i.Pattern,
-		Subject:     i.Subject,
-		peerTrusted: i.peerTrusted,
+		Start:        i.Start,
+		RequestID:    i.RequestID,
+		ClientIP:     i.ClientIP,
+		Scheme:       i.Scheme,
+		Host:         i.Host,
+		PeerTrusted:  i.PeerTrusted,
+		Route:        i.Route,
+		Pattern:      i.Pattern,
+		Subject:      i.Subject,
+		Auth:         i.Auth,
+		identified:   i.identified,
+		connStripped: i.connStripped,
 	}
 }
 

@@ -80,7 +80,7 @@ func TestDefaultChainKeepsStreamsAndUpgrades(t *testing.T) {
 	b := pylon.MustBackend("svc", pylon.BackendOptions{Targets: []string{up.URL}})
 	defer b.Close()
 	g := pylon.New(pylon.Options{})
-	g.Use(middleware.RequestID, middleware.Recover(logger), middleware.AccessLog(logger), middleware.RealIP())
+	g.Use(middleware.RequestID, middleware.Recover(logger), middleware.AccessLog(logger))
 	g.Route("GET /events").Name("events").To(b)
 	g.Route("GET /ws").Name("ws").To(b)
 	require.NoError(t, g.Err())

@@ -121,7 +121,7 @@ func TestProxyForwardedHeaders(t *testing.T) {
 		{
 			name:    "trusted proxy is extended",
 			trusted: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
-			xff:     "6.6.6.6, 127.0.0.1", xfh: "evil.example", xfp: "https",
+			xff:     "6.6.6.6, 127.0.0.1", xfh: "evil.example", xfp: "https", // what the trusted proxy said
 			fwd: "for=6.6.6.6, for=127.0.0.1;host=shop.example;proto=http",
 		},
 		{
@@ -133,7 +133,7 @@ func TestProxyForwardedHeaders(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			b := backend(t, BackendOptions{Targets: []string{up.URL}, PreserveHost: tc.preserveHost})
-			gw := front(t, Options{TrustedProxies: tc.trusted}, b)
+			gw := front(t, Options{Trust: Trust{Proxies: tc.trusted}}, b)
 			req, _ := http.NewRequest("GET", gw.URL+"/", nil)
 			spoofed(req)
 			res, err := http.DefaultClient.Do(req)
@@ -157,7 +157,9 @@ func TestForwardedIPv6AndQuoting(t *testing.T) {
 	r := httptest.NewRequest("GET", "/", nil)
 	r.RemoteAddr = "[2001:db8::1%eth0]:1234"
 	r.Host = "[2001:db8::2]:8080"
-	setForwarded(h, r, false)
+	info := &RequestInfo{}
+	Trust{}.Identify(info, r)
+	setForwarded(h, r, info)
 	assert.Equal(t, "2001:db8::1", h.Get("X-Forwarded-For"))
 	assert.Equal(t, `for="[2001:db8::1]";host="[2001:db8::2]:8080";proto=http`, h.Get("Forwarded"))
 }

@@ -80,6 +80,7 @@ type Route struct {
 	trailers bool // request trailers are forwarded
 
 	handler    http.Handler
+	stages     []Stage // of the group and route chain, for checkStages
 	targetDesc string
 	done       bool
 }
@@ -262,7 +263,9 @@ func (rt *Route) finish(target http.Handler, desc string) {
 	if rt.strip != "" || rt.rewrite != nil {
 		inner = &rewriter{rt: rt, next: target}
 	}
-	rt.handler = &routeHandler{rt: rt, next: chain(rt.chainMws(), inner)}
+	next, stages := chainStages(rt.chainMws(), inner)
+	rt.handler = &routeHandler{rt: rt, next: next}
+	rt.stages = stages
 	rt.g.register(rt)
 }
 
@@ -318,7 +321,7 @@ func (h *rewriter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	u := *r.URL
 	var ok bool
 	if h.rt.strip != "" {
-		u.Path, u.RawPath, ok = stripPrefix(r.URL, h.rt.strip)
+		u.Path, u.RawPath, ok = stripPrefix(r.URL, h.rt.strip, h.rt.g.opts.CaseInsensitivePaths)
 		if info := Info(r.Context()); ok && info != nil {
 			info.strippedPrefix = h.rt.strip
 		}
@@ -339,8 +342,9 @@ func (h *rewriter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // stripPrefix removes prefix (a decoded path of whole segments) from u's
 // path and from its escaped form, segment by segment. It fails when the two
 // would disagree (an encoded slash inside the prefix).
-func stripPrefix(u *url.URL, prefix string) (path, rawPath string, ok bool) {
-	if !strings.HasPrefix(u.Path, prefix) || (len(u.Path) > len(prefix) && u.Path[len(prefix)] != '/') {
+func stripPrefix(u *url.URL, prefix string, fold bool) (path, rawPath string, ok bool) {
+	if len(u.Path) < len(prefix) || (len(u.Path) > len(prefix) && u.Path[len(prefix)] != '/') ||
+		!(u.Path[:len(prefix)] == prefix || fold && strings.EqualFold(u.Path[:len(prefix)], prefix)) {
 		return "", "", false
 	}
 	path = u.Path[len(prefix):]

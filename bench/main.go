@@ -243,7 +243,7 @@ func stackGateway(upstream string) (http.Handler, string) {
 	})
 	g := pylon.New(pylon.Options{})
 	g.Use(metrics.Middleware(), middleware.RequestID, middleware.Recover(logger),
-		middleware.AccessLog(logger), middleware.RealIP())
+		middleware.AccessLog(logger))
 	g.Route("GET /bench").
 		Use(jwtauth.Require(verifier),
 			ratelimit.New(ratelimit.BySubject, ratelimit.PerSecond(1_000_000)),

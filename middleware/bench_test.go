@@ -96,15 +96,15 @@ func BenchmarkAccessLog(b *testing.B) {
 
 func BenchmarkRealIP(b *testing.B) {
 	trusted := netip.MustParsePrefix("10.0.0.0/8")
-	b.Run("untrusted peer", func(b *testing.B) { bench(b, middleware.RealIP()(bare), nil) })
+	b.Run("untrusted peer", func(b *testing.B) { bench(b, middleware.RealIP(pylon.Trust{})(bare), nil) })
 	b.Run("XFF 3 hops", func(b *testing.B) {
-		bench(b, middleware.RealIP(trusted)(bare), map[string]string{"X-Forwarded-For": "203.0.113.9, 10.1.1.1, 10.2.2.2"})
+		bench(b, middleware.RealIP(pylon.Trust{Proxies: []netip.Prefix{trusted}})(bare), map[string]string{"X-Forwarded-For": "203.0.113.9, 10.1.1.1, 10.2.2.2"})
 	})
 	b.Run("XFF 1000 entries", func(b *testing.B) {
-		bench(b, middleware.RealIP(trusted)(bare), map[string]string{"X-Forwarded-For": strings.Repeat("10.1.1.1, ", 999) + "10.1.1.1"})
+		bench(b, middleware.RealIP(pylon.Trust{Proxies: []netip.Prefix{trusted}})(bare), map[string]string{"X-Forwarded-For": strings.Repeat("10.1.1.1, ", 999) + "10.1.1.1"})
 	})
 	b.Run("Forwarded", func(b *testing.B) {
-		h := middleware.RealIPWithOptions(middleware.RealIPOptions{Trusted: []netip.Prefix{trusted}, Source: middleware.Forwarded})(bare)
+		h := middleware.RealIP(pylon.Trust{Proxies: []netip.Prefix{trusted}, Header: pylon.Forwarded})(bare)
 		bench(b, h, map[string]string{"Forwarded": `for="[2001:db8::1]:4711";proto=https, for=10.2.2.2`})
 	})
 }
@@ -141,7 +141,7 @@ func BenchmarkDefaultChain(b *testing.B) {
 		middleware.RequestID,
 		middleware.Recover(slog.New(slog.DiscardHandler)),
 		middleware.AccessLog(slog.New(slog.NewJSONHandler(io.Discard, nil))),
-		middleware.RealIP(netip.MustParsePrefix("10.0.0.0/8")),
+		middleware.RealIP(pylon.Trust{Proxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}),
 	)
 	b.Run("JSON log to io.Discard", func(b *testing.B) {
 		bench(b, chain.Then(bare), map[string]string{"X-Forwarded-For": "203.0.113.9"})
@@ -150,7 +150,7 @@ func BenchmarkDefaultChain(b *testing.B) {
 		middleware.RequestID,
 		middleware.Recover(slog.New(slog.DiscardHandler)),
 		middleware.AccessLog(slog.New(slog.DiscardHandler)),
-		middleware.RealIP(netip.MustParsePrefix("10.0.0.0/8")),
+		middleware.RealIP(pylon.Trust{Proxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}),
 	)
 	b.Run("log discarded by level", func(b *testing.B) {
 		bench(b, quiet.Then(bare), map[string]string{"X-Forwarded-For": "203.0.113.9"})

@@ -12,18 +12,20 @@
 // The middlewares record what they learn in the request's pylon.RequestInfo
 // (request ID, client IP) and read it back (the access log). Used outside a
 // Gateway, where the context holds no RequestInfo, RequestID, RealIP and
-// AccessLog put one into the request's context themselves.
+// AccessLog put one into the request's context themselves. Inside a Gateway
+// the client's address, scheme and host are decided once, from
+// pylon.Options.Trust, and RealIP is not needed.
 //
 // Every error response they write is an application/problem+json document
 // written by pylon.WriteProblem, carrying the request ID.
 //
-// A typical global chain:
+// A typical chain for a plain net/http program (no Gateway):
 //
 //	chain := middleware.New(
 //		middleware.RequestID,
 //		middleware.Recover(logger),
 //		middleware.AccessLog(logger),
-//		middleware.RealIP(netip.MustParsePrefix("10.0.0.0/8")),
+//		middleware.RealIP(pylon.Trust{Proxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}),
 //	)
 //	http.ListenAndServe(":8080", chain.Then(mux))
 package middleware

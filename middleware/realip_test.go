@@ -17,7 +17,7 @@ func TestRealIP(t *testing.T) {
 	tests := []struct {
 		name   string
 		remote string
-		src    middleware.ForwardedSource
+		src    pylon.ForwardedHeader
 		header map[string][]string
 		want   string
 	}{
@@ -41,23 +41,23 @@ func TestRealIP(t *testing.T) {
 		{"CR LF and invalid UTF-8", "10.0.0.1:1", 0, map[string][]string{"X-Forwarded-For": {"1.2.3.4\r\n\xff"}}, "10.0.0.1"},
 		{"unparseable peer", "not-an-address", 0, map[string][]string{"X-Forwarded-For": {"1.2.3.4"}}, "invalid IP"},
 
-		{"Forwarded", "10.0.0.1:1", middleware.Forwarded, map[string][]string{"Forwarded": {"for=192.0.2.60;proto=http;by=203.0.113.43"}}, "192.0.2.60"},
-		{"Forwarded quoted v6 with port", "10.0.0.1:1", middleware.Forwarded, map[string][]string{"Forwarded": {`for="[2001:db8:cafe::17]:4711"`}}, "2001:db8:cafe::17"},
-		{"Forwarded list, right to left", "10.0.0.1:1", middleware.Forwarded, map[string][]string{"Forwarded": {`for=6.6.6.6, For="1.2.3.4:80";proto=https, for=10.5.5.5`}}, "1.2.3.4"},
-		{"Forwarded quoted comma", "10.0.0.1:1", middleware.Forwarded, map[string][]string{"Forwarded": {`for=1.2.3.4;x="a,b", for=10.5.5.5`}}, "1.2.3.4"},
-		{"Forwarded unknown stops", "10.0.0.1:1", middleware.Forwarded, map[string][]string{"Forwarded": {"for=1.2.3.4, for=unknown"}}, "10.0.0.1"},
-		{"Forwarded obfuscated stops", "10.0.0.1:1", middleware.Forwarded, map[string][]string{"Forwarded": {"for=1.2.3.4, for=_hidden"}}, "10.0.0.1"},
-		{"Forwarded unterminated quote", "10.0.0.1:1", middleware.Forwarded, map[string][]string{"Forwarded": {`for="[2001:db8::1]`}}, "10.0.0.1"},
-		{"Forwarded without for", "10.0.0.1:1", middleware.Forwarded, map[string][]string{"Forwarded": {"proto=https"}}, "10.0.0.1"},
-		{"Forwarded ignores XFF", "10.0.0.1:1", middleware.Forwarded, map[string][]string{"X-Forwarded-For": {"1.2.3.4"}}, "10.0.0.1"},
+		{"Forwarded", "10.0.0.1:1", pylon.Forwarded, map[string][]string{"Forwarded": {"for=192.0.2.60;proto=http;by=203.0.113.43"}}, "192.0.2.60"},
+		{"Forwarded quoted v6 with port", "10.0.0.1:1", pylon.Forwarded, map[string][]string{"Forwarded": {`for="[2001:db8:cafe::17]:4711"`}}, "2001:db8:cafe::17"},
+		{"Forwarded list, right to left", "10.0.0.1:1", pylon.Forwarded, map[string][]string{"Forwarded": {`for=6.6.6.6, For="1.2.3.4:80";proto=https, for=10.5.5.5`}}, "1.2.3.4"},
+		{"Forwarded quoted comma", "10.0.0.1:1", pylon.Forwarded, map[string][]string{"Forwarded": {`for=1.2.3.4;x="a,b", for=10.5.5.5`}}, "1.2.3.4"},
+		{"Forwarded unknown stops", "10.0.0.1:1", pylon.Forwarded, map[string][]string{"Forwarded": {"for=1.2.3.4, for=unknown"}}, "10.0.0.1"},
+		{"Forwarded obfuscated stops", "10.0.0.1:1", pylon.Forwarded, map[string][]string{"Forwarded": {"for=1.2.3.4, for=_hidden"}}, "10.0.0.1"},
+		{"Forwarded unterminated quote", "10.0.0.1:1", pylon.Forwarded, map[string][]string{"Forwarded": {`for="[2001:db8::1]`}}, "10.0.0.1"},
+		{"Forwarded without for", "10.0.0.1:1", pylon.Forwarded, map[string][]string{"Forwarded": {"proto=https"}}, "10.0.0.1"},
+		{"Forwarded ignores XFF", "10.0.0.1:1", pylon.Forwarded, map[string][]string{"X-Forwarded-For": {"1.2.3.4"}}, "10.0.0.1"},
 		{"XFF ignores Forwarded", "10.0.0.1:1", 0, map[string][]string{"Forwarded": {"for=1.2.3.4"}}, "10.0.0.1"},
-		{"Forwarded 1000 elements", "10.0.0.1:1", middleware.Forwarded, map[string][]string{"Forwarded": {strings.Repeat("for=1.2.3.4, ", 999) + "for=10.1.1.1"}}, "1.2.3.4"},
-		{"Forwarded garbage", "10.0.0.1:1", middleware.Forwarded, map[string][]string{"Forwarded": {"\"\";;==,\\"}}, "10.0.0.1"},
+		{"Forwarded 1000 elements", "10.0.0.1:1", pylon.Forwarded, map[string][]string{"Forwarded": {strings.Repeat("for=1.2.3.4, ", 999) + "for=10.1.1.1"}}, "1.2.3.4"},
+		{"Forwarded garbage", "10.0.0.1:1", pylon.Forwarded, map[string][]string{"Forwarded": {"\"\";;==,\\"}}, "10.0.0.1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var got netip.Addr
-			h := middleware.RealIPWithOptions(middleware.RealIPOptions{Trusted: trusted, Source: tt.src})(
+			h := middleware.RealIP(pylon.Trust{Proxies: trusted, Header: tt.src})(
 				http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 					got = pylon.Info(r.Context()).ClientIP
 				}))
@@ -77,7 +77,7 @@ func TestRealIP(t *testing.T) {
 func TestRealIPNoTrustedProxies(t *testing.T) {
 	var got netip.Addr
 	info := &pylon.RequestInfo{}
-	h := middleware.RealIP()(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := middleware.RealIP(pylon.Trust{})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if pylon.Info(r.Context()) != info {
 			t.Error("RealIP replaced the Gateway's RequestInfo")
 		}
@@ -96,8 +96,8 @@ func FuzzRealIP(f *testing.F) {
 	f.Add("1.2.3.4, 10.0.0.2", `for="[2001:db8::1]:80";by=x, for=10.0.0.3`)
 	f.Add("[fe80::1%eth0]:80", `for=unknown`)
 	trusted := netip.MustParsePrefix("10.0.0.0/8")
-	xff := middleware.RealIP(trusted)(ok)
-	fwd := middleware.RealIPWithOptions(middleware.RealIPOptions{Trusted: []netip.Prefix{trusted}, Source: middleware.Forwarded})(ok)
+	xff := middleware.RealIP(pylon.Trust{Proxies: []netip.Prefix{trusted}})(ok)
+	fwd := middleware.RealIP(pylon.Trust{Proxies: []netip.Prefix{trusted}, Header: pylon.Forwarded})(ok)
 	f.Fuzz(func(t *testing.T, x, fw string) {
 		req := httptest.NewRequest("GET", "/", nil)
 		req.RemoteAddr = "10.0.0.1:1"

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pylon-gateway/pylon"
 	"github.com/pylon-gateway/pylon/middleware"
 )
 
@@ -20,7 +21,7 @@ func defaultChain(t *testing.T) (middleware.Chain, *logBuffer) {
 		middleware.RequestID,
 		middleware.Recover(logger),
 		middleware.AccessLog(logger),
-		middleware.RealIP(netip.MustParsePrefix("127.0.0.0/8")),
+		middleware.RealIP(pylon.Trust{Proxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}),
 	), logs
 }
 

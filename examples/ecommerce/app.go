@@ -169,7 +169,6 @@ func build(cfg config) (_ *app, err error) {
 			Logger: accessLogger(cfg),
 			Skip:   isOperational,
 		}),
-		middleware.RealIP(),
 	)
 
 	// Operational endpoints, unauthenticated. Payments is not critical:

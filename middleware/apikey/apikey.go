@@ -91,7 +91,7 @@ func Require(lookup Lookup) func(http.Handler) http.Handler {
 // its API key. A missing or unknown key is answered 401, a failed lookup
 // 503, both as problem+json without detail; the reason is logged. On
 // success the owner is in the request context (Owner) and in
-// pylon.Info(ctx).Subject.
+// pylon.Info(ctx).Subject, with "apikey" in its Auth.
 func RequireWithOptions(o Options) func(http.Handler) http.Handler {
 	if o.Lookup == nil {
 		panic("apikey: Options.Lookup is nil")
@@ -109,8 +109,9 @@ func RequireWithOptions(o Options) func(http.Handler) http.Handler {
 		log = slog.Default()
 	}
 	challenge := `ApiKey header="` + header + `"`
+	stage := pylon.Stage{Name: "apikey.Require", Roles: pylon.RoleAuthenticate}
 	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		return pylon.WithStage(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			vals := r.Header[header]
 			var err error
 			var code string // pylon.RequestInfo.AuthFailure
@@ -151,10 +152,10 @@ func RequireWithOptions(o Options) func(http.Handler) http.Handler {
 				r.Header.Del(header)
 			}
 			if info := pylon.Info(r.Context()); info != nil {
-				info.Subject = owner
+				info.Subject, info.Auth = owner, "apikey"
 			}
 			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ownerKey{}, owner)))
-		})
+		}), stage)
 	}
 }
 

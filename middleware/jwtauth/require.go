@@ -51,7 +51,8 @@ func Require(v *Verifier, rules ...Rule) func(http.Handler) http.Handler {
 // fails a rule gets 403 with error="insufficient_scope". Each is a
 // problem+json response carrying no detail of the failure, which is
 // logged instead. On success the claims are in the request context
-// (FromContext) and the subject in pylon.Info(ctx).Subject.
+// (FromContext), the subject in pylon.Info(ctx).Subject and "jwt" in its
+// Auth, which caches and rate limits after it read.
 func RequireWithOptions(v *Verifier, o RequireOptions) func(http.Handler) http.Handler {
 	if v == nil {
 		panic("jwtauth: RequireWithOptions with a nil Verifier")
@@ -75,8 +76,9 @@ func RequireWithOptions(v *Verifier, o RequireOptions) func(http.Handler) http.H
 	}
 	headerName := http.CanonicalHeaderKey(o.Header)
 
+	stage := pylon.Stage{Name: "jwtauth.Require", Roles: pylon.RoleAuthenticate}
 	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		return pylon.WithStage(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			token, ok := tokenFrom(r, o.Cookie, headerName)
 			if !ok {
 				reject(w, r, log, http.StatusUnauthorized, invalid, ErrMalformed)
@@ -113,10 +115,10 @@ func RequireWithOptions(v *Verifier, o RequireOptions) func(http.Handler) http.H
 				}
 			}
 			if info := pylon.Info(r.Context()); info != nil {
-				info.Subject = c.Subject
+				info.Subject, info.Auth = c.Subject, "jwt"
 			}
 			next.ServeHTTP(w, r.WithContext(NewContext(r.Context(), c)))
-		})
+		}), stage)
 	}
 }
 
