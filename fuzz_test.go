@@ -3,8 +3,8 @@ package pylon
 import (
 	"net"
 	"net/http"
-	"net/netip"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"strings"
 	"testing"

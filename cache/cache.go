@@ -247,11 +247,10 @@ func New(opts Options) (*Cache, error) {
 		n = 16
 	}
 	c.bgSem = make(chan struct{}, n)
-	c.keyHeaders = []string{"X-Forwarded-Proto"}
 	for _, h := range opts.KeyHeaders {
 		c.keyHeaders = append(c.keyHeaders, http.CanonicalHeaderKey(h))
 	}
-	slices.Sort(c.keyHeaders[1:])
+	slices.Sort(c.keyHeaders)
 	c.keyHeaders = slices.Compact(c.keyHeaders)
 	strip := opts.StripHeaders
 	if strip == nil {
@@ -330,11 +329,19 @@ func (c *Cache) PurgePrefix(ctx context.Context, prefix string) (int, error) {
 
 // Middleware returns next wrapped by the cache. Its type is
 // pylon.Middleware: pass c.Middleware to Use.
+//
+// Place it after authentication: a cache before it would answer requests
+// that never passed it. A Gateway reports that order as a configuration
+// error (Err) when the authentication is Pylon's own or declares itself
+// (pylon.StageHandler); whatever the order, the cache never stores a
+// response to a request that an authentication after it admitted.
 func (c *Cache) Middleware(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return pylon.WithStage(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c.serve(w, r, next)
-	})
+	}), cacheStage)
 }
+
+var cacheStage = pylon.Stage{Name: "cache", Roles: pylon.RoleStoredResponses}
 
 // cs builds a Cache-Status member: the cache's name, then params.
 func (c *Cache) cs(params ...string) string {
@@ -397,8 +404,12 @@ func (c *Cache) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 	if !c.opts.IgnoreRequestDirectives {
 		rd = parseReqDirectives(r.Header)
 	}
+	// A request counts as carrying credentials (§3.5) when it has an
+	// Authorization header or an authentication before the cache admitted
+	// it (and perhaps removed the header).
+	authed := info.Authenticated()
 	f := fill{c: c, r: r, next: next, info: info, key: key, query: query, perSubject: perSubject,
-		authz: len(r.Header["Authorization"]) > 0, rd: rd}
+		authz: authed || len(r.Header["Authorization"]) > 0, authedBefore: authed, rd: rd}
 
 	for attempt := 0; attempt < 3; attempt++ {
 		e, eKey, marker, miss, err := c.lookup(r.Context(), key, r)
@@ -721,17 +732,18 @@ func (c *Cache) refresh(r *http.Request, next http.Handler, f fill, e *Entry, eK
 
 // fill is one request to the backend made on the cache's behalf.
 type fill struct {
-	c          *Cache
-	r          *http.Request
-	next       http.Handler
-	info       *pylon.RequestInfo
-	key        string
-	query      string
-	fwd        string // Cache-Status fwd parameter
-	perSubject bool
-	authz      bool
-	background bool
-	rd         reqDirectives
+	c            *Cache
+	r            *http.Request
+	next         http.Handler
+	info         *pylon.RequestInfo
+	key          string
+	query        string
+	fwd          string // Cache-Status fwd parameter
+	perSubject   bool
+	authz        bool
+	authedBefore bool // the request was authenticated when the cache saw it
+	background   bool
+	rd           reqDirectives
 
 	stale    *Entry // the stored response being revalidated, if any
 	staleKey string
@@ -927,6 +939,10 @@ func (f *fill) storeReason(status int, h http.Header) string {
 	d := parseRespDirectives(h)
 	explicit := d.sMaxAge >= 0 || d.maxAge >= 0 || len(h["Expires"]) > 0
 	switch {
+	case !f.authedBefore && f.info.Authenticated():
+		// An authentication after the cache admitted the request: what
+		// is stored here would be served to requests that never pass it.
+		return "authenticated-after-cache"
 	case !storableStatus(status, explicit):
 		return "status"
 	case d.noStore:

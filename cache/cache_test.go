@@ -465,12 +465,18 @@ func TestUnkeyedInputPoisoning(t *testing.T) {
 		}
 	})
 	t.Run("scheme", func(t *testing.T) {
+		// The scheme is the gateway's decision in RequestInfo, not a
+		// header: two decisions, two entries; a client's header, none.
 		o.calls.Store(0)
 		h := newTestCache(t, Options{Now: newClock().Now}).Middleware(o)
-		get(h, "GET", "/page", "X-Forwarded-Proto: http")
-		get(h, "GET", "/page", "X-Forwarded-Proto: https")
+		for _, scheme := range []string{"http", "https", "https"} {
+			r := httptest.NewRequest("GET", "/page", nil)
+			r.Header.Set("X-Forwarded-Proto", "http") // ignored: the decision is https or http
+			info := &pylon.RequestInfo{Scheme: scheme, Host: r.Host}
+			h.ServeHTTP(httptest.NewRecorder(), r.WithContext(pylon.NewContext(r.Context(), info)))
+		}
 		if o.calls.Load() != 2 {
-			t.Fatalf("http and https clients shared an entry")
+			t.Fatalf("calls = %d, want 2: one entry per decided scheme", o.calls.Load())
 		}
 	})
 }

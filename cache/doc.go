@@ -17,9 +17,14 @@
 // the request or the response), private, Vary: *, responses setting cookies
 // (unless Options.AllowSetCookie), responses with trailers, bodies over
 // Options.MaxObjectSize (streamed through, never buffered whole), and
-// responses to requests carrying Authorization unless they say public,
+// responses to requests carrying credentials unless they say public,
 // s-maxage or must-revalidate (§3.5), or Options.PerSubject keys them by the
-// authenticated subject. HEAD is answered from a stored GET response.
+// authenticated subject. A request carries credentials when it has an
+// Authorization header or an authentication middleware admitted it
+// (pylon.RequestInfo.Authenticated), even one that removed the header. Place
+// the cache after authentication; a Gateway reports the other order as a
+// configuration error, and a cache that finds itself before an
+// authentication anyway never stores what that authentication admitted. HEAD is answered from a stored GET response.
 // Requests with Range, If-Range, If-Match or If-Unmodified-Since, upgrade
 // requests, and requests Options.Bypass selects are forwarded untouched. A
 // successful POST, PUT, PATCH or DELETE invalidates the stored response for
@@ -53,9 +58,12 @@
 // where the query is normalized: parameters sorted by name (values of one
 // name keep their order), restricted by Options.QueryParams or
 // Options.IgnoreQueryParams, kept in their original encoding; a query that
-// does not parse bypasses the cache. Key headers are X-Forwarded-Proto
-// (so that http and https clients behind a TLS-terminating proxy never share
-// a redirect) and Options.KeyHeaders. Options.Key may rewrite the primary
+// does not parse bypasses the cache. The scheme and host are the ones the
+// Gateway decided (pylon.Options.Trust) and the upstream is sent in
+// X-Forwarded-Proto and X-Forwarded-Host, never a forwarding header as the
+// client sent it: http and https clients behind a TLS-terminating proxy
+// never share a redirect, and an untrusted client cannot store a response
+// under another scheme's key. Key headers are Options.KeyHeaders. Options.Key may rewrite the primary
 // key. With Options.PerSubject the subject is appended, and when a response
 // names headers in Vary, each combination of their values gets its own
 // entry. [Cache.Key] returns a request's primary key; [Cache.Purge] removes

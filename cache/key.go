@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"github.com/pylon-gateway/pylon"
 	"net/http"
 	"net/url"
 	"slices"
@@ -39,7 +40,7 @@ var DefaultStripHeaders = []string{
 //
 // The key is "GET " + scheme + "://" + lower-cased host + escaped path,
 // then "?" + the normalized query when there is one, then for each key
-// header present (X-Forwarded-Proto and Options.KeyHeaders) "\x00h" +
+// header present (Options.KeyHeaders) "\x00h" +
 // name + ":" + values joined with ",". HEAD is keyed as GET: a HEAD request
 // is answered from the stored GET response.
 func (c *Cache) baseKey(r *http.Request) (key, query string, ok bool) {
@@ -47,11 +48,21 @@ func (c *Cache) baseKey(r *http.Request) (key, query string, ok bool) {
 	if !ok {
 		return "", "", false
 	}
-	scheme := "http://"
+	// The scheme and host are the gateway's decision (Options.Trust), the
+	// ones the upstream is sent, never a forwarding header the client
+	// controls.
+	scheme, host := "http://", r.Host
 	if r.TLS != nil {
 		scheme = "https://"
 	}
-	host := r.Host
+	if info := pylon.Info(r.Context()); info != nil && info.Scheme != "" {
+		host = info.Host
+		if info.Scheme == "https" {
+			scheme = "https://"
+		} else {
+			scheme = "http://"
+		}
+	}
 	if host == "" {
 		host = r.URL.Host
 	}

@@ -107,9 +107,12 @@ func (h *tracingHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		info = new(pylon.RequestInfo)
 		ctx = pylon.NewContext(ctx, info)
 	}
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
+	scheme := info.Scheme // the Gateway's decision, from its one trust setting
+	if scheme == "" {
+		scheme = "http"
+		if r.TLS != nil {
+			scheme = "https"
+		}
 	}
 	attrs := []attribute.KeyValue{
 		semconv.HTTPRequestMethodKey.String(method(r.Method)),

@@ -27,7 +27,7 @@ const maxKeyLen = 128
 // ByIP keys requests by client IP address: IPv4 addresses as they are,
 // IPv6 addresses grouped by their /64 prefix (one subscriber's network),
 // IPv4-mapped IPv6 addresses as IPv4. The address is the one the gateway
-// recorded in RequestInfo.ClientIP (after the RealIP middleware, if any), or
+// the Gateway decided in RequestInfo.ClientIP (from Options.Trust), or
 // else the connection's peer from Request.RemoteAddr.
 var ByIP KeyFunc = ByIPPrefix(32, 64)
 
@@ -118,8 +118,11 @@ func ByHeader(name string, c Case) KeyFunc {
 }
 
 // BySubject keys requests by the authenticated subject recorded in
-// RequestInfo.Subject (the JWT "sub" claim, set by jwtauth). A request
-// without a subject has no key.
+// RequestInfo.Subject (the JWT "sub" claim, set by jwtauth; the key owner,
+// set by apikey). A request without a subject has no key, and is answered
+// 401 under the default MissingKey policy. A limit keyed by subject must run
+// after the authentication: in a Gateway, Err reports a route whose chain
+// has it before jwtauth.Require or apikey.Require.
 func BySubject(r *http.Request) (string, bool) {
 	info := pylon.Info(r.Context())
 	if info == nil || info.Subject == "" {

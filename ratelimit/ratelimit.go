@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"fmt"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -14,15 +15,19 @@ import (
 type MissingKey int
 
 const (
-	// MissingKeyShared counts every key-less request in one shared bucket
-	// (the key "anonymous"), under the same limits as everyone else.
-	MissingKeyShared MissingKey = iota
+	// MissingKeyReject401 answers 401 Unauthorized (the default): a
+	// request without a subject on a per-subject limit has not been
+	// authenticated, and pooling such requests would let one client
+	// exhaust every other's budget.
+	MissingKeyReject401 MissingKey = iota
 	// MissingKeyReject400 answers 400 Bad Request (for a required API key
 	// header, say).
 	MissingKeyReject400
-	// MissingKeyReject401 answers 401 Unauthorized (for a subject key on a
-	// route where authentication is optional).
-	MissingKeyReject401
+	// MissingKeyShared counts every key-less request in one shared bucket
+	// (the key "anonymous"), under the same limits as everyone else: for
+	// routes where authentication is optional and anonymous callers may
+	// share one budget. Only when you ask for it.
+	MissingKeyShared
 )
 
 // AnonymousKey is the key that key-less requests share under
@@ -52,7 +57,8 @@ type Options struct {
 	// Overrides gives some keys limits of their own. Zero means none.
 	Overrides OverrideFunc
 	// MissingKey is the policy for requests without a key. Zero means
-	// MissingKeyShared.
+	// MissingKeyReject401: a key-less request is refused, never silently
+	// pooled.
 	MissingKey MissingKey
 	// XRateLimitHeaders adds the older X-RateLimit-Limit, -Remaining and
 	// -Reset (delta seconds) headers for the most restrictive limit, next
@@ -78,6 +84,7 @@ func New(key KeyFunc, limits ...Limit) func(http.Handler) http.Handler {
 }
 
 type limiter struct {
+	stage  pylon.Stage
 	opts   Options
 	limits []Limit
 	policy string // RateLimit-Policy field value for limits
@@ -124,18 +131,55 @@ func NewWithOptions(opts Options) func(http.Handler) http.Handler {
 	if opts.Store == nil {
 		opts.Store = NewMemoryStore(MemoryOptions{})
 	}
-	if opts.MissingKey < MissingKeyShared || opts.MissingKey > MissingKeyReject401 {
+	if opts.MissingKey < MissingKeyReject401 || opts.MissingKey > MissingKeyShared {
 		panic(fmt.Sprintf("ratelimit: unknown MissingKey policy %d", opts.MissingKey))
 	}
 	l := &limiter{opts: opts, limits: limits, policy: policyField(limits), now: opts.Now}
 	if l.now == nil {
 		l.now = time.Now
 	}
-	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			l.serve(next, w, r)
-		})
+	if needsSubject(opts.Key) {
+		l.stage = pylon.Stage{Name: "ratelimit (keyed by subject)", Roles: pylon.RoleNeedsSubject}
 	}
+	return func(next http.Handler) http.Handler {
+		return &handler{l: l, next: next}
+	}
+}
+
+// handler is the middleware's handler; its Stage tells the Gateway when
+// the limit needs an authenticated subject.
+type handler struct {
+	l    *limiter
+	next http.Handler
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.l.serve(h.next, w, r) }
+
+func (h *handler) Stage() pylon.Stage { return h.l.stage }
+
+// needsSubject reports whether key keys by the authenticated subject: it
+// finds no key for a request without a subject and one for the same request
+// with a subject. The Gateway then checks, at configuration time, that the
+// limit runs after the authentication of its route.
+func needsSubject(key KeyFunc) (yes bool) {
+	defer func() {
+		if recover() != nil {
+			yes = false
+		}
+	}()
+	probe := func(subject string) bool {
+		r, _ := http.NewRequest(http.MethodGet, "http://probe.invalid/", nil)
+		r.RemoteAddr = "192.0.2.1:1"
+		info := &pylon.RequestInfo{ClientIP: netip.MustParseAddr("192.0.2.1"), Route: "probe", Subject: subject}
+		if subject != "" {
+			info.Auth = "probe"
+		}
+		r = r.WithContext(pylon.NewContext(r.Context(), info))
+		r.Pattern = "GET /"
+		_, ok := key(r)
+		return ok
+	}
+	return !probe("") && probe("probe")
 }
 
 // Header keys in the canonical form http.Header.Set would give them.

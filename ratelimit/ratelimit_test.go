@@ -117,6 +117,7 @@ func TestMiddlewareMissingKey(t *testing.T) {
 		{"shared anonymous bucket", ratelimit.MissingKeyShared, []int{200, 429, 429}},
 		{"reject 400", ratelimit.MissingKeyReject400, []int{400, 400, 400}},
 		{"reject 401", ratelimit.MissingKeyReject401, []int{401, 401, 401}},
+		{"zero value: never pooled", ratelimit.MissingKey(0), []int{401, 401, 401}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
