@@ -1,7 +1,9 @@
 package pylon_test
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -458,4 +460,37 @@ func TestPanicInAttemptEndsIt(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestUnaskedUpgradeIsAFailure: a target that switches protocols when the
+// client did not ask answers 502 and counts as failing, for passive health
+// and for the guard.
+func TestUnaskedUpgradeIsAFailure(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		brw.Flush()
+		bufio.NewReader(conn).ReadByte() // until the proxy closes
+	}))
+	t.Cleanup(up.Close)
+	g := &recordingGuard{}
+	be := abortBackend(t, pylon.BackendOptions{
+		Targets: []string{up.URL},
+		Guard:   g,
+		Outlier: pylon.OutlierDetection{ConsecutiveFailures: 1, BaseEjectionTime: time.Minute, PanicThreshold: -1},
+	})
+	rec := httptest.NewRecorder()
+	be.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+	assert.Equal(t, 502, rec.Code)
+	target := be.Targets()[0]
+	assert.Equal(t, 0, target.InFlight())
+	assert.Equal(t, uint64(1), target.Ejections())
+	require.Len(t, g.errs, 1)
+	assert.Equal(t, 101, g.statuses[0])
+	assert.Error(t, g.errs[0])
+	assert.False(t, errors.Is(g.errs[0], context.Canceled))
 }

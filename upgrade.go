@@ -2,6 +2,7 @@ package pylon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,7 +19,8 @@ import (
 // server's connTracker, if any, so that Run can drain it on shutdown.
 //
 // It returns the attempt's outcome and the error for the guard, as respond
-// does: a connection that cannot be hijacked says nothing about the target.
+// does: a switch the client did not ask for is the target's failure; a
+// connection that cannot be hijacked says nothing about the target.
 func (b *Backend) upgrade(w http.ResponseWriter, r *http.Request, res *http.Response, upType string, info *RequestInfo) (outcome, error) {
 	backConn, ok := res.Body.(io.ReadWriteCloser)
 	if !ok || upType == "" || !strings.EqualFold(res.Header.Get("Upgrade"), upType) {
@@ -33,7 +35,7 @@ func (b *Backend) upgrade(w http.ResponseWriter, r *http.Request, res *http.Resp
 			info.Error = "unexpected protocol switch"
 		}
 		Error(w, r, http.StatusBadGateway, "The upstream service answered with an invalid response.")
-		return outcomeSuccess, nil
+		return outcomeFailure, errUnaskedUpgrade
 	}
 	defer backConn.Close()
 
@@ -85,9 +87,14 @@ func (b *Backend) upgrade(w http.ResponseWriter, r *http.Request, res *http.Resp
 	return outcomeSuccess, nil
 }
 
-// errHijack is what a Guard is told when the client's connection could not
-// be taken over, which says nothing about the target.
-var errHijack = fmt.Errorf("pylon: client connection not upgradable: %w", context.Canceled)
+var (
+	// errUnaskedUpgrade is what a Guard is told when a target switched
+	// protocols unasked.
+	errUnaskedUpgrade = errors.New("pylon: upstream switched protocols unasked")
+	// errHijack is what a Guard is told when the client's connection could
+	// not be taken over, which says nothing about the target.
+	errHijack = fmt.Errorf("pylon: client connection not upgradable: %w", context.Canceled)
+)
 
 func spliceConn(dst io.Writer, src io.Reader, errc chan<- error) {
 	bp := bufPool.Get().(*[]byte)
