@@ -119,10 +119,13 @@ type Guard interface {
 	// attempt. A non-nil error refuses the target: the Backend tries another,
 	// and answers 503 when all are refused, with a Retry-After taken from the
 	// error when it has a RetryAfter() time.Duration method. Otherwise done
-	// is called exactly once when the attempt ends, with the upstream status
-	// (0 when there was no response) and the transport error (nil when there
-	// was a response; context.Canceled when the client went away, which
-	// says nothing about the target).
+	// is called exactly once when the attempt ends, panics included, with
+	// the upstream status (0 when there was no response) and the error: nil
+	// when the response was forwarded whole; the transport error when there
+	// was no response; the read error when the upstream's body failed
+	// mid-way (a reset or truncated body, a failure of the target); an
+	// error that wraps context.Canceled when the client went away or a
+	// panic cut the attempt short, which says nothing about the target.
 	Allow(r *http.Request, t *Target) (done func(status int, err error), err error)
 }
 
@@ -287,7 +290,14 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var tried [4]*Target
 	triedS := tried[:0]
 	retryHeld := false
+	var cur openAttempt // the attempt under way, if any
 	defer func() {
+		// Every exit path ends its attempt itself; only a panic (ours, or
+		// a Transport's, a Guard's, a wrapped ResponseWriter's) leaves one
+		// open here. It says nothing about the target.
+		if cur.t != nil {
+			b.end(&cur, outcomeNeutral, cur.status, errAttemptPanicked)
+		}
 		if retryHeld {
 			b.retriesInUse.Add(-1)
 		}
@@ -300,6 +310,8 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			b.noTarget(w, r, info, attempt, lastErr, gerr)
 			return
 		}
+		b.pool.start(t)
+		cur = openAttempt{t: t, done: done}
 		triedS = append(triedS, t)
 		if info != nil {
 			info.Attempts = attempt + 1
@@ -313,14 +325,13 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		setTargetURL(out, r, t.URL(), b.opts.PreserveHost, b.opts.PassRawQuery)
 
-		try, cancel := out, context.CancelFunc(nil)
+		try := out
 		if b.opts.TryTimeout > 0 {
-			var ctx context.Context
-			ctx, cancel = context.WithTimeout(r.Context(), b.opts.TryTimeout)
+			ctx, cancel := context.WithTimeout(r.Context(), b.opts.TryTimeout)
+			cur.cancel = cancel
 			try = out.WithContext(ctx)
 		}
 
-		b.pool.start(t)
 		began := time.Now()
 		res, err := b.transport.RoundTrip(try)
 		if info != nil {
@@ -328,20 +339,17 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 
 		if err != nil {
-			if cancel != nil {
-				cancel()
-			}
 			if body != nil && body.err != nil && !errors.Is(body.err, io.EOF) {
-				b.finish(t, outcomeNeutral, done, 0, context.Canceled)
+				b.end(&cur, outcomeNeutral, 0, context.Canceled)
 				b.bodyError(w, r, info, body.err)
 				return
 			}
 			if r.Context().Err() == context.Canceled {
-				b.finish(t, outcomeNeutral, done, 0, context.Canceled)
+				b.end(&cur, outcomeNeutral, 0, context.Canceled)
 				b.clientGone(info)
 				return
 			}
-			b.finish(t, outcomeFailure, done, 0, err)
+			b.end(&cur, outcomeFailure, 0, err)
 			lastErr = err
 			if b.mayRetry(r, attempt, body, err) && b.takeRetry(&retryHeld) && b.wait(r.Context(), attempt) {
 				continue
@@ -350,13 +358,11 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 
+		cur.status = res.StatusCode
 		if isRetryableStatus(res.StatusCode) {
 			if b.mayRetry(r, attempt, body, nil) && b.takeRetry(&retryHeld) {
 				drainClose(res.Body)
-				if cancel != nil {
-					cancel()
-				}
-				b.finish(t, outcomeFailure, done, res.StatusCode, nil)
+				b.end(&cur, outcomeFailure, res.StatusCode, nil)
 				lastErr = errUpstreamStatus
 				if b.wait(r.Context(), attempt) {
 					continue
@@ -366,17 +372,32 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 
-		o := b.respond(w, r, out, t, res, info, upType)
-		if cancel != nil {
-			cancel()
-		}
-		if o == outcomeNeutral && info != nil && info.ClientCanceled {
-			b.finish(t, o, done, res.StatusCode, context.Canceled)
-		} else {
-			b.finish(t, o, done, res.StatusCode, nil)
+		o, abort, err := b.respond(w, r, out, t, res, info, upType)
+		b.end(&cur, o, res.StatusCode, err)
+		if abort {
+			// The upstream failed after the headers were sent: the only
+			// honest signal left is to abort the response, so the client
+			// sees a truncated body, not a complete one. The attempt is
+			// ended first; the panic unwinds past nothing that counts.
+			panic(http.ErrAbortHandler)
 		}
 		return
 	}
+}
+
+// errAttemptPanicked is what a Guard is told when a panic cut an attempt
+// short. It wraps context.Canceled: like a client going away, it says
+// nothing about the target.
+var errAttemptPanicked = fmt.Errorf("pylon: attempt ended by a panic: %w", context.Canceled)
+
+// openAttempt is the upstream attempt under way: its target's in-flight
+// count is taken, its guard's done is owed, its per-try context is live.
+// ServeHTTP ends it on every path, and its defer ends it after a panic.
+type openAttempt struct {
+	t      *Target
+	done   func(int, error)
+	cancel context.CancelFunc
+	status int // the upstream's status, once it answered
 }
 
 // errUpstreamStatus stands for an upstream's 502, 503 or 504 answer that was
@@ -409,10 +430,19 @@ func (b *Backend) choose(r *http.Request, tried []*Target) (*Target, func(int, e
 	return nil, nil, gerr
 }
 
-// finish ends an attempt: passive health learns its outcome, and so does the
-// guard, with the status (0 when none) and error (context.Canceled when the
-// client went away).
-func (b *Backend) finish(t *Target, o outcome, done func(int, error), status int, err error) {
+// end ends the attempt a, once: its per-try context is released, passive
+// health learns outcome o, and the guard learns the status (0 when none) and
+// error (context.Canceled when the client went away). a is cleared first, so
+// that a guard whose done panics is not called again by ServeHTTP's defer.
+func (b *Backend) end(a *openAttempt, o outcome, status int, err error) {
+	t, done, cancel := a.t, a.done, a.cancel
+	if t == nil {
+		return
+	}
+	*a = openAttempt{}
+	if cancel != nil {
+		cancel()
+	}
 	b.pool.finish(t, o)
 	if done != nil {
 		done(status, err)
@@ -691,18 +721,22 @@ func (b *Backend) upstreamError(w http.ResponseWriter, r *http.Request, info *Re
 }
 
 // respond streams res to the client and returns the attempt's outcome for
-// passive health.
-func (b *Backend) respond(w http.ResponseWriter, r *http.Request, out *http.Request, target *Target, res *http.Response, info *RequestInfo, upType string) outcome {
+// passive health and the error for the guard: nil when the response was
+// forwarded whole, context.Canceled when the client went away (outcome
+// neutral). abort reports that the upstream failed mid-body (outcome
+// failure, err the read error): the headers are sent, so the caller must
+// abort the response.
+func (b *Backend) respond(w http.ResponseWriter, r *http.Request, out *http.Request, target *Target, res *http.Response, info *RequestInfo, upType string) (o outcome, abort bool, err error) {
 	if info != nil {
 		info.UpstreamStatus = res.StatusCode
 	}
-	o := outcomeSuccess
+	o = outcomeSuccess
 	if isRetryableStatus(res.StatusCode) {
 		o = outcomeFailure
 	}
 	if res.StatusCode == http.StatusSwitchingProtocols {
-		b.upgrade(w, r, res, upType, info)
-		return o
+		o, err = b.upgrade(w, r, res, upType, info)
+		return o, false, err
 	}
 	defer res.Body.Close()
 
@@ -733,21 +767,21 @@ func (b *Backend) respond(w http.ResponseWriter, r *http.Request, out *http.Requ
 	if err := copyBody(w, res.Body, flush); err != nil {
 		if r.Context().Err() == context.Canceled || errors.Is(err, errClientWrite) {
 			b.clientGone(info)
-			return outcomeNeutral
+			return outcomeNeutral, false, context.Canceled
 		}
+		// A read error: the upstream reset the connection, or closed it
+		// before the end of its body (unexpected EOF), or its try timed out.
 		if info != nil {
 			info.Error = "upstream body: " + err.Error()
 		}
 		b.logger.LogAttrs(r.Context(), slog.LevelWarn, "pylon: upstream body error",
-			slog.String("backend", b.name), slog.String("error", err.Error()))
-		// Headers are sent: the only honest signal left is to abort the
-		// response, so the client sees a truncated body, not a complete one.
-		panic(http.ErrAbortHandler)
+			slog.String("backend", b.name), slog.String("target", target.String()), slog.String("error", err.Error()))
+		return outcomeFailure, true, err
 	}
 	for k, vv := range res.Trailer {
 		dst[http.TrailerPrefix+k] = vv
 	}
-	return o
+	return o, false, nil
 }
 
 var errClientWrite = errors.New("pylon: write to client failed")

@@ -2,6 +2,8 @@ package pylon
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -15,7 +17,11 @@ import (
 // connection, relays the upstream's 101 answer and then copies bytes both
 // ways until either side closes. The connection is registered with the
 // server's connTracker, if any, so that Run can drain it on shutdown.
-func (b *Backend) upgrade(w http.ResponseWriter, r *http.Request, res *http.Response, upType string, info *RequestInfo) {
+//
+// It returns the attempt's outcome and the error for the guard, as respond
+// does: a switch the client did not ask for is the target's failure; a
+// connection that cannot be hijacked says nothing about the target.
+func (b *Backend) upgrade(w http.ResponseWriter, r *http.Request, res *http.Response, upType string, info *RequestInfo) (outcome, error) {
 	backConn, ok := res.Body.(io.ReadWriteCloser)
 	if !ok || upType == "" || !strings.EqualFold(res.Header.Get("Upgrade"), upType) {
 		if ok {
@@ -29,7 +35,7 @@ func (b *Backend) upgrade(w http.ResponseWriter, r *http.Request, res *http.Resp
 			info.Error = "unexpected protocol switch"
 		}
 		Error(w, r, http.StatusBadGateway, "The upstream service answered with an invalid response.")
-		return
+		return outcomeFailure, errUnaskedUpgrade
 	}
 	defer backConn.Close()
 
@@ -39,14 +45,14 @@ func (b *Backend) upgrade(w http.ResponseWriter, r *http.Request, res *http.Resp
 			info.Error = "hijack: " + err.Error()
 		}
 		Error(w, r, http.StatusInternalServerError, "The connection cannot be upgraded.")
-		return
+		return outcomeNeutral, errHijack
 	}
 	defer conn.Close()
 
 	tr := trackerFrom(r.Context())
 	if tr != nil {
 		if !tr.add(conn, backConn) {
-			return // the server is shutting down
+			return outcomeNeutral, context.Canceled // the server is shutting down
 		}
 		defer tr.remove(conn)
 	}
@@ -64,10 +70,10 @@ func (b *Backend) upgrade(w http.ResponseWriter, r *http.Request, res *http.Resp
 	res.Header["Upgrade"] = []string{upType}
 	res.Body = nil
 	if err := res.Write(brw); err != nil {
-		return
+		return outcomeNeutral, context.Canceled
 	}
 	if err := brw.Flush(); err != nil {
-		return
+		return outcomeNeutral, context.Canceled
 	}
 
 	errc := make(chan error, 2)
@@ -78,7 +84,17 @@ func (b *Backend) upgrade(w http.ResponseWriter, r *http.Request, res *http.Resp
 	backConn.Close()
 	conn.Close()
 	<-errc
+	return outcomeSuccess, nil
 }
+
+var (
+	// errUnaskedUpgrade is what a Guard is told when a target switched
+	// protocols unasked.
+	errUnaskedUpgrade = errors.New("pylon: upstream switched protocols unasked")
+	// errHijack is what a Guard is told when the client's connection could
+	// not be taken over, which says nothing about the target.
+	errHijack = fmt.Errorf("pylon: client connection not upgradable: %w", context.Canceled)
+)
 
 func spliceConn(dst io.Writer, src io.Reader, errc chan<- error) {
 	bp := bufPool.Get().(*[]byte)
