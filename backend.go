@@ -690,6 +690,10 @@ func (b *Backend) bodyError(w http.ResponseWriter, r *http.Request, info *Reques
 		Error(w, r, http.StatusRequestEntityTooLarge, "The request body is larger than this route accepts.")
 		return
 	}
+	if errors.Is(err, ErrBodyTimeout) { // checked first: net/http also cancels r's context
+		Error(w, r, http.StatusRequestTimeout, "The request body stopped arriving.")
+		return
+	}
 	if r.Context().Err() == context.Canceled {
 		b.clientGone(info)
 		return

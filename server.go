@@ -3,9 +3,12 @@ package pylon
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"time"
 )
 
@@ -14,20 +17,147 @@ import (
 // MaxHeaderBytes 64 KiB (larger headers get 431), HTTP/1.1 and, over TLS,
 // HTTP/2. It sets no WriteTimeout or ReadTimeout, which would cut long
 // downloads, uploads and event streams; routes bound their own time with
-// Route.Timeout. Change any field before serving.
+// Route.Timeout. It is NewServerWithOptions with default options.
+//
+// The server's Handler is handler wrapped by a thin layer that adds two
+// protections net/http lacks (see ServerOptions):
+//
+//   - Request smuggling. net/http serves an HTTP/1.1 request that carries
+//     both Content-Length and Transfer-Encoding: chunked (or an obs-folded
+//     Transfer-Encoding) by the chunked framing and keeps the connection
+//     open, so bytes a front proxy counted as body are served as a second
+//     request. RFC 9112 §6.1 requires closing the connection after such a
+//     request. net/http deletes Content-Length before any handler runs, so
+//     the two cases cannot be told apart from a plain chunked request, and
+//     an *http.Server has no hook to see the raw header bytes of the
+//     connections it accepts (ConnContext cannot replace the conn, and a
+//     TLS conn must stay a *tls.Conn). Refusing them with 400 is therefore
+//     not possible without also refusing every chunked request; instead the
+//     server answers every HTTP/1.x request with a chunked body, and every
+//     HTTP/1.0 request with a body, with Connection: close: the request is
+//     served (an HTTP/1.1 one by its chunked framing; the upstream never
+//     sees the Content-Length), and nothing after the body is read as
+//     another request. Requests with a Content-Length alone, and HTTP/2, keep their
+//     connections; a client sending chunked bodies opens a new connection
+//     for the next request.
+//   - Slow request bodies. Each read of a request body must receive a byte
+//     within ServerOptions.BodyIdleTimeout (default 60s), however long the
+//     whole upload takes; a stalled read fails with ErrBodyTimeout, which a
+//     Backend answers with 408.
+//
+// Change any field before serving. Replacing srv.Handler removes both
+// protections; wrap the new handler with NewServerWithOptions instead.
 func NewServer(addr string, handler http.Handler) *http.Server {
+	return NewServerWithOptions(addr, handler, ServerOptions{})
+}
+
+// ServerOptions configures NewServerWithOptions. Every field's zero value is
+// a safe default.
+type ServerOptions struct {
+	// BodyIdleTimeout is the longest a read of a request body waits for the
+	// next bytes to arrive. It bounds each read, not the body: an upload
+	// that keeps flowing is never cut, one that stalls for this long fails
+	// with ErrBodyTimeout and releases its goroutine and upstream
+	// connection. It is not applied while the server has a ReadTimeout,
+	// which already bounds the whole request. Long-lived request streams
+	// that may be silent for a while (gRPC client or bidirectional streams)
+	// need a longer value, or a negative one. Zero means 60s (nginx's
+	// client_body_timeout); negative means no limit.
+	BodyIdleTimeout time.Duration
+}
+
+// ErrBodyTimeout is the error a request body read returns, on a server from
+// NewServer, when no byte arrived within ServerOptions.BodyIdleTimeout. It
+// also matches os.ErrDeadlineExceeded. A Backend answers it with 408 Request
+// Timeout.
+var ErrBodyTimeout = errors.New("pylon: request body read timed out")
+
+// NewServerWithOptions is NewServer with options.
+func NewServerWithOptions(addr string, handler http.Handler, opts ServerOptions) *http.Server {
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetHTTP2(true)
-	return &http.Server{
+	idle := opts.BodyIdleTimeout
+	if idle == 0 {
+		idle = 60 * time.Second
+	}
+	srv := &http.Server{
 		Addr:              addr,
-		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 		Protocols:         &protocols,
 	}
+	srv.Handler = &guardHandler{next: handler, idle: idle, srv: srv}
+	return srv
 }
+
+// guardHandler is the Handler NewServer installs in front of the user's.
+type guardHandler struct {
+	next http.Handler
+	idle time.Duration // <= 0: no limit
+	srv  *http.Server  // for ReadTimeout, which the user may set after NewServer
+}
+
+// Err reports the wrapped handler's configuration error, so that Run still
+// refuses to serve a misconfigured Gateway.
+func (h *guardHandler) Err() error {
+	if c, ok := h.next.(interface{ Err() error }); ok {
+		return c.Err()
+	}
+	return nil
+}
+
+func (h *guardHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor == 1 && (len(r.TransferEncoding) > 0 || r.ProtoMinor == 0 && r.ContentLength != 0) {
+		// Chunked framing may have overridden a Content-Length that a
+		// front proxy used (or, for HTTP/1.0, the reverse): end the
+		// connection after this response, as RFC 9112 §6.1 requires.
+		w.Header().Set("Connection", "close")
+	}
+	if h.idle > 0 && r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 && h.srv.ReadTimeout <= 0 {
+		b := &idleBody{rc: r.Body, ctl: *http.NewResponseController(w), idle: h.idle}
+		// Armed now, not only at the first read: net/http itself reads
+		// an unread body (to discard it) before it writes the response,
+		// and that read must not wait forever either.
+		_ = b.ctl.SetReadDeadline(time.Now().Add(h.idle))
+		r.Body = b
+	}
+	h.next.ServeHTTP(w, r)
+}
+
+// idleBody arms the connection's read deadline before each read of a
+// request body, so that a stalled body fails instead of holding its
+// goroutine forever. At EOF it clears the deadline and touches it no more:
+// net/http's background read, which watches for the client going away
+// while the response is written, must never time out. After any other
+// error the expired deadline stays, so that net/http's discarding of the
+// rest of the body fails at once and the connection is closed.
+type idleBody struct {
+	rc   io.ReadCloser
+	ctl  http.ResponseController
+	idle time.Duration
+	err  error // the terminal error, once seen
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	_ = b.ctl.SetReadDeadline(time.Now().Add(b.idle))
+	n, err := b.rc.Read(p)
+	if err != nil {
+		if err == io.EOF {
+			_ = b.ctl.SetReadDeadline(time.Time{})
+		} else if errors.Is(err, os.ErrDeadlineExceeded) {
+			err = fmt.Errorf("%w (%w)", ErrBodyTimeout, err)
+		}
+		b.err = err
+	}
+	return n, err
+}
+
+func (b *idleBody) Close() error { return b.rc.Close() }
 
 // RunOptions configures RunWithOptions. Every field's zero value is a safe
 // default.
@@ -59,7 +189,10 @@ func Run(ctx context.Context, srv *http.Server) error {
 // DrainTimeout for in-flight requests and upgraded connections to finish,
 // closing those left at the deadline. It refuses to start when srv.Handler
 // reports a configuration error through an Err() error method, as Gateway
-// does. It returns nil after a graceful shutdown.
+// (and the Handler NewServer installs) does. It returns nil after a
+// graceful shutdown. The smuggling and slow-body protections come from the
+// Handler NewServer installs, not from RunWithOptions: a server built
+// otherwise is served as it is.
 func RunWithOptions(ctx context.Context, srv *http.Server, opts RunOptions) error {
 	if c, ok := srv.Handler.(interface{ Err() error }); ok {
 		if err := c.Err(); err != nil {
