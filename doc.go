@@ -14,6 +14,16 @@
 // Every error a client sees is an RFC 9457 application/problem+json document
 // written by [WriteProblem].
 //
+// Decisions that several packages depend on are made once, in one place.
+// Who the client is (address, scheme, host, whether its peer is a trusted
+// proxy) is decided by the Gateway from [Options.Trust] and recorded in
+// RequestInfo; who it authenticated as is recorded by whichever
+// authentication admitted it (Subject, Auth); the headers a client's
+// Connection header names are removed as the request arrives. At
+// configuration time, [Gateway.Err] reads the [Stage] of every middleware in
+// a route's chain and refuses orders that would be unsafe, such as a cache
+// or a per-subject rate limit before the route's authentication.
+//
 // Capabilities with dependencies of their own live in subpackages:
 // middleware, middleware/jwtauth, ratelimit, breaker, aggregate, cache,
 // gatewaytest, and the nested modules redis and observe.

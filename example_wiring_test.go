@@ -7,10 +7,13 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"time"
 
 	"github.com/pylon-gateway/pylon"
+	"github.com/pylon-gateway/pylon/breaker"
+	"github.com/pylon-gateway/pylon/cache"
 	"github.com/pylon-gateway/pylon/gatewaytest/jwttest"
 	"github.com/pylon-gateway/pylon/middleware"
 	"github.com/pylon-gateway/pylon/middleware/jwtauth"
@@ -42,11 +45,18 @@ func Example_wiring() {
 	})
 	defer orders.Close()
 
-	gw := pylon.New(pylon.Options{Logger: logger})
+	ordersBreaker := breaker.MustNew(breaker.Settings{Name: "orders"})
+	responses := cache.MustNew(cache.Options{})
+	defer responses.Close()
+
+	gw := pylon.New(pylon.Options{
+		Logger: logger,
+		Trust:  pylon.Trust{Proxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}},
+	})
 	gw.Use(middleware.RequestID, middleware.Recover(logger), middleware.AccessLog(logger))
 	api := gw.Group("/api/v1", jwtauth.Require(verifier))
 	api.Route("GET /orders/{id}").
-		Use(ratelimit.New(ratelimit.BySubject, ratelimit.PerSecond(10))).
+		Use(ratelimit.New(ratelimit.BySubject, ratelimit.PerSecond(10)), ordersBreaker.Middleware, responses.Middleware).
 		Timeout(2 * time.Second).
 		To(orders)
 	gw.Route("GET /v2/items/{id}").Rewrite("/items/{id}").To(orders)
