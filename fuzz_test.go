@@ -102,6 +102,9 @@ func FuzzHeaderRewrite(f *testing.F) {
 		if strings.ContainsAny(conn+named+xff+fwd+host, "\r\n\x00") {
 			return // net/http refuses such header values before a handler runs
 		}
+		if !isToken(named) {
+			return // net/http refuses a header field name that is not a token
+		}
 		in := http.Header{}
 		in.Set("Connection", conn)
 		if named != "" {
@@ -208,4 +211,15 @@ func unquotedCommas(v string) int {
 		}
 	}
 	return n
+}
+
+// isToken reports whether s is an RFC 9110 token, as header field names are.
+func isToken(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte("\"(),/:;<=>?@[\\]{}", c) >= 0 {
+			return false
+		}
+	}
+	return true
 }
