@@ -372,7 +372,7 @@ func HashCookie(name string) func(*http.Request) string {
 
 // HashClientIP returns a [ConsistentHash] key function that reads the
 // client's IP address: the ClientIP of the request's [RequestInfo] when it
-// is valid (the RealIP middleware sets it from trusted forwarding headers),
+// is valid (the Gateway decides it from Options.Trust),
 // else the host of the connection's RemoteAddr. Addresses are parsed with
 // [net.SplitHostPort] and [netip], so every IPv6 client has a key of its
 // own, and an IPv4-mapped IPv6 address has the key of its IPv4 address. A
