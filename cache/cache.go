@@ -589,7 +589,7 @@ func (c *Cache) serveEntry(w http.ResponseWriter, r *http.Request, e *Entry, now
 	h["Age"] = []string{itoa(int64(e.age(now) / time.Second))}
 	h["Cache-Status"] = append(e.header["Cache-Status"], c.cs(params...))
 	setInfo(info, status)
-	if notModified(r, e.etag(), e.lastModified()) && (e.status == http.StatusOK) {
+	if e.status == http.StatusOK && notModified(r, e.etag(), e.lastModified(), now) {
 		delete(h, "Content-Length")
 		w.WriteHeader(http.StatusNotModified)
 		return
@@ -601,8 +601,10 @@ func (c *Cache) serveEntry(w http.ResponseWriter, r *http.Request, e *Entry, now
 }
 
 // notModified evaluates If-None-Match, or else If-Modified-Since, against a
-// response's validators (RFC 9110 §13.2.2).
-func notModified(r *http.Request, etag, lastMod string) bool {
+// response's validators (RFC 9110 §13.2.2). An If-Modified-Since that is
+// not exactly one valid HTTP-date is ignored (§13.1.3), as is a
+// Last-Modified that is not one.
+func notModified(r *http.Request, etag, lastMod string, now time.Time) bool {
 	if inm := r.Header["If-None-Match"]; len(inm) > 0 {
 		if etag == "" {
 			return false
@@ -618,9 +620,9 @@ func notModified(r *http.Request, etag, lastMod string) bool {
 		return false
 	}
 	if ims := r.Header["If-Modified-Since"]; len(ims) > 0 && lastMod != "" {
-		since, err1 := http.ParseTime(ims[0])
-		mod, err2 := http.ParseTime(lastMod)
-		return err1 == nil && err2 == nil && !mod.After(since)
+		since, ok1 := headerDate(ims, now)
+		mod, ok2 := parseHTTPDate(lastMod, now)
+		return ok1 && ok2 && !mod.After(since)
 	}
 	return false
 }
@@ -976,17 +978,13 @@ func (c *Cache) newEntry(f *fill, status int, h http.Header, body []byte) *Entry
 	e := &Entry{kind: kindResponse, status: status, header: storedHeader(h, len(body)), body: body,
 		responseTime: f.respTime}
 	date := f.respTime
-	if dv := h["Date"]; len(dv) > 0 {
-		if t, err := http.ParseTime(dv[0]); err == nil {
-			date = t
-		}
+	// An absent, repeated or invalid Date is replaced by the time the
+	// response arrived (RFC 9110 §6.6.1).
+	if t, ok := headerDate(h["Date"], f.respTime); ok {
+		date = t
 	}
 	apparent := max(0, f.respTime.Sub(date))
-	var ageValue time.Duration
-	if av := h["Age"]; len(av) > 0 {
-		ageValue, _ = parseDelta(strings.TrimSpace(av[0]))
-	}
-	corrected := ageValue + f.respTime.Sub(f.reqTime)
+	corrected := ageValue(h["Age"]) + f.respTime.Sub(f.reqTime)
 	e.initialAge = max(apparent, corrected)
 	switch {
 	case d.sMaxAge >= 0:
@@ -994,7 +992,9 @@ func (c *Cache) newEntry(f *fill, status int, h http.Header, body []byte) *Entry
 	case d.maxAge >= 0:
 		e.lifetime = d.maxAge
 	case len(h["Expires"]) > 0:
-		if t, err := http.ParseTime(h["Expires"][0]); err == nil {
+		// An invalid Expires, or several, means already expired (RFC 9111
+		// §5.3): lifetime 0.
+		if t, ok := headerDate(h["Expires"], f.respTime); ok {
 			e.lifetime = max(0, t.Sub(date))
 		}
 	case storableStatus(status, false):

@@ -81,7 +81,7 @@ func (cw *captureWriter) WriteHeader(code int) {
 	}
 	old := dst["Cache-Status"]
 	dst["Cache-Status"] = append(old[:len(old):len(old)], f.c.cs(params...))
-	if code == http.StatusOK && notModified(f.r, first(cw.header["Etag"]), first(cw.header["Last-Modified"])) {
+	if code == http.StatusOK && notModified(f.r, first(cw.header["Etag"]), first(cw.header["Last-Modified"]), f.respTime) {
 		delete(dst, "Content-Length")
 		cw.mode = modeNoBody
 		cw.w.WriteHeader(http.StatusNotModified)
