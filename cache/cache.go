@@ -917,15 +917,22 @@ func passReason(reason string) bool {
 	return true
 }
 
-// storableStatus: final statuses the cache understands (RFC 9111 §3).
-func storableStatus(code int, explicit bool) bool {
+// storableStatus reports whether a response with this status may be stored
+// (RFC 9111 §3): a heuristically cacheable status (RFC 9110 §15.1) always;
+// any other final status the cache understands (not 206, whose parts it
+// does not combine, nor 304) when the response has explicit freshness or
+// says public. With must-understand, only statuses whose semantics the
+// cache implements.
+func storableStatus(code int, explicit, mustUnderstand bool) bool {
 	switch code {
 	case 200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501:
 		return true
-	case 302, 307:
+	case 206, 304:
+		return false
+	case 302, 303, 307, 400, 403, 451, 500, 502, 503, 504:
 		return explicit
 	}
-	return false
+	return explicit && !mustUnderstand && code >= 200 && code <= 599
 }
 
 // storeReason returns why a response with this status and header may not
@@ -945,9 +952,11 @@ func (f *fill) storeReason(status int, h http.Header) string {
 		// An authentication after the cache admitted the request: what
 		// is stored here would be served to requests that never pass it.
 		return "authenticated-after-cache"
-	case !storableStatus(status, explicit):
+	case !storableStatus(status, explicit || d.public, d.mustUnderstand):
 		return "status"
-	case d.noStore:
+	case d.noStore && !d.mustUnderstand:
+		// must-understand: a cache that understands the status ignores
+		// no-store (RFC 9111 §5.2.2.3); storableStatus checked it does.
 		return "no-store"
 	case d.private && !f.perSubject:
 		return "private"
@@ -997,7 +1006,7 @@ func (c *Cache) newEntry(f *fill, status int, h http.Header, body []byte) *Entry
 		if t, ok := headerDate(h["Expires"], f.respTime); ok {
 			e.lifetime = max(0, t.Sub(date))
 		}
-	case storableStatus(status, false):
+	case storableStatus(status, false, false):
 		e.lifetime = c.opts.DefaultTTL
 	}
 	if d.noCache {

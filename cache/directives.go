@@ -15,6 +15,7 @@ const maxDelta = time.Duration(1<<31) * time.Second
 type respDirectives struct {
 	noStore, noCache, private, public bool
 	mustRevalidate, proxyRevalidate   bool
+	mustUnderstand                    bool
 	maxAge, sMaxAge, swr, sie         time.Duration
 }
 
@@ -95,6 +96,8 @@ func parseRespDirectives(h http.Header) respDirectives {
 			d.mustRevalidate = true
 		case "proxy-revalidate":
 			d.proxyRevalidate = true
+		case "must-understand":
+			d.mustUnderstand = true
 		case "max-age":
 			d.maxAge, _ = parseDelta(value) // invalid: 0, stale (RFC 9111 §4.2.1)
 		case "s-maxage":

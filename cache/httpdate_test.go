@@ -17,10 +17,10 @@ func TestParseHTTPDate(t *testing.T) {
 		ok   bool
 		want time.Time
 	}{
-		{"Sun, 06 Nov 1994 08:49:37 GMT", true, want}, // IMF-fixdate
-		{"Sunday, 06-Nov-94 08:49:37 GMT", true, want}, // rfc850-date
-		{"Sun Nov  6 08:49:37 1994", true, want},       // asctime-date, SP DIGIT day
-		{"Sun Nov 06 08:49:37 1994", true, want},       // asctime-date, 2DIGIT day
+		{"Sun, 06 Nov 1994 08:49:37 GMT", true, want},                                        // IMF-fixdate
+		{"Sunday, 06-Nov-94 08:49:37 GMT", true, want},                                       // rfc850-date
+		{"Sun Nov  6 08:49:37 1994", true, want},                                             // asctime-date, SP DIGIT day
+		{"Sun Nov 06 08:49:37 1994", true, want},                                             // asctime-date, 2DIGIT day
 		{"Thu, 31 Dec 2026 23:59:60 GMT", true, time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)}, // leap second
 		// rfc850: a year more than 50 years ahead is in the past century.
 		{"Wednesday, 01-Jan-76 00:00:00 GMT", true, time.Date(2076, 1, 1, 0, 0, 0, 0, time.UTC)},
@@ -29,7 +29,7 @@ func TestParseHTTPDate(t *testing.T) {
 		{"Thu, 18  Aug  2050 02:01:18 GMT", false, time.Time{}}, // runs of spaces
 		{"Thu, 18 Aug 2050 2:01:18 GMT", false, time.Time{}},    // 1-digit hour
 		{"Thu, 18 Aug 2050 02:1:18 GMT", false, time.Time{}},
-		{"Thu, 8 Aug 2050 02:01:18 GMT", false, time.Time{}}, // 1-digit day
+		{"Thu, 8 Aug 2050 02:01:18 GMT", false, time.Time{}},  // 1-digit day
 		{"thu, 18 Aug 2050 02:01:18 GMT", false, time.Time{}}, // day-name is case-sensitive
 		{"Thu, 18 aug 2050 02:01:18 GMT", false, time.Time{}},
 		{"Thu, 18 Aug 2050 02:01:18 gmt", false, time.Time{}},
