@@ -122,6 +122,24 @@ type Options struct {
 	// Range, If-Match, If-Unmodified-Since, If-Range, upgrades).
 	Bypass func(r *http.Request) bool
 
+	// TargetedFields are the targeted cache-control fields (RFC 9213) this
+	// cache obeys, most specific first: the first one a response carries
+	// with a valid, non-empty value (a Structured Field Dictionary, RFC
+	// 9651) replaces Cache-Control and Expires for this cache's decisions:
+	// no-store, private, no-cache, public, max-age, s-maxage,
+	// must-revalidate, stale-while-revalidate, stale-if-error. An invalid
+	// field is ignored entirely. Put a field of the gateway's own name
+	// first (say "Pylon-Cache-Control") to give it directives no other
+	// cache obeys. Nil means {"CDN-Cache-Control"}; an empty, non-nil
+	// slice means Cache-Control alone counts.
+	TargetedFields []string
+	// KeepTargetedFields forwards the TargetedFields to the client. False
+	// means they are removed from every response before it leaves the
+	// cache (they are meant for this cache, and would make a CDN in front
+	// of the gateway apply them too); they are kept in stored responses,
+	// where revalidation needs them.
+	KeepTargetedFields bool
+
 	// Name is the cache's name in Cache-Status fields (RFC 9211). Zero
 	// means "pylon".
 	Name string
@@ -154,9 +172,13 @@ type Cache struct {
 	refreshTO    time.Duration
 	keyHeaders   []string
 	stripHeaders []string
-	queryAllow   map[string]bool
-	queryDeny    map[string]bool
-	logger       *slog.Logger
+	targeted     []string // canonical TargetedFields
+	// stripTargeted is targeted unless KeepTargetedFields: the fields
+	// removed from responses.
+	stripTargeted []string
+	queryAllow    map[string]bool
+	queryDeny     map[string]bool
+	logger        *slog.Logger
 
 	mu     sync.Mutex
 	calls  map[string]*call
@@ -258,6 +280,26 @@ func New(opts Options) (*Cache, error) {
 	}
 	for _, h := range strip {
 		c.stripHeaders = append(c.stripHeaders, http.CanonicalHeaderKey(h))
+	}
+	targeted := opts.TargetedFields
+	if targeted == nil {
+		targeted = []string{"CDN-Cache-Control"}
+	}
+	for _, name := range targeted {
+		ok := name != ""
+		for i := 0; i < len(name); i++ {
+			ok = ok && isTChar(name[i])
+		}
+		cn := http.CanonicalHeaderKey(name)
+		if !ok || cn == "Cache-Control" {
+			return nil, fmt.Errorf("cache: Options.TargetedFields: %q is not a targeted field name", name)
+		}
+		if !slices.Contains(c.targeted, cn) {
+			c.targeted = append(c.targeted, cn)
+		}
+	}
+	if !opts.KeepTargetedFields {
+		c.stripTargeted = c.targeted
 	}
 	if opts.QueryParams != nil {
 		c.queryAllow = make(map[string]bool, len(opts.QueryParams))
@@ -583,8 +625,16 @@ func (c *Cache) lookup(ctx context.Context, key string, r *http.Request) (e *Ent
 // the client's copy is current.
 func (c *Cache) serveEntry(w http.ResponseWriter, r *http.Request, e *Entry, now time.Time, info *pylon.RequestInfo, status string, params ...string) {
 	h := w.Header()
-	for k, vv := range e.header {
-		h[k] = vv
+	if e.flags&flagTargeted == 0 {
+		for k, vv := range e.header {
+			h[k] = vv
+		}
+	} else {
+		for k, vv := range e.header {
+			if !c.stripped(k) {
+				h[k] = vv
+			}
+		}
 	}
 	h["Age"] = []string{itoa(int64(e.age(now) / time.Second))}
 	h["Cache-Status"] = append(e.header["Cache-Status"], c.cs(params...))
@@ -634,7 +684,7 @@ func weakMatch(a, b string) bool {
 // pass forwards r untouched by the cache, adding a Cache-Status member.
 func (c *Cache) pass(w http.ResponseWriter, r *http.Request, next http.Handler, info *pylon.RequestInfo, status string, params ...string) {
 	setInfo(info, status)
-	pw := &passWriter{ResponseWriter: w, cs: c.cs(params...)}
+	pw := &passWriter{ResponseWriter: w, cs: c.cs(params...), strip: c.stripTargeted}
 	next.ServeHTTP(pw, r)
 }
 
@@ -643,7 +693,7 @@ func (c *Cache) pass(w http.ResponseWriter, r *http.Request, next http.Handler, 
 // response for the URL (RFC 9111 §4.4).
 func (c *Cache) passMethod(w http.ResponseWriter, r *http.Request, next http.Handler, info *pylon.RequestInfo) {
 	setInfo(info, StatusBypass)
-	pw := &passWriter{ResponseWriter: w, cs: c.cs("fwd=method")}
+	pw := &passWriter{ResponseWriter: w, cs: c.cs("fwd=method"), strip: c.stripTargeted}
 	next.ServeHTTP(pw, r)
 	switch r.Method {
 	case http.MethodOptions, http.MethodTrace, http.MethodConnect:
@@ -945,8 +995,8 @@ func (f *fill) storeReason(status int, h http.Header) string {
 	if f.r.Method != http.MethodGet {
 		return "request-no-store" // HEAD responses have no body to store
 	}
-	d := parseRespDirectives(h)
-	explicit := d.sMaxAge >= 0 || d.maxAge >= 0 || len(h["Expires"]) > 0
+	d, targeted := c.respDirectives(h)
+	explicit := d.sMaxAge >= 0 || d.maxAge >= 0 || (!targeted && len(h["Expires"]) > 0)
 	switch {
 	case !f.authedBefore && f.info.Authenticated():
 		// An authentication after the cache admitted the request: what
@@ -983,7 +1033,7 @@ func (f *fill) storeReason(status int, h http.Header) string {
 
 // newEntry builds the stored form of a response (RFC 9111 §4.2).
 func (c *Cache) newEntry(f *fill, status int, h http.Header, body []byte) *Entry {
-	d := parseRespDirectives(h)
+	d, targeted := c.respDirectives(h)
 	e := &Entry{kind: kindResponse, status: status, header: storedHeader(h, len(body)), body: body,
 		responseTime: f.respTime}
 	date := f.respTime
@@ -1000,7 +1050,7 @@ func (c *Cache) newEntry(f *fill, status int, h http.Header, body []byte) *Entry
 		e.lifetime = d.sMaxAge
 	case d.maxAge >= 0:
 		e.lifetime = d.maxAge
-	case len(h["Expires"]) > 0:
+	case !targeted && len(h["Expires"]) > 0:
 		// An invalid Expires, or several, means already expired (RFC 9111
 		// §5.3): lifetime 0.
 		if t, ok := headerDate(h["Expires"], f.respTime); ok {
@@ -1011,6 +1061,13 @@ func (c *Cache) newEntry(f *fill, status int, h http.Header, body []byte) *Entry
 	}
 	if d.noCache {
 		e.flags |= flagNoCache
+	}
+	if len(c.stripTargeted) > 0 {
+		for _, name := range c.stripTargeted {
+			if len(h[name]) > 0 {
+				e.flags |= flagTargeted
+			}
+		}
 	}
 	if d.mustRevalidate || d.proxyRevalidate {
 		e.flags |= flagMustRevalidate

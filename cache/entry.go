@@ -24,6 +24,7 @@ const (
 const (
 	flagNoCache byte = 1 << iota
 	flagMustRevalidate
+	flagTargeted // the stored header has a field of Options.TargetedFields
 )
 
 // entryOverhead approximates the bookkeeping bytes of an entry held in

@@ -63,6 +63,9 @@ func (cw *captureWriter) WriteHeader(code int) {
 	}
 	dst := cw.w.Header()
 	for k, vv := range cw.header {
+		if f.c.stripped(k) {
+			continue
+		}
 		if old, ok := dst[k]; ok && k != "Content-Type" && k != "Content-Length" {
 			dst[k] = append(old[:len(old):len(old)], vv...)
 		} else {
@@ -166,6 +169,7 @@ func first(vv []string) string {
 type passWriter struct {
 	http.ResponseWriter
 	cs     string
+	strip  []string // header fields removed before the response leaves
 	status int
 }
 
@@ -177,6 +181,9 @@ func (pw *passWriter) WriteHeader(code int) {
 	if pw.status == 0 {
 		pw.status = code
 		h := pw.ResponseWriter.Header()
+		for _, name := range pw.strip {
+			delete(h, name)
+		}
 		old := h["Cache-Status"]
 		h["Cache-Status"] = append(old[:len(old):len(old)], pw.cs)
 	}
@@ -210,3 +217,14 @@ type discardWriter struct{ h http.Header }
 func (d *discardWriter) Header() http.Header         { return d.h }
 func (d *discardWriter) WriteHeader(int)             {}
 func (d *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
+
+// stripped reports whether the response field k is removed before the
+// response leaves the cache.
+func (c *Cache) stripped(k string) bool {
+	for _, name := range c.stripTargeted {
+		if k == name {
+			return true
+		}
+	}
+	return false
+}
