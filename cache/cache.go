@@ -57,6 +57,16 @@ type Options struct {
 	// validator (ETag or Last-Modified), and are then revalidated on every
 	// use.
 	DefaultTTL time.Duration
+	// HeuristicFraction enables heuristic freshness (RFC 9111 §4.2.2) for
+	// responses without explicit freshness that have a heuristically
+	// cacheable status (or say public) and a Last-Modified: their lifetime
+	// is this fraction of the time between Last-Modified and Date, at most
+	// HeuristicMax; it takes precedence over DefaultTTL for them. 0.1 is
+	// the customary value. Zero means no heuristic freshness.
+	HeuristicFraction float64
+	// HeuristicMax caps a heuristic freshness lifetime. Zero means 24
+	// hours.
+	HeuristicMax time.Duration
 	// StaleWhileRevalidate lets every stored response be served stale for
 	// this long after it expires while one background request refreshes
 	// it, as if the backend had sent stale-while-revalidate. Zero means
@@ -217,6 +227,10 @@ func New(opts Options) (*Cache, error) {
 	case opts.DefaultTTL < 0 || opts.StaleWhileRevalidate < 0 || opts.StaleIfError < 0 ||
 		opts.KeepStale < 0 || opts.RefreshTimeout < 0:
 		return nil, errors.New("cache: Options durations (DefaultTTL, StaleWhileRevalidate, StaleIfError, KeepStale, RefreshTimeout) must not be negative")
+	case opts.HeuristicFraction < 0 || opts.HeuristicFraction > 1 || opts.HeuristicFraction != opts.HeuristicFraction:
+		return nil, errors.New("cache: Options.HeuristicFraction must be between 0 and 1")
+	case opts.HeuristicMax < 0:
+		return nil, errors.New("cache: Options.HeuristicMax is negative")
 	case opts.MaxBackgroundRefreshes < 0:
 		return nil, errors.New("cache: Options.MaxBackgroundRefreshes is negative")
 	case opts.QueryParams != nil && opts.IgnoreQueryParams != nil:
@@ -1056,8 +1070,19 @@ func (c *Cache) newEntry(f *fill, status int, h http.Header, body []byte) *Entry
 		if t, ok := headerDate(h["Expires"], f.respTime); ok {
 			e.lifetime = max(0, t.Sub(date))
 		}
-	case storableStatus(status, false, false):
+	case storableStatus(status, false, false) || d.public:
 		e.lifetime = c.opts.DefaultTTL
+		if c.opts.HeuristicFraction > 0 {
+			if lm, ok := headerDate(h["Last-Modified"], f.respTime); ok && lm.Before(date) {
+				// RFC 9111 §4.2.2: a fraction of the time since the
+				// representation last changed.
+				hmax := c.opts.HeuristicMax
+				if hmax == 0 {
+					hmax = 24 * time.Hour
+				}
+				e.lifetime = min(time.Duration(float64(date.Sub(lm))*c.opts.HeuristicFraction), hmax)
+			}
+		}
 	}
 	if d.noCache {
 		e.flags |= flagNoCache

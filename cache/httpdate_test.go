@@ -153,3 +153,54 @@ func TestDatesInFreshness(t *testing.T) {
 		}
 	})
 }
+
+// TestHeuristicFreshness checks RFC 9111 §4.2.2: without explicit
+// freshness, a heuristically cacheable response may be fresh for a
+// fraction of the time since Last-Modified, capped; never with explicit
+// freshness, never for other statuses.
+func TestHeuristicFreshness(t *testing.T) {
+	// The clock starts at Fri, 02 Jan 2026 03:04:05 GMT.
+	tenDaysAgo := "Last-Modified: Tue, 23 Dec 2025 03:04:05 GMT"
+	tests := []struct {
+		name   string
+		opts   Options
+		status int
+		fields []string
+		fresh  time.Duration // fresh for this long, then not
+	}{
+		{"§4.2.2 10% of 10 days", Options{HeuristicFraction: 0.1}, 200, []string{tenDaysAgo}, 24 * time.Hour},
+		{"§4.2.2 capped", Options{HeuristicFraction: 0.1, HeuristicMax: time.Hour}, 200, []string{tenDaysAgo}, time.Hour},
+		{"§4.2.2 404 is heuristically cacheable", Options{HeuristicFraction: 0.01}, 404, []string{tenDaysAgo}, 144 * time.Minute},
+		{"§4.2.2 public 418", Options{HeuristicFraction: 0.01}, 418, []string{tenDaysAgo, "Cache-Control: public"}, 144 * time.Minute},
+		{"§4.2.2 from Date", Options{HeuristicFraction: 0.1}, 200, []string{tenDaysAgo, "Date: Fri, 02 Jan 2026 03:04:05 GMT"}, 24 * time.Hour},
+		{"§4.2.1 explicit freshness wins", Options{HeuristicFraction: 0.1}, 200, []string{tenDaysAgo, "Cache-Control: max-age=60"}, time.Minute},
+		{"off by default", Options{}, 200, []string{tenDaysAgo}, 0},
+		{"not for 418", Options{HeuristicFraction: 0.1}, 418, []string{tenDaysAgo}, 0},
+		{"invalid Last-Modified", Options{HeuristicFraction: 0.1}, 200, []string{"Last-Modified: Tue, 23 Dec 2025 3:04:05 GMT"}, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clk := newClock()
+			tt.opts.Now = clk.Now
+			c := newTestCache(t, tt.opts)
+			o := &origin{}
+			o.set(static(tt.status, "v", tt.fields...))
+			h := c.Middleware(o)
+			get(h, "GET", "/a")
+			if tt.fresh > 0 {
+				clk.Advance(tt.fresh - time.Second)
+				if w := get(h, "GET", "/a"); o.calls.Load() != 1 {
+					t.Fatalf("not fresh after %v: %q", tt.fresh-time.Second, status(w))
+				}
+			}
+			clk.Advance(2 * time.Second)
+			get(h, "GET", "/a")
+			if o.calls.Load() != 2 {
+				t.Fatalf("fresh beyond %v", tt.fresh)
+			}
+		})
+	}
+	if _, err := New(Options{HeuristicFraction: 2}); err == nil {
+		t.Error("HeuristicFraction 2 accepted")
+	}
+}
