@@ -425,8 +425,6 @@ func setInfo(info *pylon.RequestInfo, status string) {
 func (c *Cache) bypassReason(r *http.Request) string {
 	h := r.Header
 	switch {
-	case len(h["Range"]) > 0 || len(h["If-Range"]) > 0:
-		return "range"
 	case len(h["If-Match"]) > 0 || len(h["If-Unmodified-Since"]) > 0:
 		return "precondition"
 	case len(h["Upgrade"]) > 0:
@@ -513,6 +511,12 @@ func (c *Cache) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 			w.Header()["Cache-Status"] = []string{c.cs("detail=only-if-cached")}
 			setInfo(info, StatusMiss)
 			pylon.Error(w, r, http.StatusGatewayTimeout, "The response is not in the cache.")
+			return
+		}
+		if len(r.Header["Range"]) > 0 && r.Method == http.MethodGet {
+			// No stored response to cut the range from: the origin
+			// answers, and its 206 is not stored.
+			c.pass(w, r, next, info, StatusMiss, f.fwd, "detail=range")
 			return
 		}
 		if r.Method == http.MethodHead || rd.noStore {
@@ -656,6 +660,10 @@ func (c *Cache) serveEntry(w http.ResponseWriter, r *http.Request, e *Entry, now
 	if e.status == http.StatusOK && notModified(r, e.etag(), e.lastModified(), now) {
 		delete(h, "Content-Length")
 		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	if rv := r.Header["Range"]; len(rv) > 0 && e.status == http.StatusOK && r.Method == http.MethodGet &&
+		serveRange(w, r, e, h, now) {
 		return
 	}
 	w.WriteHeader(e.status)

@@ -612,7 +612,7 @@ func TestBypass(t *testing.T) {
 		opts   Options
 		status string
 	}{
-		{"range", "GET", []string{"Range: bytes=0-1"}, Options{}, "pylon; fwd=bypass; detail=range"},
+		{"if-unmodified-since", "GET", []string{"If-Unmodified-Since: Fri, 02 Jan 2026 03:04:05 GMT"}, Options{}, "pylon; fwd=bypass; detail=precondition"},
 		{"if-match", "GET", []string{`If-Match: "x"`}, Options{}, "pylon; fwd=bypass; detail=precondition"},
 		{"upgrade", "GET", []string{"Upgrade: websocket", "Connection: Upgrade"}, Options{}, "pylon; fwd=bypass; detail=upgrade"},
 		{"rule", "GET", nil, Options{Bypass: func(r *http.Request) bool { return true }}, "pylon; fwd=bypass; detail=rule"},
@@ -829,11 +829,14 @@ func TestInfoCache(t *testing.T) {
 	if got := do("GET"); got != StatusRevalidated {
 		t.Errorf("revalidated: %q", got)
 	}
+	if got := do("GET", "Range: bytes=0-1"); got != StatusHit {
+		t.Errorf("range: %q", got)
+	}
 	if got := do("POST"); got != StatusBypass {
 		t.Errorf("post: %q", got)
 	}
-	if got := do("GET", "Range: bytes=0-1"); got != StatusBypass {
-		t.Errorf("range: %q", got)
+	if got := do("GET", `If-Match: "x"`); got != StatusBypass {
+		t.Errorf("if-match: %q", got)
 	}
 }
 
