@@ -835,6 +835,7 @@ const (
 	outcomePass        = iota // forwarded to the client, maybe stored
 	outcomeRevalidated        // 304 to our conditional request: serve stale, refreshed
 	outcomeStaleError         // backend error: serve stale
+	outcomeMismatch           // a 304 that does not select the stored response (RFC 9111 §4.3.4)
 )
 
 // fillRequest returns the request sent to the backend: the client's
@@ -884,6 +885,17 @@ func (f *fill) lead(w http.ResponseWriter, cl *call) {
 	f.reqTime = c.now()
 	cw := &captureWriter{w: w, header: make(http.Header), f: f}
 	f.next.ServeHTTP(cw, out)
+	if f.outcome == outcomeMismatch && f.r.Context().Err() == nil {
+		// The 304 is for another response than the one stored (RFC 9111
+		// §4.3.4): that one cannot be used; ask once more, without
+		// conditions.
+		_ = c.store.Delete(context.WithoutCancel(f.r.Context()), f.staleKey)
+		f.stale, f.staleKey, f.conditional, f.outcome = nil, "", false, outcomePass
+		out = f.fillRequest()
+		f.reqTime = c.now()
+		cw = &captureWriter{w: w, header: make(http.Header), f: f}
+		f.next.ServeHTTP(cw, out)
+	}
 	if f.r.Context().Err() != nil {
 		return // aborted: nothing to store or share
 	}
@@ -1111,7 +1123,12 @@ func (c *Cache) newEntry(f *fill, status int, h http.Header, body []byte) *Entry
 }
 
 // refreshed returns the stale entry updated by a 304's header fields
-// (RFC 9111 §3.2, §4.3.4), and why it may no longer be stored.
+// (RFC 9111 §3.2, §4.3.4), and why it may no longer be stored. Every field
+// of the 304 replaces the stored one, except those never stored (§3.1:
+// hop-by-hop fields and those Connection lists, proxy authentication
+// fields; Set-Cookie and Trailer by this cache's rules), Content-Length
+// (§3.2) and Content-Range, which the stored complete response depends on.
+// Age is the 304's own, for the new age computation.
 func (c *Cache) refreshed(f *fill, h304 http.Header) (*Entry, string) {
 	s := f.stale
 	merged := make(http.Header, len(s.header)+len(h304))
@@ -1119,8 +1136,7 @@ func (c *Cache) refreshed(f *fill, h304 http.Header) (*Entry, string) {
 		merged[k] = vv
 	}
 	for k, vv := range h304 {
-		switch k {
-		case "Content-Length", "Content-Type", "Content-Encoding", "Content-Range", "Set-Cookie", "Age", "Trailer", "Transfer-Encoding":
+		if !updatable(k, h304) {
 			continue
 		}
 		merged[k] = vv
@@ -1135,4 +1151,42 @@ func (c *Cache) refreshed(f *fill, h304 http.Header) (*Entry, string) {
 		reason = ""
 	}
 	return c.newEntry(f, s.status, merged, s.body), reason
+}
+
+// updatable reports whether a 304's field k updates the stored header
+// (RFC 9111 §3.1, §3.2).
+func updatable(k string, h304 http.Header) bool {
+	switch k {
+	case "Content-Length", "Content-Range", "Set-Cookie", "Age", "Trailer", "Transfer-Encoding",
+		"Connection", "Keep-Alive", "Proxy-Connection", "Te", "Upgrade",
+		"Proxy-Authenticate", "Proxy-Authentication-Info", "Proxy-Authorization":
+		return false
+	}
+	for _, v := range h304["Connection"] {
+		for name := range strings.SplitSeq(v, ",") {
+			if http.CanonicalHeaderKey(strings.TrimSpace(name)) == k {
+				return false
+			}
+		}
+	}
+	return !strings.HasPrefix(k, http.TrailerPrefix)
+}
+
+// selects reports whether a 304 selects the stored response s for update
+// (RFC 9111 §4.3.4): a strong ETag in the 304 must equal the stored strong
+// ETag; a weak one, or a Last-Modified when there is no ETag, must match
+// the stored one by weak comparison. A 304 without validators selects s
+// (the one stored response this conditional request was made for).
+func selects(s *Entry, h304 http.Header) bool {
+	if et := first(h304["Etag"]); et != "" {
+		stored := s.etag()
+		if !strings.HasPrefix(et, "W/") {
+			return et == stored
+		}
+		return stored != "" && weakMatch(et, stored)
+	}
+	if lm := first(h304["Last-Modified"]); lm != "" {
+		return lm == s.lastModified()
+	}
+	return true
 }

@@ -43,6 +43,9 @@ func (cw *captureWriter) WriteHeader(code int) {
 	if s := f.stale; s != nil {
 		if f.conditional && code == http.StatusNotModified {
 			f.outcome, cw.mode = outcomeRevalidated, modeDiscard
+			if !selects(s, cw.header) {
+				f.outcome = outcomeMismatch
+			}
 			return
 		}
 		if code >= 500 && s.mayServeStale() && s.sie > 0 && s.age(f.respTime)-s.lifetime <= s.sie {
