@@ -884,7 +884,7 @@ func (f *fill) lead(w http.ResponseWriter, cl *call) {
 	out := f.fillRequest()
 	f.reqTime = c.now()
 	cw := &captureWriter{w: w, header: make(http.Header), f: f}
-	f.next.ServeHTTP(cw, out)
+	f.forward(cw, out)
 	if f.outcome == outcomeMismatch && f.r.Context().Err() == nil {
 		// The 304 is for another response than the one stored (RFC 9111
 		// §4.3.4): that one cannot be used; ask once more, without
@@ -894,10 +894,13 @@ func (f *fill) lead(w http.ResponseWriter, cl *call) {
 		out = f.fillRequest()
 		f.reqTime = c.now()
 		cw = &captureWriter{w: w, header: make(http.Header), f: f}
-		f.next.ServeHTTP(cw, out)
+		f.forward(cw, out)
 	}
-	if f.r.Context().Err() != nil {
-		return // aborted: nothing to store or share
+	if err := f.r.Context().Err(); err != nil && (errors.Is(err, context.Canceled) || f.outcome != outcomeStaleError) {
+		// The client is gone, or the request's deadline passed: nothing
+		// to store or share, except a stale response the deadline's
+		// error lets the cache serve.
+		return
 	}
 	if !cw.wrote {
 		cw.WriteHeader(http.StatusOK)
@@ -951,6 +954,34 @@ func (f *fill) lead(w http.ResponseWriter, cl *call) {
 		}
 	}
 	finished = true
+}
+
+// forward sends out to the backend through cw. When the backend gives up
+// before answering, because the origin closed the connection (a panic with
+// http.ErrAbortHandler before the header) or the request's deadline passed
+// without an answer, it answers 502 or 504 through cw, so that a stale
+// response that allows it is served (stale-if-error, RFC 5861 §4); without
+// one, the panic goes on, and a deadline is answered 504.
+func (f *fill) forward(cw *captureWriter, out *http.Request) {
+	aborted := false
+	func() {
+		defer func() {
+			if p := recover(); p != nil {
+				s := f.stale
+				if p != http.ErrAbortHandler || cw.wrote || s == nil || !s.staleIfError(f.c.now()) {
+					panic(p)
+				}
+				aborted = true
+			}
+		}()
+		f.next.ServeHTTP(cw, out)
+	}()
+	switch {
+	case aborted:
+		pylon.Error(cw, out, http.StatusBadGateway, "The upstream service closed the connection.")
+	case !cw.wrote && errors.Is(out.Context().Err(), context.DeadlineExceeded):
+		pylon.Error(cw, out, http.StatusGatewayTimeout, "The upstream service did not answer in time.")
+	}
 }
 
 // storeResponse stores e (under a Vary marker when the response varies)

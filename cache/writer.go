@@ -48,7 +48,7 @@ func (cw *captureWriter) WriteHeader(code int) {
 			}
 			return
 		}
-		if code >= 500 && s.mayServeStale() && s.sie > 0 && s.age(f.respTime)-s.lifetime <= s.sie {
+		if code >= 500 && s.staleIfError(f.respTime) {
 			f.outcome, cw.mode = outcomeStaleError, modeDiscard
 			return
 		}
