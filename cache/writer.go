@@ -33,8 +33,11 @@ type captureWriter struct {
 func (cw *captureWriter) Header() http.Header { return cw.header }
 
 func (cw *captureWriter) WriteHeader(code int) {
-	if cw.wrote || (code >= 100 && code <= 199) {
-		// 1xx responses are not forwarded on cacheable requests.
+	if cw.wrote {
+		return
+	}
+	if code >= 100 && code <= 199 {
+		cw.informational(code)
 		return
 	}
 	cw.wrote, cw.status = true, code
@@ -95,6 +98,38 @@ func (cw *captureWriter) WriteHeader(code int) {
 	}
 	cw.mode = modePass
 	cw.w.WriteHeader(code)
+}
+
+// informational relays an interim response, such as 103 Early Hints (RFC
+// 8297), to the client with the header fields set so far, the way net/http
+// sends them, and leaves the client's header as it was. Interim responses
+// are never stored, and a background refresh has no client to relay to.
+func (cw *captureWriter) informational(code int) {
+	if cw.f.background || code == http.StatusSwitchingProtocols {
+		return
+	}
+	dst := cw.w.Header()
+	type saved struct {
+		vv  []string
+		had bool
+	}
+	prev := make(map[string]saved, len(cw.header))
+	for k, vv := range cw.header {
+		if cw.f.c.stripped(k) {
+			continue
+		}
+		old, had := dst[k]
+		prev[k] = saved{old, had}
+		dst[k] = vv
+	}
+	cw.w.WriteHeader(code)
+	for k, p := range prev {
+		if p.had {
+			dst[k] = p.vv
+		} else {
+			delete(dst, k)
+		}
+	}
 }
 
 func (cw *captureWriter) Write(p []byte) (int, error) {
