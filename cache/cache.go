@@ -32,8 +32,8 @@ const (
 	// StatusCollapsed: served from the response another request fetched at
 	// the same time (request coalescing).
 	StatusCollapsed = "collapsed"
-	// StatusBypass: the cache did not handle the request (method, Range,
-	// bypass rule, unkeyable request, store unavailable).
+	// StatusBypass: the cache did not handle the request (method,
+	// precondition, bypass rule, unkeyable request, store unavailable).
 	StatusBypass = "bypass"
 )
 
@@ -129,7 +129,7 @@ type Options struct {
 	// Bypass reports requests the cache must not handle: they are
 	// forwarded as they are, and their responses are not stored. Nil means
 	// none beyond the built-in rules (methods other than GET and HEAD,
-	// Range, If-Match, If-Unmodified-Since, If-Range, upgrades).
+	// If-Match, If-Unmodified-Since, upgrades).
 	Bypass func(r *http.Request) bool
 
 	// TargetedFields are the targeted cache-control fields (RFC 9213) this
