@@ -333,7 +333,9 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 
 		began := time.Now()
+		try, stopInterim := withInterim(w, try)
 		res, err := b.transport.RoundTrip(try)
+		stopInterim()
 		if info != nil {
 			info.UpstreamDuration += time.Since(began)
 		}
@@ -506,7 +508,7 @@ func (b *Backend) outRequest(r *http.Request, info *RequestInfo, upType string) 
 	// Expect: 100-continue needs no relaying: the transport waits for the
 	// upstream's 100 before reading the body, and net/http answers the
 	// client's Expect with its own 100 on that first read. Other 1xx
-	// responses (103 Early Hints) are dropped by the transport.
+	// responses (103 Early Hints) are relayed by withInterim.
 	return out
 }
 

@@ -32,8 +32,8 @@ const (
 	// StatusCollapsed: served from the response another request fetched at
 	// the same time (request coalescing).
 	StatusCollapsed = "collapsed"
-	// StatusBypass: the cache did not handle the request (method, Range,
-	// bypass rule, unkeyable request, store unavailable).
+	// StatusBypass: the cache did not handle the request (method,
+	// precondition, bypass rule, unkeyable request, store unavailable).
 	StatusBypass = "bypass"
 )
 
@@ -57,6 +57,16 @@ type Options struct {
 	// validator (ETag or Last-Modified), and are then revalidated on every
 	// use.
 	DefaultTTL time.Duration
+	// HeuristicFraction enables heuristic freshness (RFC 9111 §4.2.2) for
+	// responses without explicit freshness that have a heuristically
+	// cacheable status (or say public) and a Last-Modified: their lifetime
+	// is this fraction of the time between Last-Modified and Date, at most
+	// HeuristicMax; it takes precedence over DefaultTTL for them. 0.1 is
+	// the customary value. Zero means no heuristic freshness.
+	HeuristicFraction float64
+	// HeuristicMax caps a heuristic freshness lifetime. Zero means 24
+	// hours.
+	HeuristicMax time.Duration
 	// StaleWhileRevalidate lets every stored response be served stale for
 	// this long after it expires while one background request refreshes
 	// it, as if the backend had sent stale-while-revalidate. Zero means
@@ -119,8 +129,26 @@ type Options struct {
 	// Bypass reports requests the cache must not handle: they are
 	// forwarded as they are, and their responses are not stored. Nil means
 	// none beyond the built-in rules (methods other than GET and HEAD,
-	// Range, If-Match, If-Unmodified-Since, If-Range, upgrades).
+	// If-Match, If-Unmodified-Since, upgrades).
 	Bypass func(r *http.Request) bool
+
+	// TargetedFields are the targeted cache-control fields (RFC 9213) this
+	// cache obeys, most specific first: the first one a response carries
+	// with a valid, non-empty value (a Structured Field Dictionary, RFC
+	// 9651) replaces Cache-Control and Expires for this cache's decisions:
+	// no-store, private, no-cache, public, max-age, s-maxage,
+	// must-revalidate, stale-while-revalidate, stale-if-error. An invalid
+	// field is ignored entirely. Put a field of the gateway's own name
+	// first (say "Pylon-Cache-Control") to give it directives no other
+	// cache obeys. Nil means {"CDN-Cache-Control"}; an empty, non-nil
+	// slice means Cache-Control alone counts.
+	TargetedFields []string
+	// KeepTargetedFields forwards the TargetedFields to the client. False
+	// means they are removed from every response before it leaves the
+	// cache (they are meant for this cache, and would make a CDN in front
+	// of the gateway apply them too); they are kept in stored responses,
+	// where revalidation needs them.
+	KeepTargetedFields bool
 
 	// Name is the cache's name in Cache-Status fields (RFC 9211). Zero
 	// means "pylon".
@@ -154,9 +182,13 @@ type Cache struct {
 	refreshTO    time.Duration
 	keyHeaders   []string
 	stripHeaders []string
-	queryAllow   map[string]bool
-	queryDeny    map[string]bool
-	logger       *slog.Logger
+	targeted     []string // canonical TargetedFields
+	// stripTargeted is targeted unless KeepTargetedFields: the fields
+	// removed from responses.
+	stripTargeted []string
+	queryAllow    map[string]bool
+	queryDeny     map[string]bool
+	logger        *slog.Logger
 
 	mu     sync.Mutex
 	calls  map[string]*call
@@ -195,6 +227,10 @@ func New(opts Options) (*Cache, error) {
 	case opts.DefaultTTL < 0 || opts.StaleWhileRevalidate < 0 || opts.StaleIfError < 0 ||
 		opts.KeepStale < 0 || opts.RefreshTimeout < 0:
 		return nil, errors.New("cache: Options durations (DefaultTTL, StaleWhileRevalidate, StaleIfError, KeepStale, RefreshTimeout) must not be negative")
+	case opts.HeuristicFraction < 0 || opts.HeuristicFraction > 1 || opts.HeuristicFraction != opts.HeuristicFraction:
+		return nil, errors.New("cache: Options.HeuristicFraction must be between 0 and 1")
+	case opts.HeuristicMax < 0:
+		return nil, errors.New("cache: Options.HeuristicMax is negative")
 	case opts.MaxBackgroundRefreshes < 0:
 		return nil, errors.New("cache: Options.MaxBackgroundRefreshes is negative")
 	case opts.QueryParams != nil && opts.IgnoreQueryParams != nil:
@@ -258,6 +294,26 @@ func New(opts Options) (*Cache, error) {
 	}
 	for _, h := range strip {
 		c.stripHeaders = append(c.stripHeaders, http.CanonicalHeaderKey(h))
+	}
+	targeted := opts.TargetedFields
+	if targeted == nil {
+		targeted = []string{"CDN-Cache-Control"}
+	}
+	for _, name := range targeted {
+		ok := name != ""
+		for i := 0; i < len(name); i++ {
+			ok = ok && isTChar(name[i])
+		}
+		cn := http.CanonicalHeaderKey(name)
+		if !ok || cn == "Cache-Control" {
+			return nil, fmt.Errorf("cache: Options.TargetedFields: %q is not a targeted field name", name)
+		}
+		if !slices.Contains(c.targeted, cn) {
+			c.targeted = append(c.targeted, cn)
+		}
+	}
+	if !opts.KeepTargetedFields {
+		c.stripTargeted = c.targeted
 	}
 	if opts.QueryParams != nil {
 		c.queryAllow = make(map[string]bool, len(opts.QueryParams))
@@ -369,8 +425,6 @@ func setInfo(info *pylon.RequestInfo, status string) {
 func (c *Cache) bypassReason(r *http.Request) string {
 	h := r.Header
 	switch {
-	case len(h["Range"]) > 0 || len(h["If-Range"]) > 0:
-		return "range"
 	case len(h["If-Match"]) > 0 || len(h["If-Unmodified-Since"]) > 0:
 		return "precondition"
 	case len(h["Upgrade"]) > 0:
@@ -457,6 +511,12 @@ func (c *Cache) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 			w.Header()["Cache-Status"] = []string{c.cs("detail=only-if-cached")}
 			setInfo(info, StatusMiss)
 			pylon.Error(w, r, http.StatusGatewayTimeout, "The response is not in the cache.")
+			return
+		}
+		if len(r.Header["Range"]) > 0 && r.Method == http.MethodGet {
+			// No stored response to cut the range from: the origin
+			// answers, and its 206 is not stored.
+			c.pass(w, r, next, info, StatusMiss, f.fwd, "detail=range")
 			return
 		}
 		if r.Method == http.MethodHead || rd.noStore {
@@ -583,15 +643,27 @@ func (c *Cache) lookup(ctx context.Context, key string, r *http.Request) (e *Ent
 // the client's copy is current.
 func (c *Cache) serveEntry(w http.ResponseWriter, r *http.Request, e *Entry, now time.Time, info *pylon.RequestInfo, status string, params ...string) {
 	h := w.Header()
-	for k, vv := range e.header {
-		h[k] = vv
+	if e.flags&flagTargeted == 0 {
+		for k, vv := range e.header {
+			h[k] = vv
+		}
+	} else {
+		for k, vv := range e.header {
+			if !c.stripped(k) {
+				h[k] = vv
+			}
+		}
 	}
 	h["Age"] = []string{itoa(int64(e.age(now) / time.Second))}
 	h["Cache-Status"] = append(e.header["Cache-Status"], c.cs(params...))
 	setInfo(info, status)
-	if notModified(r, e.etag(), e.lastModified()) && (e.status == http.StatusOK) {
+	if e.status == http.StatusOK && notModified(r, e.etag(), e.lastModified(), now) {
 		delete(h, "Content-Length")
 		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	if rv := r.Header["Range"]; len(rv) > 0 && e.status == http.StatusOK && r.Method == http.MethodGet &&
+		serveRange(w, r, e, h, now) {
 		return
 	}
 	w.WriteHeader(e.status)
@@ -601,8 +673,10 @@ func (c *Cache) serveEntry(w http.ResponseWriter, r *http.Request, e *Entry, now
 }
 
 // notModified evaluates If-None-Match, or else If-Modified-Since, against a
-// response's validators (RFC 9110 §13.2.2).
-func notModified(r *http.Request, etag, lastMod string) bool {
+// response's validators (RFC 9110 §13.2.2). An If-Modified-Since that is
+// not exactly one valid HTTP-date is ignored (§13.1.3), as is a
+// Last-Modified that is not one.
+func notModified(r *http.Request, etag, lastMod string, now time.Time) bool {
 	if inm := r.Header["If-None-Match"]; len(inm) > 0 {
 		if etag == "" {
 			return false
@@ -618,9 +692,9 @@ func notModified(r *http.Request, etag, lastMod string) bool {
 		return false
 	}
 	if ims := r.Header["If-Modified-Since"]; len(ims) > 0 && lastMod != "" {
-		since, err1 := http.ParseTime(ims[0])
-		mod, err2 := http.ParseTime(lastMod)
-		return err1 == nil && err2 == nil && !mod.After(since)
+		since, ok1 := headerDate(ims, now)
+		mod, ok2 := parseHTTPDate(lastMod, now)
+		return ok1 && ok2 && !mod.After(since)
 	}
 	return false
 }
@@ -632,7 +706,7 @@ func weakMatch(a, b string) bool {
 // pass forwards r untouched by the cache, adding a Cache-Status member.
 func (c *Cache) pass(w http.ResponseWriter, r *http.Request, next http.Handler, info *pylon.RequestInfo, status string, params ...string) {
 	setInfo(info, status)
-	pw := &passWriter{ResponseWriter: w, cs: c.cs(params...)}
+	pw := &passWriter{ResponseWriter: w, cs: c.cs(params...), strip: c.stripTargeted}
 	next.ServeHTTP(pw, r)
 }
 
@@ -641,7 +715,7 @@ func (c *Cache) pass(w http.ResponseWriter, r *http.Request, next http.Handler, 
 // response for the URL (RFC 9111 §4.4).
 func (c *Cache) passMethod(w http.ResponseWriter, r *http.Request, next http.Handler, info *pylon.RequestInfo) {
 	setInfo(info, StatusBypass)
-	pw := &passWriter{ResponseWriter: w, cs: c.cs("fwd=method")}
+	pw := &passWriter{ResponseWriter: w, cs: c.cs("fwd=method"), strip: c.stripTargeted}
 	next.ServeHTTP(pw, r)
 	switch r.Method {
 	case http.MethodOptions, http.MethodTrace, http.MethodConnect:
@@ -761,6 +835,7 @@ const (
 	outcomePass        = iota // forwarded to the client, maybe stored
 	outcomeRevalidated        // 304 to our conditional request: serve stale, refreshed
 	outcomeStaleError         // backend error: serve stale
+	outcomeMismatch           // a 304 that does not select the stored response (RFC 9111 §4.3.4)
 )
 
 // fillRequest returns the request sent to the backend: the client's
@@ -809,9 +884,23 @@ func (f *fill) lead(w http.ResponseWriter, cl *call) {
 	out := f.fillRequest()
 	f.reqTime = c.now()
 	cw := &captureWriter{w: w, header: make(http.Header), f: f}
-	f.next.ServeHTTP(cw, out)
-	if f.r.Context().Err() != nil {
-		return // aborted: nothing to store or share
+	f.forward(cw, out)
+	if f.outcome == outcomeMismatch && f.r.Context().Err() == nil {
+		// The 304 is for another response than the one stored (RFC 9111
+		// §4.3.4): that one cannot be used; ask once more, without
+		// conditions.
+		_ = c.store.Delete(context.WithoutCancel(f.r.Context()), f.staleKey)
+		f.stale, f.staleKey, f.conditional, f.outcome = nil, "", false, outcomePass
+		out = f.fillRequest()
+		f.reqTime = c.now()
+		cw = &captureWriter{w: w, header: make(http.Header), f: f}
+		f.forward(cw, out)
+	}
+	if err := f.r.Context().Err(); err != nil && (errors.Is(err, context.Canceled) || f.outcome != outcomeStaleError) {
+		// The client is gone, or the request's deadline passed: nothing
+		// to store or share, except a stale response the deadline's
+		// error lets the cache serve.
+		return
 	}
 	if !cw.wrote {
 		cw.WriteHeader(http.StatusOK)
@@ -867,6 +956,34 @@ func (f *fill) lead(w http.ResponseWriter, cl *call) {
 	finished = true
 }
 
+// forward sends out to the backend through cw. When the backend gives up
+// before answering, because the origin closed the connection (a panic with
+// http.ErrAbortHandler before the header) or the request's deadline passed
+// without an answer, it answers 502 or 504 through cw, so that a stale
+// response that allows it is served (stale-if-error, RFC 5861 §4); without
+// one, the panic goes on, and a deadline is answered 504.
+func (f *fill) forward(cw *captureWriter, out *http.Request) {
+	aborted := false
+	func() {
+		defer func() {
+			if p := recover(); p != nil {
+				s := f.stale
+				if p != http.ErrAbortHandler || cw.wrote || s == nil || !s.staleIfError(f.c.now()) {
+					panic(p)
+				}
+				aborted = true
+			}
+		}()
+		f.next.ServeHTTP(cw, out)
+	}()
+	switch {
+	case aborted:
+		pylon.Error(cw, out, http.StatusBadGateway, "The upstream service closed the connection.")
+	case !cw.wrote && errors.Is(out.Context().Err(), context.DeadlineExceeded):
+		pylon.Error(cw, out, http.StatusGatewayTimeout, "The upstream service did not answer in time.")
+	}
+}
+
 // storeResponse stores e (under a Vary marker when the response varies)
 // and offers it to waiting requests.
 func (c *Cache) storeResponse(ctx context.Context, f *fill, h http.Header, e *Entry, now time.Time, cl *call) {
@@ -915,15 +1032,22 @@ func passReason(reason string) bool {
 	return true
 }
 
-// storableStatus: final statuses the cache understands (RFC 9111 §3).
-func storableStatus(code int, explicit bool) bool {
+// storableStatus reports whether a response with this status may be stored
+// (RFC 9111 §3): a heuristically cacheable status (RFC 9110 §15.1) always;
+// any other final status the cache understands (not 206, whose parts it
+// does not combine, nor 304) when the response has explicit freshness or
+// says public. With must-understand, only statuses whose semantics the
+// cache implements.
+func storableStatus(code int, explicit, mustUnderstand bool) bool {
 	switch code {
 	case 200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501:
 		return true
-	case 302, 307:
+	case 206, 304:
+		return false
+	case 302, 303, 307, 400, 403, 451, 500, 502, 503, 504:
 		return explicit
 	}
-	return false
+	return explicit && !mustUnderstand && code >= 200 && code <= 599
 }
 
 // storeReason returns why a response with this status and header may not
@@ -936,16 +1060,18 @@ func (f *fill) storeReason(status int, h http.Header) string {
 	if f.r.Method != http.MethodGet {
 		return "request-no-store" // HEAD responses have no body to store
 	}
-	d := parseRespDirectives(h)
-	explicit := d.sMaxAge >= 0 || d.maxAge >= 0 || len(h["Expires"]) > 0
+	d, targeted := c.respDirectives(h)
+	explicit := d.sMaxAge >= 0 || d.maxAge >= 0 || (!targeted && len(h["Expires"]) > 0)
 	switch {
 	case !f.authedBefore && f.info.Authenticated():
 		// An authentication after the cache admitted the request: what
 		// is stored here would be served to requests that never pass it.
 		return "authenticated-after-cache"
-	case !storableStatus(status, explicit):
+	case !storableStatus(status, explicit || d.public, d.mustUnderstand):
 		return "status"
-	case d.noStore:
+	case d.noStore && !d.mustUnderstand:
+		// must-understand: a cache that understands the status ignores
+		// no-store (RFC 9111 §5.2.2.3); storableStatus checked it does.
 		return "no-store"
 	case d.private && !f.perSubject:
 		return "private"
@@ -972,36 +1098,52 @@ func (f *fill) storeReason(status int, h http.Header) string {
 
 // newEntry builds the stored form of a response (RFC 9111 §4.2).
 func (c *Cache) newEntry(f *fill, status int, h http.Header, body []byte) *Entry {
-	d := parseRespDirectives(h)
+	d, targeted := c.respDirectives(h)
 	e := &Entry{kind: kindResponse, status: status, header: storedHeader(h, len(body)), body: body,
 		responseTime: f.respTime}
 	date := f.respTime
-	if dv := h["Date"]; len(dv) > 0 {
-		if t, err := http.ParseTime(dv[0]); err == nil {
-			date = t
-		}
+	// An absent, repeated or invalid Date is replaced by the time the
+	// response arrived (RFC 9110 §6.6.1).
+	if t, ok := headerDate(h["Date"], f.respTime); ok {
+		date = t
 	}
 	apparent := max(0, f.respTime.Sub(date))
-	var ageValue time.Duration
-	if av := h["Age"]; len(av) > 0 {
-		ageValue, _ = parseDelta(strings.TrimSpace(av[0]))
-	}
-	corrected := ageValue + f.respTime.Sub(f.reqTime)
+	corrected := ageValue(h["Age"]) + f.respTime.Sub(f.reqTime)
 	e.initialAge = max(apparent, corrected)
 	switch {
 	case d.sMaxAge >= 0:
 		e.lifetime = d.sMaxAge
 	case d.maxAge >= 0:
 		e.lifetime = d.maxAge
-	case len(h["Expires"]) > 0:
-		if t, err := http.ParseTime(h["Expires"][0]); err == nil {
+	case !targeted && len(h["Expires"]) > 0:
+		// An invalid Expires, or several, means already expired (RFC 9111
+		// §5.3): lifetime 0.
+		if t, ok := headerDate(h["Expires"], f.respTime); ok {
 			e.lifetime = max(0, t.Sub(date))
 		}
-	case storableStatus(status, false):
+	case storableStatus(status, false, false) || d.public:
 		e.lifetime = c.opts.DefaultTTL
+		if c.opts.HeuristicFraction > 0 {
+			if lm, ok := headerDate(h["Last-Modified"], f.respTime); ok && lm.Before(date) {
+				// RFC 9111 §4.2.2: a fraction of the time since the
+				// representation last changed.
+				hmax := c.opts.HeuristicMax
+				if hmax == 0 {
+					hmax = 24 * time.Hour
+				}
+				e.lifetime = min(time.Duration(float64(date.Sub(lm))*c.opts.HeuristicFraction), hmax)
+			}
+		}
 	}
 	if d.noCache {
 		e.flags |= flagNoCache
+	}
+	if len(c.stripTargeted) > 0 {
+		for _, name := range c.stripTargeted {
+			if len(h[name]) > 0 {
+				e.flags |= flagTargeted
+			}
+		}
 	}
 	if d.mustRevalidate || d.proxyRevalidate {
 		e.flags |= flagMustRevalidate
@@ -1012,7 +1154,12 @@ func (c *Cache) newEntry(f *fill, status int, h http.Header, body []byte) *Entry
 }
 
 // refreshed returns the stale entry updated by a 304's header fields
-// (RFC 9111 §3.2, §4.3.4), and why it may no longer be stored.
+// (RFC 9111 §3.2, §4.3.4), and why it may no longer be stored. Every field
+// of the 304 replaces the stored one, except those never stored (§3.1:
+// hop-by-hop fields and those Connection lists, proxy authentication
+// fields; Set-Cookie and Trailer by this cache's rules), Content-Length
+// (§3.2) and Content-Range, which the stored complete response depends on.
+// Age is the 304's own, for the new age computation.
 func (c *Cache) refreshed(f *fill, h304 http.Header) (*Entry, string) {
 	s := f.stale
 	merged := make(http.Header, len(s.header)+len(h304))
@@ -1020,8 +1167,7 @@ func (c *Cache) refreshed(f *fill, h304 http.Header) (*Entry, string) {
 		merged[k] = vv
 	}
 	for k, vv := range h304 {
-		switch k {
-		case "Content-Length", "Content-Type", "Content-Encoding", "Content-Range", "Set-Cookie", "Age", "Trailer", "Transfer-Encoding":
+		if !updatable(k, h304) {
 			continue
 		}
 		merged[k] = vv
@@ -1036,4 +1182,42 @@ func (c *Cache) refreshed(f *fill, h304 http.Header) (*Entry, string) {
 		reason = ""
 	}
 	return c.newEntry(f, s.status, merged, s.body), reason
+}
+
+// updatable reports whether a 304's field k updates the stored header
+// (RFC 9111 §3.1, §3.2).
+func updatable(k string, h304 http.Header) bool {
+	switch k {
+	case "Content-Length", "Content-Range", "Set-Cookie", "Age", "Trailer", "Transfer-Encoding",
+		"Connection", "Keep-Alive", "Proxy-Connection", "Te", "Upgrade",
+		"Proxy-Authenticate", "Proxy-Authentication-Info", "Proxy-Authorization":
+		return false
+	}
+	for _, v := range h304["Connection"] {
+		for name := range strings.SplitSeq(v, ",") {
+			if http.CanonicalHeaderKey(strings.TrimSpace(name)) == k {
+				return false
+			}
+		}
+	}
+	return !strings.HasPrefix(k, http.TrailerPrefix)
+}
+
+// selects reports whether a 304 selects the stored response s for update
+// (RFC 9111 §4.3.4): a strong ETag in the 304 must equal the stored strong
+// ETag; a weak one, or a Last-Modified when there is no ETag, must match
+// the stored one by weak comparison. A 304 without validators selects s
+// (the one stored response this conditional request was made for).
+func selects(s *Entry, h304 http.Header) bool {
+	if et := first(h304["Etag"]); et != "" {
+		stored := s.etag()
+		if !strings.HasPrefix(et, "W/") {
+			return et == stored
+		}
+		return stored != "" && weakMatch(et, stored)
+	}
+	if lm := first(h304["Last-Modified"]); lm != "" {
+		return lm == s.lastModified()
+	}
+	return true
 }

@@ -34,7 +34,9 @@ func TestStorability(t *testing.T) {
 		{name: "vary star", fields: []string{"Cache-Control: max-age=60", "Vary: *"}},
 		{name: "set-cookie", fields: []string{"Cache-Control: max-age=60", "Set-Cookie: s=1"}},
 		{name: "set-cookie allowed", opts: Options{AllowSetCookie: true}, fields: []string{"Cache-Control: max-age=60", "Set-Cookie: s=1"}, stored: true},
-		{name: "500 with max-age", status: 500, fields: []string{"Cache-Control: max-age=60"}},
+		// RFC 9111 §3: any final status the cache understands is storable
+		// with explicit freshness.
+		{name: "§3 500 with max-age", status: 500, fields: []string{"Cache-Control: max-age=60"}, stored: true},
 		{name: "404 with max-age", status: 404, fields: []string{"Cache-Control: max-age=60"}, stored: true},
 		{name: "authorization", req: []string{"Authorization: Bearer a"}, fields: []string{"Cache-Control: max-age=60"}},
 		{name: "authorization, public", req: []string{"Authorization: Bearer a"}, fields: []string{"Cache-Control: public, max-age=60"}, stored: true},
@@ -43,6 +45,51 @@ func TestStorability(t *testing.T) {
 		{name: "request no-store", req: []string{"Cache-Control: no-store"}, fields: []string{"Cache-Control: max-age=60"}},
 		{name: "trailer", fields: []string{"Cache-Control: max-age=60", "Trailer: X-Sum"}},
 	}
+	// RFC 9110 §15.1: heuristically cacheable statuses are stored without
+	// explicit freshness; other final statuses only with it (RFC 9111 §3).
+	for _, code := range []int{203, 300, 301, 308, 404, 405, 410, 414, 501} {
+		tests = append(tests, struct {
+			name   string
+			opts   Options
+			fields []string
+			status int
+			req    []string
+			stored bool
+		}{name: "§15.1 heuristically cacheable " + itoa(int64(code)), opts: Options{DefaultTTL: time.Minute}, status: code, stored: true})
+	}
+	for _, code := range []int{302, 303, 307, 400, 403, 418, 451, 500, 502, 503, 504} {
+		tests = append(tests, struct {
+			name   string
+			opts   Options
+			fields []string
+			status int
+			req    []string
+			stored bool
+		}{name: "§3 explicit freshness " + itoa(int64(code)), status: code, fields: []string{"Cache-Control: max-age=60"}, stored: true},
+			struct {
+				name   string
+				opts   Options
+				fields []string
+				status int
+				req    []string
+				stored bool
+			}{name: "§3 no explicit freshness " + itoa(int64(code)), opts: Options{DefaultTTL: time.Minute}, status: code})
+	}
+	tests = append(tests, []struct {
+		name   string
+		opts   Options
+		fields []string
+		status int
+		req    []string
+		stored bool
+	}{
+		{name: "§3 404 with Expires", status: 404, fields: []string{"Expires: Fri, 02 Jan 2026 04:00:00 GMT", "Date: Fri, 02 Jan 2026 03:04:05 GMT"}, stored: true},
+		{name: "§3 public makes 418 storable", status: 418, fields: []string{"Cache-Control: public", "Expires: Fri, 02 Jan 2026 04:00:00 GMT"}, stored: true},
+		{name: "§3 206 is not stored", status: 206, fields: []string{"Cache-Control: max-age=60", "Content-Range: bytes 0-3/10"}},
+		{name: "§5.2.2.3 must-understand, understood status, no-store ignored", fields: []string{"Cache-Control: max-age=60, must-understand, no-store"}, stored: true},
+		{name: "§5.2.2.3 must-understand, unknown status", status: 299, fields: []string{"Cache-Control: max-age=60, must-understand, no-store"}},
+		{name: "§5.2.2.3 must-understand, unknown status, no no-store", status: 418, fields: []string{"Cache-Control: max-age=60, must-understand"}},
+	}...)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			clk := newClock()
@@ -565,7 +612,7 @@ func TestBypass(t *testing.T) {
 		opts   Options
 		status string
 	}{
-		{"range", "GET", []string{"Range: bytes=0-1"}, Options{}, "pylon; fwd=bypass; detail=range"},
+		{"if-unmodified-since", "GET", []string{"If-Unmodified-Since: Fri, 02 Jan 2026 03:04:05 GMT"}, Options{}, "pylon; fwd=bypass; detail=precondition"},
 		{"if-match", "GET", []string{`If-Match: "x"`}, Options{}, "pylon; fwd=bypass; detail=precondition"},
 		{"upgrade", "GET", []string{"Upgrade: websocket", "Connection: Upgrade"}, Options{}, "pylon; fwd=bypass; detail=upgrade"},
 		{"rule", "GET", nil, Options{Bypass: func(r *http.Request) bool { return true }}, "pylon; fwd=bypass; detail=rule"},
@@ -782,11 +829,14 @@ func TestInfoCache(t *testing.T) {
 	if got := do("GET"); got != StatusRevalidated {
 		t.Errorf("revalidated: %q", got)
 	}
+	if got := do("GET", "Range: bytes=0-1"); got != StatusHit {
+		t.Errorf("range: %q", got)
+	}
 	if got := do("POST"); got != StatusBypass {
 		t.Errorf("post: %q", got)
 	}
-	if got := do("GET", "Range: bytes=0-1"); got != StatusBypass {
-		t.Errorf("range: %q", got)
+	if got := do("GET", `If-Match: "x"`); got != StatusBypass {
+		t.Errorf("if-match: %q", got)
 	}
 }
 

@@ -15,6 +15,7 @@ const maxDelta = time.Duration(1<<31) * time.Second
 type respDirectives struct {
 	noStore, noCache, private, public bool
 	mustRevalidate, proxyRevalidate   bool
+	mustUnderstand                    bool
 	maxAge, sMaxAge, swr, sie         time.Duration
 }
 
@@ -95,6 +96,8 @@ func parseRespDirectives(h http.Header) respDirectives {
 			d.mustRevalidate = true
 		case "proxy-revalidate":
 			d.proxyRevalidate = true
+		case "must-understand":
+			d.mustUnderstand = true
 		case "max-age":
 			d.maxAge, _ = parseDelta(value) // invalid: 0, stale (RFC 9111 §4.2.1)
 		case "s-maxage":
@@ -158,6 +161,73 @@ func parseReqDirectives(h http.Header) reqDirectives {
 	})
 	if pragmaNoCache(h) {
 		d.noCache = true
+	}
+	return d
+}
+
+// respDirectives returns the response directives this cache obeys: those
+// of the first targeted field (Options.TargetedFields, RFC 9213 §2.2) the
+// response has with a valid, non-empty Dictionary value, and then targeted
+// is true and Cache-Control, Pragma and Expires are ignored; otherwise
+// those of Cache-Control.
+func (c *Cache) respDirectives(h http.Header) (d respDirectives, targeted bool) {
+	for _, name := range c.targeted {
+		vv := h[name]
+		if len(vv) == 0 {
+			continue
+		}
+		if m, ok := parseSFDictionary(vv); ok && len(m) > 0 {
+			return targetedDirectives(m), true
+		}
+	}
+	return parseRespDirectives(h), false
+}
+
+// targetedDirectives maps the members of a targeted field to directives
+// (RFC 9213 §2.1): directives without a value are Booleans, delta-seconds
+// are Integers, no-cache and private may be qualified with a String.
+// A directive whose value has another type is ignored.
+func targetedDirectives(m []sfMember) respDirectives {
+	d := respDirectives{maxAge: -1, sMaxAge: -1, swr: -1, sie: -1}
+	flag := func(v sfItem, qualified bool) bool {
+		return (v.kind == sfBool && v.n == 1) || (qualified && v.kind == sfString)
+	}
+	delta := func(v sfItem, dst *time.Duration) {
+		if v.kind != sfInteger || v.n < 0 {
+			return
+		}
+		if v.n >= int64(maxDelta/time.Second) {
+			*dst = maxDelta
+			return
+		}
+		*dst = time.Duration(v.n) * time.Second
+	}
+	for _, mem := range m {
+		v := mem.val
+		switch mem.key {
+		case "no-store":
+			d.noStore = d.noStore || flag(v, false)
+		case "no-cache":
+			d.noCache = d.noCache || flag(v, true)
+		case "private":
+			d.private = d.private || flag(v, true)
+		case "public":
+			d.public = d.public || flag(v, false)
+		case "must-revalidate":
+			d.mustRevalidate = d.mustRevalidate || flag(v, false)
+		case "proxy-revalidate":
+			d.proxyRevalidate = d.proxyRevalidate || flag(v, false)
+		case "must-understand":
+			d.mustUnderstand = d.mustUnderstand || flag(v, false)
+		case "max-age":
+			delta(v, &d.maxAge)
+		case "s-maxage":
+			delta(v, &d.sMaxAge)
+		case "stale-while-revalidate":
+			delta(v, &d.swr)
+		case "stale-if-error":
+			delta(v, &d.sie)
+		}
 	}
 	return d
 }

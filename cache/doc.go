@@ -11,37 +11,65 @@
 //
 // # What is stored
 //
-// GET responses with a status the cache understands, freshness from
-// s-maxage, max-age or Expires (with Date and Age, RFC 9111 §4.2), or
-// Options.DefaultTTL when the backend says nothing. Not stored: no-store (in
-// the request or the response), private, Vary: *, responses setting cookies
-// (unless Options.AllowSetCookie), responses with trailers, bodies over
-// Options.MaxObjectSize (streamed through, never buffered whole), and
-// responses to requests carrying credentials unless they say public,
-// s-maxage or must-revalidate (§3.5), or Options.PerSubject keys them by the
-// authenticated subject. A request carries credentials when it has an
-// Authorization header or an authentication middleware admitted it
-// (pylon.RequestInfo.Authenticated), even one that removed the header. Place
-// the cache after authentication; a Gateway reports the other order as a
-// configuration error, and a cache that finds itself before an
-// authentication anyway never stores what that authentication admitted. HEAD is answered from a stored GET response.
-// Requests with Range, If-Range, If-Match or If-Unmodified-Since, upgrade
-// requests, and requests Options.Bypass selects are forwarded untouched. A
-// successful POST, PUT, PATCH or DELETE invalidates the stored response for
-// its URL (§4.4).
+// GET responses (RFC 9111 §3) with a heuristically cacheable status (200,
+// 203, 204, 300, 301, 308, 404, 405, 410, 414, 501; RFC 9110 §15.1), or any
+// other final status but 206 and 304 when the response has explicit
+// freshness or says public; must-understand is honoured (§5.2.2.3).
+// Freshness comes from s-maxage, max-age or Expires (with Date and Age,
+// §4.2), else from a fraction of the Last-Modified age when
+// Options.HeuristicFraction asks for heuristic freshness (§4.2.2), else
+// Options.DefaultTTL. Dates are HTTP-dates exactly as RFC 9110 §5.6.7
+// defines them (IMF-fixdate, and the obsolete rfc850 and asctime forms);
+// an invalid Expires, or several, means already expired (§5.3); a
+// list-based Age counts by its first member (§5.1).
+//
+// A targeted cache-control field (RFC 9213), CDN-Cache-Control unless
+// Options.TargetedFields names others (a field of the gateway's own name
+// first, say), replaces Cache-Control and Expires for this cache when it
+// is a valid Structured Field Dictionary (RFC 9651); an invalid one is
+// ignored entirely. Targeted fields are removed from responses before they
+// leave the cache unless Options.KeepTargetedFields.
+//
+// Not stored: no-store (in the request or the response), private, Vary: *,
+// responses setting cookies (unless Options.AllowSetCookie), responses with
+// trailers, interim (1xx) responses, bodies over Options.MaxObjectSize
+// (streamed through, never buffered whole), and responses to requests
+// carrying credentials unless they say public, s-maxage or must-revalidate
+// (§3.5), or Options.PerSubject keys them by the authenticated subject. A
+// request carries credentials when it has an Authorization header or an
+// authentication middleware admitted it (pylon.RequestInfo.Authenticated),
+// even one that removed the header. Place the cache after authentication;
+// a Gateway reports the other order as a configuration error, and a cache
+// that finds itself before an authentication anyway never stores what that
+// authentication admitted. HEAD is answered from a stored GET response.
+// Requests with If-Match or If-Unmodified-Since, upgrade requests, and
+// requests Options.Bypass selects are forwarded untouched. A successful
+// POST, PUT, PATCH or DELETE invalidates the stored response for its URL
+// (§4.4).
 //
 // # Serving
 //
 // A fresh response is served with Age and Cache-Status (RFC 9211), and
 // conditional requests (If-None-Match, If-Modified-Since) are answered 304
-// from it. A stale one is revalidated with the backend using its ETag and
-// Last-Modified; a 304 refreshes it. Within stale-while-revalidate it is
-// served at once while one background request per key refreshes it; within
-// stale-if-error it is served when the backend answers 5xx, which includes
-// a breaker's 503 when the breaker is inside the cache (a Backend Guard, or
-// breaker middleware after the cache in the chain). no-cache and
-// must-revalidate responses are never served stale. Client request
-// directives are honoured unless Options.IgnoreRequestDirectives.
+// from it. A Range request is answered from a stored complete 200 (RFC 9110
+// §14): 206 for one range, 206 multipart/byteranges for several, 416 when
+// none is satisfiable, the whole response when If-Range (§13.1.5: a strong
+// ETag, or the date of a strong Last-Modified) does not match; with nothing
+// stored it is forwarded and its 206 is not stored. Interim responses such
+// as 103 Early Hints (RFC 8297) are relayed to the client as they arrive.
+//
+// A stale response is revalidated with the backend using its ETag and
+// Last-Modified. A 304 that selects it (§4.3.4) replaces its header fields
+// (§3.2: all but Content-Length, Content-Range and fields never stored);
+// one that does not makes the cache ask again, unconditionally. Within
+// stale-while-revalidate it is served at once while one background request
+// per key refreshes it; within stale-if-error it is served when the backend
+// answers 5xx (a breaker's 503 included, when the breaker is inside the
+// cache: a Backend Guard, or breaker middleware after the cache), closes
+// the connection before answering, or does not answer before the request's
+// deadline (a route timeout). no-cache and must-revalidate responses are
+// never served stale. Client request directives are honoured unless
+// Options.IgnoreRequestDirectives.
 //
 // Concurrent misses on one key make one backend request: the first request
 // fetches, streaming to its client, and the others wait for it and are

@@ -24,6 +24,7 @@ const (
 const (
 	flagNoCache byte = 1 << iota
 	flagMustRevalidate
+	flagTargeted // the stored header has a field of Options.TargetedFields
 )
 
 // entryOverhead approximates the bookkeeping bytes of an entry held in
@@ -79,6 +80,12 @@ func (e *Entry) noCache() bool { return e.flags&flagNoCache != 0 }
 
 // mayServeStale reports whether the entry may be served stale at all.
 func (e *Entry) mayServeStale() bool { return e.flags&(flagNoCache|flagMustRevalidate) == 0 }
+
+// staleIfError reports whether the entry may be served stale at now
+// because the backend failed (stale-if-error, RFC 5861 §4).
+func (e *Entry) staleIfError(now time.Time) bool {
+	return e.mayServeStale() && e.sie > 0 && e.age(now)-e.lifetime <= e.sie
+}
 
 func (e *Entry) etag() string {
 	if v := e.header["Etag"]; len(v) > 0 {

@@ -33,8 +33,11 @@ type captureWriter struct {
 func (cw *captureWriter) Header() http.Header { return cw.header }
 
 func (cw *captureWriter) WriteHeader(code int) {
-	if cw.wrote || (code >= 100 && code <= 199) {
-		// 1xx responses are not forwarded on cacheable requests.
+	if cw.wrote {
+		return
+	}
+	if code >= 100 && code <= 199 {
+		cw.informational(code)
 		return
 	}
 	cw.wrote, cw.status = true, code
@@ -43,9 +46,12 @@ func (cw *captureWriter) WriteHeader(code int) {
 	if s := f.stale; s != nil {
 		if f.conditional && code == http.StatusNotModified {
 			f.outcome, cw.mode = outcomeRevalidated, modeDiscard
+			if !selects(s, cw.header) {
+				f.outcome = outcomeMismatch
+			}
 			return
 		}
-		if code >= 500 && s.mayServeStale() && s.sie > 0 && s.age(f.respTime)-s.lifetime <= s.sie {
+		if code >= 500 && s.staleIfError(f.respTime) {
 			f.outcome, cw.mode = outcomeStaleError, modeDiscard
 			return
 		}
@@ -63,6 +69,9 @@ func (cw *captureWriter) WriteHeader(code int) {
 	}
 	dst := cw.w.Header()
 	for k, vv := range cw.header {
+		if f.c.stripped(k) {
+			continue
+		}
 		if old, ok := dst[k]; ok && k != "Content-Type" && k != "Content-Length" {
 			dst[k] = append(old[:len(old):len(old)], vv...)
 		} else {
@@ -81,7 +90,7 @@ func (cw *captureWriter) WriteHeader(code int) {
 	}
 	old := dst["Cache-Status"]
 	dst["Cache-Status"] = append(old[:len(old):len(old)], f.c.cs(params...))
-	if code == http.StatusOK && notModified(f.r, first(cw.header["Etag"]), first(cw.header["Last-Modified"])) {
+	if code == http.StatusOK && notModified(f.r, first(cw.header["Etag"]), first(cw.header["Last-Modified"]), f.respTime) {
 		delete(dst, "Content-Length")
 		cw.mode = modeNoBody
 		cw.w.WriteHeader(http.StatusNotModified)
@@ -89,6 +98,38 @@ func (cw *captureWriter) WriteHeader(code int) {
 	}
 	cw.mode = modePass
 	cw.w.WriteHeader(code)
+}
+
+// informational relays an interim response, such as 103 Early Hints (RFC
+// 8297), to the client with the header fields set so far, the way net/http
+// sends them, and leaves the client's header as it was. Interim responses
+// are never stored, and a background refresh has no client to relay to.
+func (cw *captureWriter) informational(code int) {
+	if cw.f.background || code == http.StatusSwitchingProtocols {
+		return
+	}
+	dst := cw.w.Header()
+	type saved struct {
+		vv  []string
+		had bool
+	}
+	prev := make(map[string]saved, len(cw.header))
+	for k, vv := range cw.header {
+		if cw.f.c.stripped(k) {
+			continue
+		}
+		old, had := dst[k]
+		prev[k] = saved{old, had}
+		dst[k] = vv
+	}
+	cw.w.WriteHeader(code)
+	for k, p := range prev {
+		if p.had {
+			dst[k] = p.vv
+		} else {
+			delete(dst, k)
+		}
+	}
 }
 
 func (cw *captureWriter) Write(p []byte) (int, error) {
@@ -166,6 +207,7 @@ func first(vv []string) string {
 type passWriter struct {
 	http.ResponseWriter
 	cs     string
+	strip  []string // header fields removed before the response leaves
 	status int
 }
 
@@ -177,6 +219,9 @@ func (pw *passWriter) WriteHeader(code int) {
 	if pw.status == 0 {
 		pw.status = code
 		h := pw.ResponseWriter.Header()
+		for _, name := range pw.strip {
+			delete(h, name)
+		}
 		old := h["Cache-Status"]
 		h["Cache-Status"] = append(old[:len(old):len(old)], pw.cs)
 	}
@@ -210,3 +255,14 @@ type discardWriter struct{ h http.Header }
 func (d *discardWriter) Header() http.Header         { return d.h }
 func (d *discardWriter) WriteHeader(int)             {}
 func (d *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
+
+// stripped reports whether the response field k is removed before the
+// response leaves the cache.
+func (c *Cache) stripped(k string) bool {
+	for _, name := range c.stripTargeted {
+		if k == name {
+			return true
+		}
+	}
+	return false
+}
