@@ -187,6 +187,8 @@ func NewBackend(name string, opts BackendOptions) (*Backend, error) {
 		Health:    opts.HealthCheck,
 		Transport: b.transport,
 		Logger:    b.logger,
+		OnDrained: func(t *Target) { closeIdleTo(b.transport, t) },
+		Forget:    func(t *Target) { forgetTarget(opts.Guard, t) },
 	})
 	if err != nil {
 		return nil, err
@@ -208,7 +210,8 @@ func MustBackend(name string, opts BackendOptions) *Backend {
 // Name returns the backend's name.
 func (b *Backend) Name() string { return b.name }
 
-// Targets returns the backend's targets, in the order configured.
+// Targets returns the backend's current targets, in the order configured
+// or last given to SetTargets. Callers must not modify the slice.
 func (b *Backend) Targets() []*Target { return b.pool.targets() }
 
 // Close stops active health checks and closes idle upstream connections of a
@@ -310,8 +313,7 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			b.noTarget(w, r, info, attempt, lastErr, gerr)
 			return
 		}
-		b.pool.start(t)
-		cur = openAttempt{t: t, done: done}
+		cur = openAttempt{t: t, done: done} // choose counted t in flight
 		triedS = append(triedS, t)
 		if info != nil {
 			info.Attempts = attempt + 1
@@ -406,28 +408,39 @@ type openAttempt struct {
 // retried.
 var errUpstreamStatus = errors.New("pylon: upstream answered 502, 503 or 504")
 
-// choose picks the attempt's target. With a Guard it skips the targets the
-// guard refuses (an open circuit breaker), and fails when it refuses all.
+// choose picks the attempt's target and counts it in flight. With a Guard
+// it skips the targets the guard refuses (an open circuit breaker), and
+// fails when it refuses all. A target removed by a concurrent SetTargets
+// is never used: the next pick reads the newer set.
 func (b *Backend) choose(r *http.Request, tried []*Target) (*Target, func(int, error), error) {
 	g := b.opts.Guard
-	if g == nil {
-		return b.pool.pick(r, tried), nil, nil
-	}
 	avoid := tried
 	var refused []*Target
-	var gerr error
-	for range len(b.pool.targets()) + 1 {
+	gerr := ErrNoTargets
+	for picks, lost := 0, 0; picks <= len(b.pool.targets()) && lost < maxAcquire; {
 		t := b.pool.pick(r, avoid)
-		if slices.Contains(refused, t) {
-			break // every target left is refused
+		if t == nil || slices.Contains(refused, t) {
+			break // no target, or every target left is refused
 		}
-		done, err := g.Allow(r, t)
-		if err == nil {
-			return t, done, nil
+		var done func(int, error)
+		if g != nil {
+			var err error
+			if done, err = g.Allow(r, t); err != nil {
+				gerr = err
+				refused = append(refused, t)
+				avoid = append(avoid[:len(avoid):len(avoid)], t)
+				picks++
+				continue
+			}
 		}
-		gerr = err
-		refused = append(refused, t)
-		avoid = append(avoid[:len(avoid):len(avoid)], t)
+		if !b.pool.acquire(t) {
+			if done != nil {
+				done(0, errTargetRemoved)
+			}
+			lost++
+			continue
+		}
+		return t, done, nil
 	}
 	return nil, nil, gerr
 }

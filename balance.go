@@ -24,13 +24,18 @@ import (
 // reads them (in a custom [Balancer], in logs, in tests). All methods are safe
 // for concurrent use.
 type Target struct {
-	url    *url.URL
-	str    string
-	weight int
-	hash   uint64 // mixed hash of str, for ConsistentHash
-	pool   *pool  // nil for a zero Target
+	url  *url.URL
+	str  string
+	hash uint64 // mixed hash of str, for ConsistentHash
+	pool *pool  // nil for a zero Target
 
+	weight   atomic.Int64 // set by SetTargets; read by balancers
+	priority atomic.Int32 // tier, lower first
 	inflight atomic.Int64
+
+	// Membership, see targets.go.
+	removed     atomic.Bool // no longer in the pool's set: takes no new attempt
+	drainClosed atomic.Bool // its idle connections were closed once drained
 
 	// Passive health (outlier detection), see health.go.
 	ejectedUntil atomic.Int64  // UnixNano at which the current ejection ends; 0 when not ejected
@@ -43,8 +48,9 @@ type Target struct {
 	// Active health, see health.go.
 	activeDown atomic.Bool
 	checkURL   string
-	okRun      int // consecutive passed checks; touched only by the check round
-	failRun    int // consecutive failed checks; touched only by the check round
+	okRun      int  // consecutive passed checks; touched only by the check round
+	failRun    int  // consecutive failed checks; touched only by the check round
+	checked    bool // checked at least once; touched only by the check round
 }
 
 // Ejections returns how many times passive health has ejected the target
@@ -61,10 +67,10 @@ func (t *Target) String() string { return t.str }
 // Weight returns the target's weight, at least 1. Weighted balancers send
 // a target a share of requests proportional to its weight.
 func (t *Target) Weight() int {
-	if t.weight < 1 {
-		return 1
+	if w := t.weight.Load(); w > 1 {
+		return int(w)
 	}
-	return t.weight
+	return 1
 }
 
 // InFlight returns the number of requests outstanding on the target.
@@ -147,9 +153,9 @@ func WeightedRoundRobin() Balancer {
 	return &weightedRR{cur: make(map[*Target]*int)}
 }
 
-// maxWRRState bounds the per-target state a WeightedRoundRobin keeps; a
-// Backend's target set is fixed, so only a balancer shared by very many
-// targets ever reaches it (and then starts afresh).
+// maxWRRState bounds the per-target state a WeightedRoundRobin keeps; only
+// a balancer shared by very many targets, or a Backend whose targets churn
+// through SetTargets, ever reaches it (and then starts afresh).
 const maxWRRState = 4096
 
 type weightedRR struct {
@@ -429,17 +435,25 @@ type poolConfig struct {
 	Transport http.RoundTripper // used by active checks; nil = http.DefaultTransport
 	Logger    *slog.Logger      // nil = discard; ejections and returns are logged once each
 	Now       func() time.Time  // nil = time.Now; injected in tests
+	OnDrained func(*Target)     // called once a removed target's last attempt ends; nil = nothing
+	Forget    func(*Target)     // called when a removed target is forgotten; nil = nothing
 }
 
 // pool is the set of targets of one Backend: it picks a target for each
 // attempt and keeps their health.
 type pool struct {
 	name   string
-	all    []*Target
+	set    atomic.Pointer[targetSet] // the current targets, replaced whole by update
 	bal    Balancer
 	now    func() time.Time
 	logger *slog.Logger
 	bufs   sync.Pool // *[]*Target scratch slices for picks over a subset
+
+	// Target set updates, see targets.go.
+	mu        sync.Mutex         // serializes updates; guards retired
+	retired   map[string]*Target // removed targets remembered by URL, bounded
+	onDrained func(*Target)      // a removed target's last attempt ended; nil = nothing
+	forget    func(*Target)      // a retired target is forgotten; nil = nothing
 
 	// Passive health, normalized from OutlierDetection.
 	maxFailures  int32 // <= 0 disables ejection
@@ -454,6 +468,7 @@ type pool struct {
 	cancel    context.CancelFunc // ends the check goroutine
 	done      chan struct{}      // closed when it has ended
 	checkReq  chan chan struct{} // test hook: run a round now, close the reply when done
+	kick      chan struct{}      // buffered 1: new targets want a round now
 	closeOnce sync.Once
 }
 
@@ -491,37 +506,17 @@ func newPool(cfg poolConfig) (*pool, error) {
 	}
 	p.hc = hc
 
-	seen := make(map[string]bool, len(cfg.Targets))
-	p.all = make([]*Target, len(cfg.Targets))
-	for i, raw := range cfg.Targets {
-		u, err := parseTargetURL(raw)
-		if err != nil {
-			return nil, fmt.Errorf("pylon: backend %q: target %q: %w", name, raw, err)
+	p.onDrained, p.forget = cfg.OnDrained, cfg.Forget
+	for i, w := range cfg.Weights {
+		if w < 1 {
+			return nil, fmt.Errorf("pylon: backend %q: target %q: weight %d, want at least 1", name, cfg.Targets[i], w)
 		}
-		w := 1
-		if cfg.Weights != nil {
-			w = cfg.Weights[i]
-			if w < 1 {
-				return nil, fmt.Errorf("pylon: backend %q: target %q: weight %d, want at least 1", name, raw, w)
-			}
-		}
-		t := &Target{url: u, str: u.String(), weight: w, pool: p}
-		if seen[t.str] {
-			return nil, fmt.Errorf("pylon: backend %q: target %q: listed twice (use Weights to favour a target)", name, raw)
-		}
-		seen[t.str] = true
-		t.hash = mix64(hashString(t.str))
-		if hc.Path != "" {
-			t.checkURL = strings.TrimSuffix(t.str, "/") + hc.Path
-			if _, err := url.Parse(t.checkURL); err != nil {
-				return nil, fmt.Errorf("pylon: backend %q: target %q: health check URL: %w", name, raw, errors.Unwrap(err))
-			}
-		}
-		p.all[i] = t
 	}
-	n := len(p.all)
+	if err := p.update(endpoints(cfg.Targets, cfg.Weights)); err != nil {
+		return nil, err
+	}
 	p.bufs.New = func() any {
-		s := make([]*Target, 0, n)
+		s := make([]*Target, 0, len(p.set.Load().all))
 		return &s
 	}
 	if hc.Path != "" {
@@ -557,22 +552,51 @@ func parseTargetURL(raw string) (*url.URL, error) {
 	return u, nil
 }
 
-// targets returns the pool's targets, in configuration order. Callers must
-// not modify the slice.
-func (p *pool) targets() []*Target { return p.all }
+// targets returns the pool's current targets, in the order last set.
+// Callers must not modify the slice.
+func (p *pool) targets() []*Target { return p.set.Load().all }
 
 // pick chooses the target of the next attempt. It prefers healthy targets
 // not in tried; if every healthy target was tried, it picks among the
 // healthy ones again. When fewer than PanicThreshold percent of the targets
 // are healthy (or none is), it balances over all targets (panic mode),
-// still preferring untried ones. It never returns nil, and it does not
-// allocate when every target is healthy and tried is empty.
+// still preferring untried ones. With several priority tiers it picks in
+// the first tier that has a healthy untried target and is not in panic,
+// else over all targets as above. It returns nil only when the set is
+// empty, and it does not allocate when every target is healthy and tried
+// is empty.
 func (p *pool) pick(r *http.Request, tried []*Target) *Target {
 	var now lazyNow
-	all := p.all
+	s := p.set.Load()
+	if len(s.all) == 0 {
+		return nil
+	}
+	for _, tier := range s.tiers {
+		if p.tierServes(tier, tried, &now) {
+			return p.pickIn(r, tier, tried, &now)
+		}
+	}
+	return p.pickIn(r, s.all, tried, &now)
+}
+
+// tierServes reports whether a priority tier takes the attempt: it has a
+// healthy target not yet tried, and is not in panic.
+func (p *pool) tierServes(tier, tried []*Target, now *lazyNow) bool {
+	healthy, fresh := 0, false
+	for _, t := range tier {
+		if t.usable(now) {
+			healthy++
+			fresh = fresh || !containsTarget(tried, t)
+		}
+	}
+	return fresh && healthy*100 >= p.panicPct*len(tier)
+}
+
+// pickIn is pick over the targets all (a tier, or the whole set).
+func (p *pool) pickIn(r *http.Request, all, tried []*Target, now *lazyNow) *Target {
 	healthy := 0
 	for _, t := range all {
-		if t.usable(&now) {
+		if t.usable(now) {
 			healthy++
 		}
 	}
@@ -583,13 +607,13 @@ func (p *pool) pick(r *http.Request, tried []*Target) *Target {
 	bufp := p.bufs.Get().(*[]*Target)
 	cands := (*bufp)[:0]
 	for _, t := range all {
-		if (panicMode || t.usable(&now)) && !containsTarget(tried, t) {
+		if (panicMode || t.usable(now)) && !containsTarget(tried, t) {
 			cands = append(cands, t)
 		}
 	}
 	if len(cands) == 0 { // every eligible target was tried: try them again
 		for _, t := range all {
-			if panicMode || t.usable(&now) {
+			if panicMode || t.usable(now) {
 				cands = append(cands, t)
 			}
 		}
@@ -623,12 +647,10 @@ func containsTarget(ts []*Target, t *Target) bool {
 	return false
 }
 
-// start records that a request is being sent to t.
-func (p *pool) start(t *Target) { t.inflight.Add(1) }
-
-// finish records that the request sent to t is done, with what its outcome
-// says about t (passive health accounting, see health.go).
+// finish records that the request sent to t (counted by acquire) is done,
+// with what its outcome says about t (passive health accounting, see
+// health.go).
 func (p *pool) finish(t *Target, o outcome) {
-	t.inflight.Add(-1)
 	p.observe(t, o)
+	p.release(t)
 }

@@ -114,16 +114,16 @@ func TestLeastRequests(t *testing.T) {
 	t.Run("prefers idle", func(t *testing.T) {
 		p := newTestPool(t, poolConfig{Targets: testURLs(3), Balancer: LeastRequests()})
 		ts := p.targets()
-		p.start(ts[0])
-		p.start(ts[0])
-		p.start(ts[1])
+		p.acquire(ts[0])
+		p.acquire(ts[0])
+		p.acquire(ts[1])
 		for range 20 {
 			if got := p.pick(nil, nil); got != ts[2] {
 				t.Fatalf("picked %s with %d in flight, want the idle %s", got, got.InFlight(), ts[2])
 			}
 		}
-		p.start(ts[2])
-		p.start(ts[2])
+		p.acquire(ts[2])
+		p.acquire(ts[2])
 		if got := p.pick(nil, nil); got != ts[1] {
 			t.Fatalf("picked %s, want %s (1 in flight against 2)", got, ts[1])
 		}
@@ -151,7 +151,7 @@ func TestLeastRequests(t *testing.T) {
 		// Simulate requests that never finish: the loads settle at the
 		// weight ratio.
 		for range 50 {
-			p.start(p.pick(nil, nil))
+			p.acquire(p.pick(nil, nil))
 		}
 		if a, b := ts[0].InFlight(), ts[1].InFlight(); a != 40 || b != 10 {
 			t.Fatalf("in flight %d and %d, want 40 and 10 (weights 4 and 1)", a, b)
@@ -163,9 +163,9 @@ func TestPowerOfTwoChoices(t *testing.T) {
 	p := newTestPool(t, poolConfig{Targets: testURLs(3), Balancer: PowerOfTwoChoices()})
 	ts := p.targets()
 	for range 5 {
-		p.start(ts[0])
+		p.acquire(ts[0])
 	}
-	p.start(ts[1])
+	p.acquire(ts[1])
 	counts := pickCounts(p, nil, 3000)
 	if n := counts[ts[0].String()]; n != 0 {
 		t.Errorf("most loaded target picked %d times, want never", n)
@@ -176,7 +176,7 @@ func TestPowerOfTwoChoices(t *testing.T) {
 	}
 
 	two := newTestPool(t, poolConfig{Targets: testURLs(2), Balancer: PowerOfTwoChoices()})
-	two.start(two.targets()[0])
+	two.acquire(two.targets()[0])
 	if c := pickCounts(two, nil, 100); c[two.targets()[1].String()] != 100 {
 		t.Errorf("with two targets, the idle one should always win: %v", c)
 	}
@@ -421,7 +421,7 @@ func TestPickSkipsTried(t *testing.T) {
 			}
 			// With one target ejected and the other two tried, the
 			// healthy ones are tried again rather than the ejected one.
-			p.start(ts[2])
+			p.acquire(ts[2])
 			p.finish(ts[2], outcomeFailure)
 			for range 30 {
 				if got := p.pick(r, ts[:2]); got == ts[2] {
@@ -502,7 +502,7 @@ func TestPoolConcurrent(t *testing.T) {
 					var tried []*Target
 					for i := range 300 {
 						tg := p.pick(r, tried)
-						p.start(tg)
+						p.acquire(tg)
 						p.finish(tg, outcome((g+i)%3))
 						_ = tg.Healthy()
 						tried = append(tried[:0], tg)
@@ -695,7 +695,7 @@ func BenchmarkPickParallel(b *testing.B) {
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
 					t := p.pick(r, nil)
-					p.start(t)
+					p.acquire(t)
 					p.finish(t, outcomeSuccess)
 				}
 			})

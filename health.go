@@ -237,6 +237,7 @@ func (p *pool) startChecks(tr http.RoundTripper) {
 	}
 	p.done = make(chan struct{})
 	p.checkReq = make(chan chan struct{})
+	p.kick = make(chan struct{}, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
 	go p.checkLoop(ctx)
@@ -258,7 +259,21 @@ func (p *pool) checkLoop(ctx context.Context) {
 		case reply := <-p.checkReq:
 			p.checkRound(ctx)
 			close(reply)
+		case <-p.kick:
+			p.checkTargets(ctx, true)
 		}
+	}
+}
+
+// kickChecks asks the check loop for a round now, for targets just added.
+// It never blocks: a round already asked for will check them.
+func (p *pool) kickChecks() {
+	if p.kick == nil {
+		return
+	}
+	select {
+	case p.kick <- struct{}{}:
+	default:
 	}
 }
 
@@ -280,8 +295,17 @@ func (p *pool) checkNow() {
 
 // checkRound checks every target concurrently and waits for all of them.
 func (p *pool) checkRound(ctx context.Context) {
+	p.checkTargets(ctx, false)
+}
+
+// checkTargets checks the targets concurrently (only those never checked
+// when newOnly is set) and waits for all of them.
+func (p *pool) checkTargets(ctx context.Context, newOnly bool) {
 	var wg sync.WaitGroup
-	for _, t := range p.all {
+	for _, t := range p.targets() {
+		if newOnly && t.checked {
+			continue
+		}
 		wg.Go(func() { p.checkTarget(ctx, t) })
 	}
 	wg.Wait()
@@ -318,6 +342,7 @@ func (p *pool) checkTarget(poolCtx context.Context, t *Target) {
 // t's active health. Only the check round calls it, one goroutine per
 // target, so okRun and failRun need no lock.
 func (p *pool) recordCheck(t *Target, reason string) {
+	t.checked = true
 	if reason == "" {
 		t.failRun = 0
 		t.okRun++

@@ -15,7 +15,7 @@ import (
 // fail records n failed attempts on t.
 func fail(p *pool, t *Target, n int) {
 	for range n {
-		p.start(t)
+		p.acquire(t)
 		p.finish(t, outcomeFailure)
 	}
 }
@@ -42,11 +42,11 @@ func TestPassiveEjection(t *testing.T) {
 	bad := ts[0]
 
 	fail(p, bad, 2)
-	p.start(bad)
+	p.acquire(bad)
 	p.finish(bad, outcomeSuccess) // a success resets the count
 	fail(p, bad, 2)
 	for range 10 { // client cancels and 4xx say nothing about the target
-		p.start(bad)
+		p.acquire(bad)
 		p.finish(bad, outcomeNeutral)
 	}
 	if !bad.Healthy() {

@@ -19,7 +19,8 @@ const MaxTargets = 4096
 // (retries included) is counted once, against the target it went to.
 //
 // Breakers are created on a target's first request, named
-// "Settings.Name target-URL", and live as long as the guard.
+// "Settings.Name target-URL", and live as long as the guard, or until the
+// Backend forgets the target (see ForgetTarget).
 type TargetGuard struct {
 	cfg      *config
 	breakers sync.Map // *pylon.Target -> *Breaker
@@ -134,6 +135,18 @@ func (g *TargetGuard) State(t *pylon.Target) State {
 		return v.(*Breaker).State()
 	}
 	return StateClosed
+}
+
+// ForgetTarget drops t's breaker. A Backend calls it when a target that
+// SetTargets removed is forgotten (a target that returns soon after its
+// removal keeps its breaker), so that breakers do not pile up as targets
+// churn. Attempts in flight on t still end through the dropped breaker.
+func (g *TargetGuard) ForgetTarget(t *pylon.Target) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if _, ok := g.breakers.LoadAndDelete(t); ok {
+		g.n.Add(-1)
+	}
 }
 
 // breaker returns t's breaker, creating it on first use; nil when the guard

@@ -217,3 +217,41 @@ func TestPerBackendOpensForEveryTarget(t *testing.T) {
 		t.Fatalf("an open backend breaker let %d requests through", got-hits)
 	}
 }
+
+func TestPerTargetStateFollowsSetTargets(t *testing.T) {
+	ups, urls := servers(t, 3)
+	ups[0].status.Store(503)
+	g := MustPerTarget(Settings{Name: "orders", ConsecutiveFailures: 1, OpenDuration: time.Hour, Logger: quiet})
+	be := guardedBackend(t, g, urls[:2], 0)
+	bad := be.Targets()[0]
+	for range 2 { // round robin: one attempt each, the bad one opens
+		be.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil))
+	}
+	if g.State(bad) != StateOpen {
+		t.Fatalf("bad target's breaker is %v, want open", g.State(bad))
+	}
+	// Kept by URL across an update: still open, still skipped.
+	if err := be.SetTargets([]pylon.Endpoint{{URL: urls[2]}, {URL: urls[0]}}); err != nil {
+		t.Fatal(err)
+	}
+	if be.Targets()[1] != bad || g.State(bad) != StateOpen {
+		t.Fatal("the breaker did not carry over the update")
+	}
+	for range 4 {
+		w := httptest.NewRecorder()
+		be.ServeHTTP(w, httptest.NewRequest("GET", "/", nil))
+		if w.Code != 200 {
+			t.Fatalf("status %d: an open target was tried", w.Code)
+		}
+	}
+	// Forgotten: the breaker goes, and its place is given back.
+	n := g.n.Load()
+	g.ForgetTarget(bad)
+	if targetBreaker(g, bad) != nil || g.n.Load() != n-1 {
+		t.Fatal("ForgetTarget kept the breaker")
+	}
+	g.ForgetTarget(bad) // idempotent
+	if g.n.Load() != n-1 {
+		t.Fatal("ForgetTarget counted twice")
+	}
+}

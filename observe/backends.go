@@ -13,12 +13,19 @@ import (
 // pylon_target_in_flight_requests, each by backend and target. Values are
 // read from the targets when the registry is scraped, so nothing is
 // recorded on the request path. A backend given twice is reported once.
+//
+// The series follow a watched backend's target set as Backend.SetTargets
+// changes it: a removed target's series are no longer reported, and at each
+// scrape its pylon_upstream_attempts_total series (see Transport) are
+// deleted, so that targets churning through discovery do not grow the
+// number of series without bound.
 func (m *Metrics) WatchBackends(backends ...*pylon.Backend) {
 	m.targets.add(backends)
 }
 
 type targetCollector struct {
 	healthy, ejections, inflight *prometheus.Desc
+	prune                        func(backend string, current map[string]bool)
 
 	mu       sync.Mutex
 	backends []*pylon.Backend
@@ -66,7 +73,15 @@ func (c *targetCollector) Collect(ch chan<- prometheus.Metric) {
 	bs := c.backends[:len(c.backends):len(c.backends)]
 	c.mu.Unlock()
 	for _, b := range bs {
-		for _, t := range b.Targets() {
+		ts := b.Targets()
+		if c.prune != nil {
+			current := make(map[string]bool, len(ts))
+			for _, t := range ts {
+				current[t.String()] = true
+			}
+			c.prune(b.Name(), current)
+		}
+		for _, t := range ts {
 			h := 0.0
 			if t.Healthy() {
 				h = 1
@@ -76,4 +91,34 @@ func (c *targetCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.inflight, prometheus.GaugeValue, float64(t.InFlight()), b.Name(), t.String())
 		}
 	}
+}
+
+// pruneAttempts deletes the attempt series of backend's targets that are
+// not in current, and their cache entries.
+func (m *Metrics) pruneAttempts(backend string, current map[string]bool) {
+	c := &m.attemptC
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := c.m.Load()
+	if old == nil {
+		return
+	}
+	var gone []attemptKey
+	for k := range *old {
+		if k.backend == backend && !current[k.target] {
+			gone = append(gone, k)
+		}
+	}
+	if len(gone) == 0 {
+		return
+	}
+	nm := make(map[attemptKey]prometheus.Counter, len(*old)-len(gone))
+	for k, v := range *old {
+		nm[k] = v
+	}
+	for _, k := range gone {
+		delete(nm, k)
+		m.attempts.DeleteLabelValues(k.backend, k.target, k.result)
+	}
+	c.m.Store(&nm)
 }

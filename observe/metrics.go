@@ -180,6 +180,7 @@ func NewMetrics(reg prometheus.Registerer, opts MetricsOptions) (*Metrics, error
 		Help: "1 for the circuit breaker's current state, 0 for the others.", ConstLabels: cl}, []string{"breaker", "state"})
 	m.brTrans = counter("pylon_breaker_transitions_total", "Circuit breaker state changes.", "breaker", "from", "to")
 	m.targets = newTargetCollector(cl)
+	m.targets.prune = m.pruneAttempts
 
 	for _, c := range []prometheus.Collector{m.duration, m.reqSize, m.respSize, m.active, m.gateway,
 		m.upstream, m.retries, m.attempts, m.rlimit, m.auth, m.aggCalls, m.brState, m.brTrans, m.targets} {

@@ -473,3 +473,57 @@ func TestMetricsHandler(t *testing.T) {
 		t.Errorf("/metrics lacks %s", want)
 	}
 }
+
+func TestSeriesFollowSetTargets(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := observe.NewMetrics(reg, observe.MetricsOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := upstream(t).URL, upstream(t).URL
+	be := newBackend(t, "orders", m, pylon.BackendOptions{Targets: []string{a, b}})
+	m.WatchBackends(be)
+	gw := pylon.New(pylon.Options{})
+	gw.Route("GET /").To(be)
+	for range 2 { // round robin: one attempt each
+		gw.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/", nil))
+	}
+	count := func(name, target string) int {
+		t.Helper()
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, mf := range mfs {
+			if mf.GetName() != name {
+				continue
+			}
+			for _, mt := range mf.GetMetric() {
+				for _, lp := range mt.GetLabel() {
+					if lp.GetName() == "target" && lp.GetValue() == target {
+						n++
+					}
+				}
+			}
+		}
+		return n
+	}
+	for _, name := range []string{"pylon_upstream_attempts_total", "pylon_target_healthy"} {
+		if count(name, a) != 1 || count(name, b) != 1 {
+			t.Fatalf("%s: want one series per target", name)
+		}
+	}
+	if err := be.SetTargets([]pylon.Endpoint{{URL: b}}); err != nil {
+		t.Fatal(err)
+	}
+	_ = count("pylon_target_healthy", a) // a scrape prunes; the next one shows it
+	for _, name := range []string{"pylon_upstream_attempts_total", "pylon_target_healthy"} {
+		if count(name, a) != 0 {
+			t.Errorf("%s: the removed target still has series", name)
+		}
+		if count(name, b) != 1 {
+			t.Errorf("%s: the kept target lost its series", name)
+		}
+	}
+}
