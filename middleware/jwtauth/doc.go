@@ -17,7 +17,18 @@
 // server's cache headers, refetched at once when a token names an unknown
 // "kid" (at most once per [Options.UnknownKeyCooldown], one fetch for all
 // waiting requests), and the last good set is kept when a refresh fails or
-// returns garbage. [Verifier.Close] stops the background refresh.
+// returns garbage. The start-up and background fetches do not count
+// against the cooldown, and after any refetch attempt the verifier looks at
+// the current set again, so a rotation is never refused because another
+// request's fetch got there first. Keys that cannot be used (an unknown
+// "kty" such as "AKP", an RSA key without "e") are skipped and logged once,
+// and the rest of the set is used (RFC 7517 §5). A discovery document is
+// read again at every fetch, so a changed "jwks_uri" is followed.
+// [Verifier.Close] stops the background refresh.
+//
+// Algorithms are named as in RFC 7518, plus RFC 9864's fully-specified
+// "Ed25519" (the same signature as "EdDSA" over an Ed25519 key, accepted
+// only when listed). Ed448 keys are not supported.
 //
 // Verified tokens are kept in a bounded cache until they expire, so a token
 // seen again costs a hash and a map lookup instead of a signature check.

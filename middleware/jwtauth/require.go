@@ -1,6 +1,7 @@
 package jwtauth
 
 import (
+	"cmp"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -30,12 +31,17 @@ type RequireOptions struct {
 	// header or cookie) on the request passed on. False strips the
 	// Authorization header and the Header above before the next handler.
 	ForwardAuthorization bool
-	// Realm is the realm sent in WWW-Authenticate. Empty means none.
+	// Realm is the realm sent in WWW-Authenticate. Empty means
+	// DefaultRealm.
 	Realm string
 	// Logger receives the reason of each rejection at Info level.
 	// Nil means slog.Default().
 	Logger *slog.Logger
 }
+
+// DefaultRealm is the realm of the WWW-Authenticate challenge when
+// RequireOptions.Realm is empty: RFC 6750 §3 wants at least one auth-param.
+const DefaultRealm = "api"
 
 // Require returns a middleware that admits requests carrying a bearer token
 // that v verifies and that passes every rule. See RequireWithOptions.
@@ -46,7 +52,8 @@ func Require(v *Verifier, rules ...Rule) func(http.Handler) http.Handler {
 // RequireWithOptions returns a middleware that authenticates each request
 // with v and authorizes it with o.Rules.
 //
-// A request without a token gets 401 with "WWW-Authenticate: Bearer"; an
+// A request without a token gets 401 with `WWW-Authenticate: Bearer
+// realm="api"`; an
 // invalid token gets 401 with error="invalid_token"; a valid token that
 // fails a rule gets 403 with error="insufficient_scope". Each is a
 // problem+json response carrying no detail of the failure, which is
@@ -61,11 +68,9 @@ func RequireWithOptions(v *Verifier, o RequireOptions) func(http.Handler) http.H
 	if log == nil {
 		log = slog.Default()
 	}
-	realm := ""
-	if o.Realm != "" {
-		realm = `realm="` + strings.NewReplacer(`"`, "", `\`, "").Replace(o.Realm) + `", `
-	}
-	missing := strings.TrimSuffix(strings.TrimSuffix("Bearer "+realm, ", "), " ")
+	realm := `realm="` + strings.NewReplacer(`"`, "", `\`, "").Replace(cmp.Or(o.Realm, DefaultRealm)) + `", `
+	// RFC 6750 §3: the challenge carries at least one auth-param.
+	missing := strings.TrimSuffix("Bearer "+realm, ", ")
 	invalid := "Bearer " + realm + `error="invalid_token"`
 	forbidden := "Bearer " + realm + `error="insufficient_scope"`
 	fwdNames := make([]string, 0, len(o.ForwardClaims))

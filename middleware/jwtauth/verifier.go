@@ -109,6 +109,9 @@ type Verifier struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	closing sync.Once
+
+	skipMu     sync.Mutex
+	skipLogged map[string]struct{} // unusable keys already logged
 }
 
 // New builds a Verifier. With a remote key set it fetches the set before
@@ -236,9 +239,25 @@ func cmpOr[T int | int64 | time.Duration](v, def T) T {
 	return v
 }
 
+// logSkipped logs each unusable key once, not at every refresh. The
+// memory of logged keys is bounded; past the bound a key may be logged
+// again.
 func (v *Verifier) logSkipped(source string, skipped []string) {
+	v.skipMu.Lock()
+	defer v.skipMu.Unlock()
 	for _, s := range skipped {
-		v.log.Warn("jwtauth: key skipped", "source", source, "reason", s)
+		k := source + "\x00" + s
+		if _, done := v.skipLogged[k]; done {
+			continue
+		}
+		if len(v.skipLogged) >= 256 {
+			clear(v.skipLogged)
+		}
+		if v.skipLogged == nil {
+			v.skipLogged = map[string]struct{}{}
+		}
+		v.skipLogged[k] = struct{}{}
+		v.log.Warn("jwtauth: key skipped; the rest of the set is used", "source", source, "reason", s)
 	}
 }
 
@@ -363,10 +382,13 @@ func (v *Verifier) verify(ctx context.Context, token string, now time.Time, keys
 	}
 	cands := keys.candidates(hdr.Kid)
 	if len(cands) == 0 && hdr.Kid != "" && v.remote != nil {
-		if v.remote.refetch(ctx) {
-			keys = v.keys.Load()
-			cands = keys.candidates(hdr.Kid)
-		}
+		// Whatever the refetch answers (done, failed, or in cooldown
+		// because another request's refetch just ran), look again at the
+		// current set: it may have been replaced since this request
+		// loaded it.
+		v.remote.refetch(ctx)
+		keys = v.keys.Load()
+		cands = keys.candidates(hdr.Kid)
 	}
 	if len(cands) == 0 {
 		return nil, nil, fmt.Errorf("%w: kid %q", ErrUnknownKey, truncate(hdr.Kid))
