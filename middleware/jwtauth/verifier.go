@@ -77,6 +77,23 @@ type Options struct {
 	// tokens with an unknown "kid". Zero means 30s.
 	UnknownKeyCooldown time.Duration
 
+	// RequireType, when set, is the required "typ" header of a token,
+	// compared case-insensitively and with or without the "application/"
+	// prefix: "at+jwt" requires RFC 9068 JWT access tokens (§4), which also
+	// refuses ID tokens and any other JWT the issuer signs. Empty means any
+	// "typ" is accepted.
+	RequireType string
+	// AuthorizedParties lists the clients whose tokens are accepted: a
+	// token's "azp" claim, or its "client_id" claim (RFC 9068) when it has
+	// no "azp", must be one of them. Empty means no check.
+	AuthorizedParties []string
+	// AllowIDTokens accepts OpenID Connect ID tokens as access tokens.
+	// False (the default) rejects a token carrying "at_hash", "c_hash" or
+	// "s_hash" (claims only ID tokens carry), a Keycloak "typ" claim of
+	// "ID", or a "typ" header of "id_token+jwt": an ID token is meant for
+	// the client that logged in, not for an API.
+	AllowIDTokens bool
+
 	// CacheSize bounds the verified-token cache in entries. Only tokens
 	// that verified are stored, each until its "exp" plus Skew.
 	// Zero means 10000; a negative value disables the cache.
@@ -99,6 +116,8 @@ type Verifier struct {
 	opts    Options
 	algs    map[string]algInfo
 	aud     map[string]struct{}
+	azp     map[string]struct{}
+	typ     string // RequireType, lower case, without "application/"
 	skew    time.Duration
 	maxTok  int
 	now     func() time.Time
@@ -191,6 +210,13 @@ func (v *Verifier) configure() error {
 	for _, a := range o.Audience {
 		v.aud[a] = struct{}{}
 	}
+	if len(o.AuthorizedParties) > 0 {
+		v.azp = map[string]struct{}{}
+		for _, a := range o.AuthorizedParties {
+			v.azp[a] = struct{}{}
+		}
+	}
+	v.typ = normType(o.RequireType)
 	if len(o.Algorithms) == 0 {
 		return fmt.Errorf("%w: Algorithms is required", ErrConfig)
 	}
@@ -302,13 +328,8 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
 	}
 	now := v.now()
 	keys := v.keys.Load()
-	if v.cache != nil {
-		if c := v.cache.get(token, now.UnixNano(), keys); c != nil {
-			if v.opts.Revoked != nil && v.opts.Revoked(c) {
-				return nil, ErrRevoked
-			}
-			return c, nil
-		}
+	if c, err, ok := v.cached(token, now, keys); ok {
+		return c, err
 	}
 	c, keys, err := v.verify(ctx, token, now, keys)
 	if err != nil {
@@ -323,8 +344,23 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
 	return c, nil
 }
 
+// cached answers from the verified-token cache; ok is false on a miss.
+func (v *Verifier) cached(token string, now time.Time, keys *keySet) (c *Claims, err error, ok bool) {
+	if v.cache == nil {
+		return nil, nil, false
+	}
+	if c = v.cache.get(token, now.UnixNano(), keys); c == nil {
+		return nil, nil, false
+	}
+	if v.opts.Revoked != nil && v.opts.Revoked(c) {
+		return nil, ErrRevoked, true
+	}
+	return c, nil, true
+}
+
 type header struct {
 	Alg  string          `json:"alg"`
+	Typ  string          `json:"typ"`
 	Kid  string          `json:"kid"`
 	Crit json.RawMessage `json:"crit"`
 	B64  json.RawMessage `json:"b64"`
@@ -427,6 +463,9 @@ func (v *Verifier) verify(ctx context.Context, token string, now time.Time, keys
 	if err := v.validate(c, now); err != nil {
 		return nil, nil, err
 	}
+	if err := v.checkKind(c, hdr.Typ); err != nil {
+		return nil, nil, err
+	}
 	return c, keys, nil
 }
 
@@ -453,6 +492,42 @@ func (v *Verifier) validate(c *Claims, now time.Time) error {
 		return ErrAudience
 	}
 	return nil
+}
+
+// checkKind applies the access-token hygiene options: RequireType,
+// AuthorizedParties and the refusal of ID tokens.
+func (v *Verifier) checkKind(c *Claims, typ string) error {
+	t := normType(typ)
+	if v.typ != "" && t != v.typ {
+		return fmt.Errorf("%w: typ %q", ErrTokenType, truncate(typ))
+	}
+	if !v.opts.AllowIDTokens {
+		if t == "id_token+jwt" || c.String("typ") == "ID" {
+			return fmt.Errorf("%w: an ID token", ErrTokenType)
+		}
+		for _, name := range [...]string{"at_hash", "c_hash", "s_hash"} {
+			if _, ok := c.raw[name]; ok {
+				return fmt.Errorf("%w: an ID token (%s)", ErrTokenType, name)
+			}
+		}
+	}
+	if v.azp != nil {
+		party, _ := c.raw["azp"].(string)
+		if party == "" {
+			party, _ = c.raw["client_id"].(string)
+		}
+		if _, ok := v.azp[party]; !ok {
+			return fmt.Errorf("%w: %q", ErrAuthorizedParty, truncate(party))
+		}
+	}
+	return nil
+}
+
+// normType lower-cases a "typ" value and drops an "application/" prefix
+// (RFC 7515 §4.1.9).
+func normType(t string) string {
+	t = strings.ToLower(t)
+	return strings.TrimPrefix(t, "application/")
 }
 
 // maxTries bounds the keys tried for one token (several keys may share a
