@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/pylon-gateway/pylon/internal/authcache"
 )
 
 // Options configures a Verifier. Exactly one key source must be set:
@@ -124,7 +126,7 @@ type Verifier struct {
 	log     *slog.Logger
 	keys    atomic.Pointer[keySet]
 	remote  *remote
-	cache   *tokenCache
+	cache   *authcache.Cache[*Claims, *keySet]
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	closing sync.Once
@@ -253,7 +255,7 @@ func (v *Verifier) configure() error {
 		v.log = slog.Default()
 	}
 	if o.CacheSize >= 0 {
-		v.cache = newTokenCache(cmpOr(o.CacheSize, 10000))
+		v.cache = authcache.New[*Claims, *keySet](cmpOr(o.CacheSize, 10000))
 	}
 	return nil
 }
@@ -306,14 +308,14 @@ func (v *Verifier) Close() error {
 // request presenting it is verified again (and asked about revocation).
 func (v *Verifier) Forget(token string) {
 	if v.cache != nil {
-		v.cache.remove(token)
+		v.cache.Remove(token)
 	}
 }
 
 // Purge empties the verified-token cache.
 func (v *Verifier) Purge() {
 	if v.cache != nil {
-		v.cache.purge()
+		v.cache.Purge()
 	}
 }
 
@@ -339,7 +341,7 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
 		return nil, ErrRevoked
 	}
 	if v.cache != nil {
-		v.cache.put(token, c, c.ExpiresAt.Add(v.skew).UnixNano(), keys, now.UnixNano())
+		v.cache.Put(token, c, c.ExpiresAt.Add(v.skew).UnixNano(), keys, now.UnixNano())
 	}
 	return c, nil
 }
@@ -349,7 +351,7 @@ func (v *Verifier) cached(token string, now time.Time, keys *keySet) (c *Claims,
 	if v.cache == nil {
 		return nil, nil, false
 	}
-	if c = v.cache.get(token, now.UnixNano(), keys); c == nil {
+	if c, ok = v.cache.Get(token, now.UnixNano(), keys); !ok {
 		return nil, nil, false
 	}
 	if v.opts.Revoked != nil && v.opts.Revoked(c) {

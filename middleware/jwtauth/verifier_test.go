@@ -591,7 +591,7 @@ func TestTokenCache(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if n := v.cache.len(); n > 32 {
+		if n := v.cache.Len(); n > 32 {
 			t.Fatalf("cache holds %d entries, limit 32", n)
 		}
 	})
@@ -604,7 +604,7 @@ func TestTokenCache(t *testing.T) {
 			t.Error("Forget kept the token")
 		}
 		v.Purge()
-		if n := v.cache.len(); n != 0 {
+		if n := v.cache.Len(); n != 0 {
 			t.Errorf("Purge left %d entries", n)
 		}
 	})
