@@ -33,7 +33,15 @@
 // Verified tokens are kept in a bounded cache until they expire, so a token
 // seen again costs a hash and a map lookup instead of a signature check.
 //
-// [Require] turns a Verifier into a middleware: it takes the token from
+// [NewMulti] puts several Verifiers, one per issuer, behind one middleware:
+// the token's "iss" is read before verification only to choose, and the
+// chosen Verifier checks it. [Options.RequireType] ("at+jwt", RFC 9068),
+// [Options.AuthorizedParties] ("azp" or "client_id") and the refusal of ID
+// tokens (unless [Options.AllowIDTokens]) keep tokens meant for something
+// else out.
+//
+// [Require] turns a Verifier (or any [TokenVerifier], such as the
+// introspect package's for opaque tokens) into a middleware: it takes the token from
 // "Authorization: Bearer" (and optionally a cookie or header), applies the
 // [Rule]s (scopes, roles, predicates), stores the [Claims] in the request
 // context ([FromContext]) and the subject in pylon's RequestInfo, and
