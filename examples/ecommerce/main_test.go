@@ -107,10 +107,10 @@ func TestAuth(t *testing.T) {
 		www      string // WWW-Authenticate
 		contains string // body
 	}{
-		{"no token", "", 401, "Bearer", ""},
-		{"garbage token", "not.a.token", 401, `Bearer error="invalid_token"`, ""},
-		{"token signed by someone else", strings.ToUpper(h.a.Token), 401, `Bearer error="invalid_token"`, ""},
-		{"valid token without the scope", h.a.NoScopeToken, 403, `Bearer error="insufficient_scope"`, ""},
+		{"no token", "", 401, `Bearer realm="api"`, ""},
+		{"garbage token", "not.a.token", 401, `Bearer realm="api", error="invalid_token"`, ""},
+		{"token signed by someone else", strings.ToUpper(h.a.Token), 401, `Bearer realm="api", error="invalid_token"`, ""},
+		{"valid token without the scope", h.a.NoScopeToken, 403, `Bearer realm="api", error="insufficient_scope"`, ""},
 		{"valid token with the scope", h.a.Token, 200, "", `"name":"Brass desk lamp"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

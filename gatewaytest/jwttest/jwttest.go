@@ -59,6 +59,7 @@ type Issuer struct {
 	published    []*signingKey
 	handler      http.Handler
 	cacheControl string
+	jwksURI      string // jwks_uri of the discovery document; empty means JWKSURL
 	now          func() time.Time
 }
 
@@ -144,14 +145,14 @@ func family(alg string) string {
 		return "RS256"
 	case "ES256":
 		return "ES256"
-	case "EdDSA":
+	case "EdDSA", "Ed25519":
 		return "EdDSA"
 	}
 	return ""
 }
 
-// KeyID returns the kid of the current key for alg ("RS256", "ES256" or
-// "EdDSA").
+// KeyID returns the kid of the current key for alg ("RS256", "ES256",
+// "EdDSA" or "Ed25519").
 func (i *Issuer) KeyID(alg string) string {
 	i.mu.Lock()
 	defer i.mu.Unlock()
@@ -192,6 +193,14 @@ func (i *Issuer) SetJWKSHandler(h http.Handler) {
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	i.handler = h
+}
+
+// SetJWKSURI sets the jwks_uri of the discovery document, to simulate a
+// provider that moves its key set. Empty means JWKSURL.
+func (i *Issuer) SetJWKSURI(u string) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	i.jwksURI = u
 }
 
 // SetCacheControl sets the Cache-Control header of JWKS responses.
@@ -242,8 +251,14 @@ func (i *Issuer) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		_, _ = w.Write(body)
 	case DiscoveryPath:
+		i.mu.Lock()
+		uri := i.jwksURI
+		i.mu.Unlock()
+		if uri == "" {
+			uri = i.JWKSURL
+		}
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(map[string]string{"issuer": i.URL, "jwks_uri": i.JWKSURL})
+		_ = json.NewEncoder(w).Encode(map[string]string{"issuer": i.URL, "jwks_uri": uri})
 	default:
 		http.NotFound(w, r)
 	}
@@ -252,7 +267,8 @@ func (i *Issuer) serve(w http.ResponseWriter, r *http.Request) {
 // Token describes a token for MintToken.
 type Token struct {
 	// Alg is the signature algorithm. Empty means "RS256". RS384, RS512
-	// and PS* are signed with the RSA key.
+	// and PS* are signed with the RSA key; "Ed25519" (RFC 9864's
+	// fully-specified name) with the EdDSA key.
 	Alg string
 	// KeyID is the "kid" header. Empty means the kid of the signing key;
 	// "-" means no "kid" header.
@@ -327,6 +343,25 @@ func Sign(hdr, claims map[string]any, alg string, key any) string {
 	payload, err := json.Marshal(claims)
 	if err != nil {
 		panic("jwttest: claims: " + err.Error())
+	}
+	if alg == "Ed25519" {
+		// jwx v2 does not know RFC 9864's name: sign by hand.
+		priv, ok := key.(ed25519.PrivateKey)
+		if !ok {
+			panic("jwttest: Ed25519 needs an ed25519.PrivateKey")
+		}
+		h := maps.Clone(hdr)
+		if h == nil {
+			h = map[string]any{}
+		}
+		h["alg"] = "Ed25519"
+		hb, err := json.Marshal(h)
+		if err != nil {
+			panic("jwttest: header: " + err.Error())
+		}
+		enc := base64.RawURLEncoding
+		signed := enc.EncodeToString(hb) + "." + enc.EncodeToString(payload)
+		return signed + "." + enc.EncodeToString(ed25519.Sign(priv, []byte(signed)))
 	}
 	h := jws.NewHeaders()
 	for name, v := range hdr {

@@ -133,6 +133,19 @@ func parseClaims(payload []byte) (*Claims, error) {
 	if err := json.Unmarshal(payload, &raw); err != nil || raw == nil {
 		return nil, ErrMalformed
 	}
+	return NewClaims(raw)
+}
+
+// NewClaims returns the Claims of raw, a claim set decoded by
+// encoding/json (an RFC 7662 introspection response, say). It checks the
+// types of the registered claims ("sub", "iss", "jti" strings, "aud" a
+// string or strings, "exp", "nbf", "iat" numbers), not their values, and
+// fails with ErrMalformed. raw is kept, not copied: do not modify it
+// afterwards.
+func NewClaims(raw map[string]any) (*Claims, error) {
+	if raw == nil {
+		return nil, ErrMalformed
+	}
 	c := &Claims{raw: raw}
 	var ok bool
 	for _, f := range [...]struct {

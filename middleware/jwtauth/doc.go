@@ -17,12 +17,31 @@
 // server's cache headers, refetched at once when a token names an unknown
 // "kid" (at most once per [Options.UnknownKeyCooldown], one fetch for all
 // waiting requests), and the last good set is kept when a refresh fails or
-// returns garbage. [Verifier.Close] stops the background refresh.
+// returns garbage. The start-up and background fetches do not count
+// against the cooldown, and after any refetch attempt the verifier looks at
+// the current set again, so a rotation is never refused because another
+// request's fetch got there first. Keys that cannot be used (an unknown
+// "kty" such as "AKP", an RSA key without "e") are skipped and logged once,
+// and the rest of the set is used (RFC 7517 §5). A discovery document is
+// read again at every fetch, so a changed "jwks_uri" is followed.
+// [Verifier.Close] stops the background refresh.
+//
+// Algorithms are named as in RFC 7518, plus RFC 9864's fully-specified
+// "Ed25519" (the same signature as "EdDSA" over an Ed25519 key, accepted
+// only when listed). Ed448 keys are not supported.
 //
 // Verified tokens are kept in a bounded cache until they expire, so a token
 // seen again costs a hash and a map lookup instead of a signature check.
 //
-// [Require] turns a Verifier into a middleware: it takes the token from
+// [NewMulti] puts several Verifiers, one per issuer, behind one middleware:
+// the token's "iss" is read before verification only to choose, and the
+// chosen Verifier checks it. [Options.RequireType] ("at+jwt", RFC 9068),
+// [Options.AuthorizedParties] ("azp" or "client_id") and the refusal of ID
+// tokens (unless [Options.AllowIDTokens]) keep tokens meant for something
+// else out.
+//
+// [Require] turns a Verifier (or any [TokenVerifier], such as the
+// introspect package's for opaque tokens) into a middleware: it takes the token from
 // "Authorization: Bearer" (and optionally a cookie or header), applies the
 // [Rule]s (scopes, roles, predicates), stores the [Claims] in the request
 // context ([FromContext]) and the subject in pylon's RequestInfo, and

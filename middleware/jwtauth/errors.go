@@ -32,6 +32,17 @@ var (
 	// ErrAudience means none of the token's "aud" values is an accepted
 	// audience.
 	ErrAudience = errors.New("jwtauth: wrong audience")
+	// ErrTokenType means the token is not an access token: its "typ"
+	// header is not Options.RequireType, or it is an OpenID Connect ID
+	// token.
+	ErrTokenType = errors.New("jwtauth: not an access token")
+	// ErrAuthorizedParty means the token's "azp" (or "client_id") is not
+	// one of Options.AuthorizedParties.
+	ErrAuthorizedParty = errors.New("jwtauth: client not authorized")
+	// ErrUnavailable means the verifier could not reach a service it
+	// needs to decide (a token introspection endpoint); the middleware
+	// answers 503 instead of 401.
+	ErrUnavailable = errors.New("jwtauth: verification unavailable")
 	// ErrRevoked means Options.Revoked reported the token as revoked.
 	ErrRevoked = errors.New("jwtauth: token revoked")
 	// ErrNoKeys means the verifier has no usable key yet (a lazy start

@@ -52,8 +52,8 @@ func ExampleRequire() {
 	}
 	// Output:
 	// 200  orders of alice
-	// 403 Bearer error="insufficient_scope" {"title":"Forbidden","status":403}
-	// 401 Bearer error="invalid_token" {"title":"Unauthorized","status":401}
+	// 403 Bearer realm="api", error="insufficient_scope" {"title":"Forbidden","status":403}
+	// 401 Bearer realm="api", error="invalid_token" {"title":"Unauthorized","status":401}
 }
 
 // Roles from a nested claim, as Keycloak issues them.

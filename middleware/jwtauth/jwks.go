@@ -33,8 +33,8 @@ type remote struct {
 
 	mu      sync.Mutex
 	closed  bool
-	jwksURL string    // resolved through discovery when empty
-	last    time.Time // start of the last fetch
+	jwksURL string    // JWKSURL, or the last jwks_uri discovery gave
+	last    time.Time // start of the last fetch caused by an unknown kid
 }
 
 func newRemote(v *Verifier, bg context.Context) *remote {
@@ -78,11 +78,16 @@ func (r *remote) refresh(ctx context.Context, cooldown bool) (time.Duration, err
 			r.mu.Unlock()
 			return nil, ErrClosed
 		}
-		if cooldown && !r.last.IsZero() && now.Sub(r.last) < r.v.opts.UnknownKeyCooldown {
-			r.mu.Unlock()
-			return nil, errCooldown
+		if cooldown {
+			// Only fetches caused by unknown kids count against the
+			// cooldown: a key rotated just after start (or after a
+			// background refresh) is picked up at once.
+			if !r.last.IsZero() && now.Sub(r.last) < r.v.opts.UnknownKeyCooldown {
+				r.mu.Unlock()
+				return nil, errCooldown
+			}
+			r.last = now
 		}
-		r.last = now
 		r.inflight.Add(1)
 		r.mu.Unlock()
 		defer r.inflight.Done()
@@ -141,14 +146,25 @@ func (r *remote) fetch() (time.Duration, error) {
 	r.mu.Lock()
 	u := r.jwksURL
 	r.mu.Unlock()
-	if u == "" {
-		var err error
-		if u, err = r.discover(ctx); err != nil {
+	if r.v.opts.DiscoveryURL != "" {
+		// The discovery document is read at every fetch, so a changed
+		// jwks_uri is followed without a restart. When it cannot be read,
+		// the last jwks_uri it gave is used.
+		d, err := r.discover(ctx)
+		switch {
+		case err == nil:
+			if d != u && u != "" {
+				r.v.log.Info("jwtauth: discovery names a new jwks_uri", "old", u, "new", d)
+			}
+			u = d
+			r.mu.Lock()
+			r.jwksURL = u
+			r.mu.Unlock()
+		case u == "":
 			return 0, err
+		default:
+			r.v.log.Warn("jwtauth: discovery document unavailable; using the last jwks_uri", "err", err)
 		}
-		r.mu.Lock()
-		r.jwksURL = u
-		r.mu.Unlock()
 	}
 	body, hdr, err := r.get(ctx, u)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rsa"
+	"encoding/json"
 	"fmt"
 
 	"github.com/lestrrat-go/jwx/v2/jwa"
@@ -53,6 +54,12 @@ func init() {
 	add("EC", elliptic.P384(), jwa.ES384)
 	add("EC", elliptic.P521(), jwa.ES512)
 	add("OKP", nil, jwa.EdDSA)
+	// RFC 9864's fully-specified name for EdDSA over Ed25519, which
+	// oidc-provider and jose sign with. jwx v2 knows only "EdDSA"; the
+	// signature is the same. Ed448 is not supported: no Ed448 key is ever
+	// accepted, so neither is its name.
+	ed := knownAlgs[jwa.EdDSA.String()]
+	knownAlgs["Ed25519"] = ed
 	add("oct", nil, jwa.HS256, jwa.HS384, jwa.HS512)
 }
 
@@ -67,7 +74,7 @@ type key struct {
 
 // fits reports whether k may verify a token signed with alg.
 func (k *key) fits(alg string, info algInfo) bool {
-	if k.alg != "" && k.alg != alg {
+	if k.alg != "" && k.alg != alg && !(isEd25519(k.alg) && isEd25519(alg)) {
 		return false
 	}
 	if k.family != info.family {
@@ -75,6 +82,10 @@ func (k *key) fits(alg string, info algInfo) bool {
 	}
 	return info.curve == nil || k.curve == info.curve
 }
+
+// isEd25519 reports whether alg names EdDSA, which for the only OKP keys
+// accepted (Ed25519) is the same algorithm as RFC 9864's "Ed25519".
+func isEd25519(alg string) bool { return alg == "EdDSA" || alg == "Ed25519" }
 
 // keySet is an immutable set of keys; a refresh replaces it whole.
 type keySet struct {
@@ -159,28 +170,38 @@ func buildSet(keys []*key) *keySet {
 }
 
 // parseJWKS parses a JWKS document into a key set. Keys that cannot be
-// used (private-only types, encryption keys, short RSA keys, unknown
-// curves) are skipped and reported in skipped; a document with no usable
-// key is an error. The key set never fetches anything: "x5u" and "jku"
-// members are ignored.
+// used (unknown key types such as "AKP", RSA keys without "e", EC keys
+// without "y", private-only types, encryption keys, short RSA keys,
+// unknown curves) are skipped and reported in skipped, and the rest of the
+// set is used (RFC 7517 §5); a document with no usable key is an error.
+// The key set never fetches anything: "x5u" and "jku" members are ignored.
 func parseJWKS(doc []byte, maxKeys int) (set *keySet, skipped []string, err error) {
-	parsed, err := jwk.Parse(doc)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %v", ErrJWKS, err)
+	var parsed struct {
+		Keys []json.RawMessage `json:"keys"`
 	}
-	if parsed.Len() > maxKeys {
-		return nil, nil, fmt.Errorf("%w: %d keys, more than the limit of %d", ErrJWKS, parsed.Len(), maxKeys)
+	if err := json.Unmarshal(doc, &parsed); err != nil {
+		return nil, nil, fmt.Errorf("%w: not a JWK Set: %v", ErrJWKS, err)
+	}
+	if parsed.Keys == nil {
+		return nil, nil, fmt.Errorf("%w: no \"keys\" member", ErrJWKS)
+	}
+	if len(parsed.Keys) > maxKeys {
+		return nil, nil, fmt.Errorf("%w: %d keys, more than the limit of %d", ErrJWKS, len(parsed.Keys), maxKeys)
 	}
 	var keys []*key
-	for i := range parsed.Len() {
-		jk, _ := parsed.Key(i)
+	for i, rawKey := range parsed.Keys {
+		jk, err := jwk.ParseKey(rawKey)
+		if err != nil {
+			skipped = append(skipped, fmt.Sprintf("key %d (kid %q): %v", i, truncate(peekKID(rawKey)), err))
+			continue
+		}
 		if use := jk.KeyUsage(); use != "" && use != "sig" {
-			skipped = append(skipped, fmt.Sprintf("kid %q: use %q", jk.KeyID(), use))
+			skipped = append(skipped, fmt.Sprintf("kid %q: use %q", truncate(jk.KeyID()), use))
 			continue
 		}
 		var raw any
 		if err := jk.Raw(&raw); err != nil {
-			skipped = append(skipped, fmt.Sprintf("kid %q: %v", jk.KeyID(), err))
+			skipped = append(skipped, fmt.Sprintf("kid %q: %v", truncate(jk.KeyID()), err))
 			continue
 		}
 		alg := ""
@@ -189,13 +210,13 @@ func parseJWKS(doc []byte, maxKeys int) (set *keySet, skipped []string, err erro
 		}
 		k, err := newKey(jk.KeyID(), alg, raw)
 		if err != nil {
-			skipped = append(skipped, fmt.Sprintf("kid %q: %v", jk.KeyID(), err))
+			skipped = append(skipped, fmt.Sprintf("kid %q: %v", truncate(jk.KeyID()), err))
 			continue
 		}
 		if k.family == "oct" {
 			// A symmetric secret published in a JWKS is a misconfiguration:
 			// anyone who can read the set could mint tokens.
-			skipped = append(skipped, fmt.Sprintf("kid %q: symmetric key in a JWKS", jk.KeyID()))
+			skipped = append(skipped, fmt.Sprintf("kid %q: symmetric key in a JWKS", truncate(jk.KeyID())))
 			continue
 		}
 		keys = append(keys, k)
@@ -204,4 +225,13 @@ func parseJWKS(doc []byte, maxKeys int) (set *keySet, skipped []string, err erro
 		return nil, skipped, fmt.Errorf("%w: no usable key in the set", ErrJWKS)
 	}
 	return buildSet(keys), skipped, nil
+}
+
+// peekKID returns the "kid" of a key that jwx could not parse, for logs.
+func peekKID(raw []byte) string {
+	var k struct {
+		Kid string `json:"kid"`
+	}
+	_ = json.Unmarshal(raw, &k)
+	return k.Kid
 }

@@ -1,6 +1,7 @@
 package jwtauth
 
 import (
+	"cmp"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -30,42 +31,53 @@ type RequireOptions struct {
 	// header or cookie) on the request passed on. False strips the
 	// Authorization header and the Header above before the next handler.
 	ForwardAuthorization bool
-	// Realm is the realm sent in WWW-Authenticate. Empty means none.
+	// Realm is the realm sent in WWW-Authenticate. Empty means
+	// DefaultRealm.
 	Realm string
 	// Logger receives the reason of each rejection at Info level.
 	// Nil means slog.Default().
 	Logger *slog.Logger
 }
 
+// DefaultRealm is the realm of the WWW-Authenticate challenge when
+// RequireOptions.Realm is empty: RFC 6750 §3 wants at least one auth-param.
+const DefaultRealm = "api"
+
 // Require returns a middleware that admits requests carrying a bearer token
 // that v verifies and that passes every rule. See RequireWithOptions.
-func Require(v *Verifier, rules ...Rule) func(http.Handler) http.Handler {
+func Require(v TokenVerifier, rules ...Rule) func(http.Handler) http.Handler {
 	return RequireWithOptions(v, RequireOptions{Rules: rules})
 }
 
 // RequireWithOptions returns a middleware that authenticates each request
-// with v and authorizes it with o.Rules.
+// with v (a *Verifier, a *Multi or any TokenVerifier) and authorizes it
+// with o.Rules.
 //
-// A request without a token gets 401 with "WWW-Authenticate: Bearer"; an
+// A request without a token gets 401 with `WWW-Authenticate: Bearer
+// realm="api"`; an
 // invalid token gets 401 with error="invalid_token"; a valid token that
 // fails a rule gets 403 with error="insufficient_scope". Each is a
 // problem+json response carrying no detail of the failure, which is
 // logged instead. On success the claims are in the request context
-// (FromContext), the subject in pylon.Info(ctx).Subject and "jwt" in its
-// Auth, which caches and rate limits after it read.
-func RequireWithOptions(v *Verifier, o RequireOptions) func(http.Handler) http.Handler {
+// (FromContext), the subject in pylon.Info(ctx).Subject and "jwt" (or the
+// verifier's Mechanism) in its Auth, which caches and rate limits after it
+// read. A verifier that answers ErrUnavailable gets 503 without a
+// challenge.
+func RequireWithOptions(v TokenVerifier, o RequireOptions) func(http.Handler) http.Handler {
 	if v == nil {
 		panic("jwtauth: RequireWithOptions with a nil Verifier")
+	}
+	mech := "jwt"
+	if m, ok := v.(interface{ Mechanism() string }); ok {
+		mech = m.Mechanism()
 	}
 	log := o.Logger
 	if log == nil {
 		log = slog.Default()
 	}
-	realm := ""
-	if o.Realm != "" {
-		realm = `realm="` + strings.NewReplacer(`"`, "", `\`, "").Replace(o.Realm) + `", `
-	}
-	missing := strings.TrimSuffix(strings.TrimSuffix("Bearer "+realm, ", "), " ")
+	realm := `realm="` + strings.NewReplacer(`"`, "", `\`, "").Replace(cmp.Or(o.Realm, DefaultRealm)) + `", `
+	// RFC 6750 §3: the challenge carries at least one auth-param.
+	missing := strings.TrimSuffix("Bearer "+realm, ", ")
 	invalid := "Bearer " + realm + `error="invalid_token"`
 	forbidden := "Bearer " + realm + `error="insufficient_scope"`
 	fwdNames := make([]string, 0, len(o.ForwardClaims))
@@ -90,6 +102,12 @@ func RequireWithOptions(v *Verifier, o RequireOptions) func(http.Handler) http.H
 			}
 			c, err := v.Verify(r.Context(), token)
 			if err != nil {
+				if errors.Is(err, ErrUnavailable) {
+					// The token may be fine: no challenge, and a status
+					// that tells the client to come back.
+					reject(w, r, log, http.StatusServiceUnavailable, "", err)
+					return
+				}
 				reject(w, r, log, http.StatusUnauthorized, invalid, err)
 				return
 			}
@@ -115,7 +133,7 @@ func RequireWithOptions(v *Verifier, o RequireOptions) func(http.Handler) http.H
 				}
 			}
 			if info := pylon.Info(r.Context()); info != nil {
-				info.Subject, info.Auth = c.Subject, "jwt"
+				info.Subject, info.Auth = c.Subject, mech
 			}
 			next.ServeHTTP(w, r.WithContext(NewContext(r.Context(), c)))
 		}), stage)
@@ -171,7 +189,9 @@ func reject(w http.ResponseWriter, r *http.Request, log *slog.Logger, status int
 		info.Error = reason.Error()
 		info.AuthFailure = failureCode(reason)
 	}
-	w.Header().Set("WWW-Authenticate", challenge)
+	if challenge != "" {
+		w.Header().Set("WWW-Authenticate", challenge)
+	}
 	pylon.WriteProblem(w, r, pylon.Problem{Status: status})
 }
 
@@ -189,7 +209,7 @@ func failureCode(reason error) string {
 		return "revoked"
 	case errors.Is(reason, ErrUnknownKey):
 		return "unknown_key"
-	case errors.Is(reason, ErrNoKeys), errors.Is(reason, ErrJWKS), errors.Is(reason, ErrClosed):
+	case errors.Is(reason, ErrNoKeys), errors.Is(reason, ErrJWKS), errors.Is(reason, ErrClosed), errors.Is(reason, ErrUnavailable):
 		return "unavailable"
 	}
 	return "invalid_token"

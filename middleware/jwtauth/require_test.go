@@ -45,28 +45,28 @@ func TestRequire(t *testing.T) {
 	}{
 		{"valid bearer", RequireOptions{}, func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+good) }, 204, ""},
 		{"lower-case scheme", RequireOptions{}, func(r *http.Request) { r.Header.Set("Authorization", "bearer "+good) }, 204, ""},
-		{"no token", RequireOptions{}, func(*http.Request) {}, 401, "Bearer"},
-		{"other scheme", RequireOptions{}, func(r *http.Request) { r.SetBasicAuth("a", "b") }, 401, "Bearer"},
-		{"expired token", RequireOptions{}, func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+expired) }, 401, `Bearer error="invalid_token"`},
-		{"garbage token", RequireOptions{}, func(r *http.Request) { r.Header.Set("Authorization", "Bearer abc") }, 401, `Bearer error="invalid_token"`},
+		{"no token", RequireOptions{}, func(*http.Request) {}, 401, `Bearer realm="api"`},
+		{"other scheme", RequireOptions{}, func(r *http.Request) { r.SetBasicAuth("a", "b") }, 401, `Bearer realm="api"`},
+		{"expired token", RequireOptions{}, func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+expired) }, 401, `Bearer realm="api", error="invalid_token"`},
+		{"garbage token", RequireOptions{}, func(r *http.Request) { r.Header.Set("Authorization", "Bearer abc") }, 401, `Bearer realm="api", error="invalid_token"`},
 		{"64 KiB token", RequireOptions{}, func(r *http.Request) {
 			r.Header.Set("Authorization", "Bearer "+strings.Repeat("a", 64<<10))
-		}, 401, `Bearer error="invalid_token"`},
+		}, 401, `Bearer realm="api", error="invalid_token"`},
 		{"two Authorization headers", RequireOptions{}, func(r *http.Request) {
 			r.Header.Add("Authorization", "Bearer "+good)
 			r.Header.Add("Authorization", "Bearer "+good)
-		}, 401, `Bearer error="invalid_token"`},
+		}, 401, `Bearer realm="api", error="invalid_token"`},
 		{"realm", RequireOptions{Realm: "api"}, func(r *http.Request) { r.Header.Set("Authorization", "Bearer x") }, 401, `Bearer realm="api", error="invalid_token"`},
 		{"cookie", RequireOptions{Cookie: "session"}, func(r *http.Request) { r.AddCookie(&http.Cookie{Name: "session", Value: good}) }, 204, ""},
-		{"cookie not configured", RequireOptions{}, func(r *http.Request) { r.AddCookie(&http.Cookie{Name: "session", Value: good}) }, 401, "Bearer"},
+		{"cookie not configured", RequireOptions{}, func(r *http.Request) { r.AddCookie(&http.Cookie{Name: "session", Value: good}) }, 401, `Bearer realm="api"`},
 		{"header", RequireOptions{Header: "X-Token"}, func(r *http.Request) { r.Header.Set("X-Token", good) }, 204, ""},
 		{"all scopes present", RequireOptions{Rules: []Rule{Scopes("orders:read", "orders:write")}}, func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+good) }, 204, ""},
-		{"a scope missing", RequireOptions{Rules: []Rule{Scopes("orders:read", "admin")}}, func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+good) }, 403, `Bearer error="insufficient_scope"`},
+		{"a scope missing", RequireOptions{Rules: []Rule{Scopes("orders:read", "admin")}}, func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+good) }, 403, `Bearer realm="api", error="insufficient_scope"`},
 		{"any scope", RequireOptions{Rules: []Rule{AnyScope("admin", "orders:read")}}, func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+good) }, 204, ""},
-		{"no scope of any", RequireOptions{Rules: []Rule{AnyScope("admin", "root")}}, func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+good) }, 403, `Bearer error="insufficient_scope"`},
+		{"no scope of any", RequireOptions{Rules: []Rule{AnyScope("admin", "root")}}, func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+good) }, 403, `Bearer realm="api", error="insufficient_scope"`},
 		{"predicate false", RequireOptions{Rules: []Rule{Predicate("not bob", func(c *Claims) bool { return c.Subject == "bob" })}}, func(r *http.Request) {
 			r.Header.Set("Authorization", "Bearer "+good)
-		}, 403, `Bearer error="insufficient_scope"`},
+		}, 403, `Bearer realm="api", error="insufficient_scope"`},
 	}
 	authFailures := map[string]string{ // RequestInfo.AuthFailure by case; "" when admitted
 		"no token": "missing_token", "other scheme": "missing_token", "expired token": "expired",

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/pylon-gateway/pylon/internal/authcache"
 )
 
 // Options configures a Verifier. Exactly one key source must be set:
@@ -77,6 +79,23 @@ type Options struct {
 	// tokens with an unknown "kid". Zero means 30s.
 	UnknownKeyCooldown time.Duration
 
+	// RequireType, when set, is the required "typ" header of a token,
+	// compared case-insensitively and with or without the "application/"
+	// prefix: "at+jwt" requires RFC 9068 JWT access tokens (§4), which also
+	// refuses ID tokens and any other JWT the issuer signs. Empty means any
+	// "typ" is accepted.
+	RequireType string
+	// AuthorizedParties lists the clients whose tokens are accepted: a
+	// token's "azp" claim, or its "client_id" claim (RFC 9068) when it has
+	// no "azp", must be one of them. Empty means no check.
+	AuthorizedParties []string
+	// AllowIDTokens accepts OpenID Connect ID tokens as access tokens.
+	// False (the default) rejects a token carrying "at_hash", "c_hash" or
+	// "s_hash" (claims only ID tokens carry), a Keycloak "typ" claim of
+	// "ID", or a "typ" header of "id_token+jwt": an ID token is meant for
+	// the client that logged in, not for an API.
+	AllowIDTokens bool
+
 	// CacheSize bounds the verified-token cache in entries. Only tokens
 	// that verified are stored, each until its "exp" plus Skew.
 	// Zero means 10000; a negative value disables the cache.
@@ -99,16 +118,21 @@ type Verifier struct {
 	opts    Options
 	algs    map[string]algInfo
 	aud     map[string]struct{}
+	azp     map[string]struct{}
+	typ     string // RequireType, lower case, without "application/"
 	skew    time.Duration
 	maxTok  int
 	now     func() time.Time
 	log     *slog.Logger
 	keys    atomic.Pointer[keySet]
 	remote  *remote
-	cache   *tokenCache
+	cache   *authcache.Cache[*Claims, *keySet]
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	closing sync.Once
+
+	skipMu     sync.Mutex
+	skipLogged map[string]struct{} // unusable keys already logged
 }
 
 // New builds a Verifier. With a remote key set it fetches the set before
@@ -188,6 +212,13 @@ func (v *Verifier) configure() error {
 	for _, a := range o.Audience {
 		v.aud[a] = struct{}{}
 	}
+	if len(o.AuthorizedParties) > 0 {
+		v.azp = map[string]struct{}{}
+		for _, a := range o.AuthorizedParties {
+			v.azp[a] = struct{}{}
+		}
+	}
+	v.typ = normType(o.RequireType)
 	if len(o.Algorithms) == 0 {
 		return fmt.Errorf("%w: Algorithms is required", ErrConfig)
 	}
@@ -224,7 +255,7 @@ func (v *Verifier) configure() error {
 		v.log = slog.Default()
 	}
 	if o.CacheSize >= 0 {
-		v.cache = newTokenCache(cmpOr(o.CacheSize, 10000))
+		v.cache = authcache.New[*Claims, *keySet](cmpOr(o.CacheSize, 10000))
 	}
 	return nil
 }
@@ -236,9 +267,25 @@ func cmpOr[T int | int64 | time.Duration](v, def T) T {
 	return v
 }
 
+// logSkipped logs each unusable key once, not at every refresh. The
+// memory of logged keys is bounded; past the bound a key may be logged
+// again.
 func (v *Verifier) logSkipped(source string, skipped []string) {
+	v.skipMu.Lock()
+	defer v.skipMu.Unlock()
 	for _, s := range skipped {
-		v.log.Warn("jwtauth: key skipped", "source", source, "reason", s)
+		k := source + "\x00" + s
+		if _, done := v.skipLogged[k]; done {
+			continue
+		}
+		if len(v.skipLogged) >= 256 {
+			clear(v.skipLogged)
+		}
+		if v.skipLogged == nil {
+			v.skipLogged = map[string]struct{}{}
+		}
+		v.skipLogged[k] = struct{}{}
+		v.log.Warn("jwtauth: key skipped; the rest of the set is used", "source", source, "reason", s)
 	}
 }
 
@@ -261,14 +308,14 @@ func (v *Verifier) Close() error {
 // request presenting it is verified again (and asked about revocation).
 func (v *Verifier) Forget(token string) {
 	if v.cache != nil {
-		v.cache.remove(token)
+		v.cache.Remove(token)
 	}
 }
 
 // Purge empties the verified-token cache.
 func (v *Verifier) Purge() {
 	if v.cache != nil {
-		v.cache.purge()
+		v.cache.Purge()
 	}
 }
 
@@ -283,13 +330,8 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
 	}
 	now := v.now()
 	keys := v.keys.Load()
-	if v.cache != nil {
-		if c := v.cache.get(token, now.UnixNano(), keys); c != nil {
-			if v.opts.Revoked != nil && v.opts.Revoked(c) {
-				return nil, ErrRevoked
-			}
-			return c, nil
-		}
+	if c, err, ok := v.cached(token, now, keys); ok {
+		return c, err
 	}
 	c, keys, err := v.verify(ctx, token, now, keys)
 	if err != nil {
@@ -299,13 +341,28 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
 		return nil, ErrRevoked
 	}
 	if v.cache != nil {
-		v.cache.put(token, c, c.ExpiresAt.Add(v.skew).UnixNano(), keys, now.UnixNano())
+		v.cache.Put(token, c, c.ExpiresAt.Add(v.skew).UnixNano(), keys, now.UnixNano())
 	}
 	return c, nil
 }
 
+// cached answers from the verified-token cache; ok is false on a miss.
+func (v *Verifier) cached(token string, now time.Time, keys *keySet) (c *Claims, err error, ok bool) {
+	if v.cache == nil {
+		return nil, nil, false
+	}
+	if c, ok = v.cache.Get(token, now.UnixNano(), keys); !ok {
+		return nil, nil, false
+	}
+	if v.opts.Revoked != nil && v.opts.Revoked(c) {
+		return nil, ErrRevoked, true
+	}
+	return c, nil, true
+}
+
 type header struct {
 	Alg  string          `json:"alg"`
+	Typ  string          `json:"typ"`
 	Kid  string          `json:"kid"`
 	Crit json.RawMessage `json:"crit"`
 	B64  json.RawMessage `json:"b64"`
@@ -363,10 +420,13 @@ func (v *Verifier) verify(ctx context.Context, token string, now time.Time, keys
 	}
 	cands := keys.candidates(hdr.Kid)
 	if len(cands) == 0 && hdr.Kid != "" && v.remote != nil {
-		if v.remote.refetch(ctx) {
-			keys = v.keys.Load()
-			cands = keys.candidates(hdr.Kid)
-		}
+		// Whatever the refetch answers (done, failed, or in cooldown
+		// because another request's refetch just ran), look again at the
+		// current set: it may have been replaced since this request
+		// loaded it.
+		v.remote.refetch(ctx)
+		keys = v.keys.Load()
+		cands = keys.candidates(hdr.Kid)
 	}
 	if len(cands) == 0 {
 		return nil, nil, fmt.Errorf("%w: kid %q", ErrUnknownKey, truncate(hdr.Kid))
@@ -405,6 +465,9 @@ func (v *Verifier) verify(ctx context.Context, token string, now time.Time, keys
 	if err := v.validate(c, now); err != nil {
 		return nil, nil, err
 	}
+	if err := v.checkKind(c, hdr.Typ); err != nil {
+		return nil, nil, err
+	}
 	return c, keys, nil
 }
 
@@ -431,6 +494,42 @@ func (v *Verifier) validate(c *Claims, now time.Time) error {
 		return ErrAudience
 	}
 	return nil
+}
+
+// checkKind applies the access-token hygiene options: RequireType,
+// AuthorizedParties and the refusal of ID tokens.
+func (v *Verifier) checkKind(c *Claims, typ string) error {
+	t := normType(typ)
+	if v.typ != "" && t != v.typ {
+		return fmt.Errorf("%w: typ %q", ErrTokenType, truncate(typ))
+	}
+	if !v.opts.AllowIDTokens {
+		if t == "id_token+jwt" || c.String("typ") == "ID" {
+			return fmt.Errorf("%w: an ID token", ErrTokenType)
+		}
+		for _, name := range [...]string{"at_hash", "c_hash", "s_hash"} {
+			if _, ok := c.raw[name]; ok {
+				return fmt.Errorf("%w: an ID token (%s)", ErrTokenType, name)
+			}
+		}
+	}
+	if v.azp != nil {
+		party, _ := c.raw["azp"].(string)
+		if party == "" {
+			party, _ = c.raw["client_id"].(string)
+		}
+		if _, ok := v.azp[party]; !ok {
+			return fmt.Errorf("%w: %q", ErrAuthorizedParty, truncate(party))
+		}
+	}
+	return nil
+}
+
+// normType lower-cases a "typ" value and drops an "application/" prefix
+// (RFC 7515 §4.1.9).
+func normType(t string) string {
+	t = strings.ToLower(t)
+	return strings.TrimPrefix(t, "application/")
 }
 
 // maxTries bounds the keys tried for one token (several keys may share a
