@@ -17,11 +17,19 @@ import (
 // when set, else a redis-server of its own on a unix socket in a temporary
 // directory, stopped when the test ends. A missing redis-server fails the
 // test: the Redis code is tested against a real Redis or not at all.
-func breakerRedis(t *testing.T) (network, addr string) {
+func breakerRedis(t testing.TB) (network, addr string) {
 	t.Helper()
 	if a := os.Getenv("PYLON_REDIS_ADDR"); a != "" {
 		return "tcp", a
 	}
+	_, addr = breakerRedisProc(t)
+	return "unix", addr
+}
+
+// breakerRedisProc starts a redis-server of the test's own on a unix
+// socket, whatever PYLON_REDIS_ADDR says, for tests that stop it.
+func breakerRedisProc(t testing.TB) (*os.Process, string) {
+	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Fatalf("redis-server not found (apt-get install redis-server, or set PYLON_REDIS_ADDR): %v", err)
@@ -46,7 +54,7 @@ func breakerRedis(t *testing.T) (network, addr string) {
 		err := c.Ping(ctx).Err()
 		cancel()
 		if err == nil {
-			return "unix", sock
+			return cmd.Process, sock
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("redis-server not ready: %v", err)
@@ -56,9 +64,9 @@ func breakerRedis(t *testing.T) (network, addr string) {
 }
 
 // breakerClient returns a client of the test's Redis, closed at the end.
-func breakerClient(t *testing.T, network, addr string) *goredis.Client {
+func breakerClient(t testing.TB, network, addr string) *goredis.Client {
 	t.Helper()
-	c := goredis.NewClient(&goredis.Options{Network: network, Addr: addr})
+	c := goredis.NewClient(&goredis.Options{Network: network, Addr: addr, ContextTimeoutEnabled: true})
 	t.Cleanup(func() { c.Close() })
 	return c
 }
