@@ -156,10 +156,6 @@ func (b *Breaker) refusal(err error) *RefusedError {
 	return &RefusedError{Name: b.name, Err: ErrOpen, Wait: wait}
 }
 
-func isRefusal(err error) bool {
-	return err == gobreaker.ErrOpenState || err == gobreaker.ErrTooManyRequests
-}
-
 // execute runs fn if the breaker admits it, and records fn's outcome (nil,
 // errFailure or errExcluded). It reports whether fn ran; when it did not,
 // err is the refusal.
@@ -194,8 +190,6 @@ func (b *Breaker) allow() (done func(error), err error) {
 	}
 	return b.sh.allow()
 }
-
-func noopDone(error) {}
 
 // logStoreError logs a store failure at most once a second; the store
 // itself should log once per its own interval and count failures.

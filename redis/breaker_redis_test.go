@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -30,19 +31,29 @@ func breakerRedis(t testing.TB) (network, addr string) {
 // socket, whatever PYLON_REDIS_ADDR says, for tests that stop it.
 func breakerRedisProc(t testing.TB) (*os.Process, string) {
 	t.Helper()
+	sock := filepath.Join(t.TempDir(), "redis.sock")
+	return redisOnSocket(t, sock), sock
+}
+
+// redisOnSocket starts a redis-server on the unix socket sock, waits until
+// it answers PING, and kills it when the test ends.
+func redisOnSocket(t testing.TB, sock string) *os.Process {
+	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Fatalf("redis-server not found (apt-get install redis-server, or set PYLON_REDIS_ADDR): %v", err)
 	}
-	dir := t.TempDir()
-	sock := filepath.Join(dir, "redis.sock")
+	dir := filepath.Dir(sock)
 	cmd := exec.Command(bin, "--port", "0", "--unixsocket", sock, "--save", "", "--appendonly", "no", "--dir", dir)
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start redis-server: %v", err)
 	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGCONT)
 		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
+		<-exited
 	})
 	c := goredis.NewClient(&goredis.Options{Network: "unix", Addr: sock, MaxRetries: -1})
 	defer c.Close()
@@ -54,7 +65,7 @@ func breakerRedisProc(t testing.TB) (*os.Process, string) {
 		err := c.Ping(ctx).Err()
 		cancel()
 		if err == nil {
-			return cmd.Process, sock
+			return cmd.Process
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("redis-server not ready: %v", err)

@@ -93,9 +93,10 @@ func NewBreakerStore(c goredis.UniversalClient, opts BreakerStoreOptions) (*Brea
 // Key returns the Redis key of the breaker called name.
 func (s *BreakerStore) Key(name string) string { return s.opts.Prefix + name }
 
-// Failures returns how many calls to Redis failed since the store was
-// created, for metrics.
-func (s *BreakerStore) Failures() uint64 { return s.gate.failures.Load() }
+// Failures returns how many syncs got no answer from Redis since the store
+// was created: failed, or skipped in the fast-fail state. Export it as a
+// metric.
+func (s *BreakerStore) Failures() uint64 { return s.gate.count() }
 
 // Down reports whether the store is in its fast-fail state.
 func (s *BreakerStore) Down() bool { return s.gate.down() }
