@@ -3,11 +3,9 @@ package breaker
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -52,26 +50,26 @@ func (e *RefusedError) RetryAfter() time.Duration { return e.Wait }
 // upstream target of a pylon Backend, see [PerTarget].
 //
 // It is built on sony/gobreaker: in memory, its CircuitBreaker; with
-// Settings.Store, its DistributedCircuitBreaker.
+// Settings.Store, a local copy of the shared state (see [SharedStore]) and a
+// gobreaker TwoStepCircuitBreaker that decides while the store is down.
 type Breaker struct {
 	cfg  *config
 	name string
 
 	// One of these is set: cb for a breaker used around a call, ts for one
-	// used in two steps (a TargetGuard's), dcb for shared state.
-	cb  *gobreaker.CircuitBreaker[struct{}]
-	ts  *gobreaker.TwoStepCircuitBreaker[struct{}]
-	dcb *gobreaker.DistributedCircuitBreaker[struct{}]
-	dmu sync.Mutex // serializes this process's use of dcb
+	// used in two steps (a TargetGuard's), sh for shared state.
+	cb *gobreaker.CircuitBreaker[struct{}]
+	ts *gobreaker.TwoStepCircuitBreaker[struct{}]
+	sh *shared
 
 	state     atomic.Int32 // State last seen by OnStateChange
 	openUntil atomic.Int64 // UnixNano (by cfg.now) when the current open period ends
 	storeErr  atomic.Int64 // UnixNano of the last logged store error
 }
 
-// New returns a Breaker configured by s. It fails on invalid settings, and,
-// with a Store, when the store cannot be reached to set up the shared state;
-// the error names the breaker.
+// New returns a Breaker configured by s. It fails on invalid settings; the
+// error names the breaker. With a Store it does not wait for the store: it
+// decides with its local breaker until the first Sync answers.
 func New(s Settings) (*Breaker, error) {
 	cfg, err := newConfig(s)
 	if err != nil {
@@ -95,17 +93,26 @@ func newBreaker(cfg *config, name string, twoStep bool) (*Breaker, error) {
 	st := cfg.gobreakerSettings(name, b.changed)
 	switch {
 	case cfg.store != nil:
-		dcb, err := gobreaker.NewDistributedCircuitBreaker[struct{}](&lockFirst{store: cfg.store, mutex: "gobreaker:mutex:" + name}, st)
-		if err != nil {
-			return nil, fmt.Errorf("breaker %q: shared state: %w", name, err)
-		}
-		b.dcb = dcb
+		b.sh = newShared(b, cfg, name)
+		b.sh.wake()
 	case twoStep:
 		b.ts = gobreaker.NewTwoStepCircuitBreaker[struct{}](st)
 	default:
 		b.cb = gobreaker.NewCircuitBreaker[struct{}](st)
 	}
 	return b, nil
+}
+
+// Close stops the goroutine that syncs a breaker's shared state, and waits
+// for it. The goroutine also stops by itself after a second without
+// requests (and starts again on the next one), so Close is needed only to
+// stop it at once, as tests checking for leaked goroutines do. A closed
+// breaker keeps deciding, with its local breaker once its shared state is
+// stale. Close does nothing for a breaker without a Store.
+func (b *Breaker) Close() {
+	if b.sh != nil {
+		b.sh.close()
+	}
 }
 
 // Name returns the breaker's name.
@@ -149,10 +156,6 @@ func (b *Breaker) refusal(err error) *RefusedError {
 	return &RefusedError{Name: b.name, Err: ErrOpen, Wait: wait}
 }
 
-func isRefusal(err error) bool {
-	return err == gobreaker.ErrOpenState || err == gobreaker.ErrTooManyRequests
-}
-
 // execute runs fn if the breaker admits it, and records fn's outcome (nil,
 // errFailure or errExcluded). It reports whether fn ran; when it did not,
 // err is the refusal.
@@ -185,19 +188,18 @@ func (b *Breaker) allow() (done func(error), err error) {
 	if b.ts != nil {
 		return b.ts.Allow()
 	}
-	return b.sharedAllow()
+	return b.sh.allow()
 }
 
-func noopDone(error) {}
-
-// logStoreError logs a store failure at most once a second.
+// logStoreError logs a store failure at most once a second; the store
+// itself should log once per its own interval and count failures.
 func (b *Breaker) logStoreError(err error) {
 	now := time.Now().UnixNano()
 	last := b.storeErr.Load()
 	if now-last < int64(time.Second) || !b.storeErr.CompareAndSwap(last, now) {
 		return
 	}
-	b.cfg.logger.LogAttrs(context.Background(), slog.LevelError, "breaker: shared state store failed; letting requests through",
+	b.cfg.logger.LogAttrs(context.Background(), slog.LevelError, "breaker: shared state store failed; deciding with the local breaker",
 		slog.String("breaker", b.name), slog.String("error", err.Error()))
 }
 

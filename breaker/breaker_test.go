@@ -65,6 +65,7 @@ func newTest(t *testing.T, s Settings) (*Breaker, *clock) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(b.Close)
 	c := newClock()
 	b.cfg.now = c.Now
 	return b, c

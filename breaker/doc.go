@@ -14,6 +14,8 @@
 // as successes, and a client's own cancellation is not counted at all.
 //
 // A breaker's state can be shared by several gateway replicas through a
-// gobreaker SharedDataStore (Settings.Store), such as the Redis one in the
-// pylon redis module.
+// [SharedStore] (Settings.Store), such as the Redis one in the pylon redis
+// module. A closed-state request never waits for the store: the shared
+// state is copied locally and outcomes are sent in batches; when the store
+// is slow or down, each replica decides with a local breaker.
 package breaker

@@ -82,15 +82,27 @@ type Settings struct {
 	Logger *slog.Logger
 
 	// Store, when set, shares the breaker's state with every breaker of the
-	// same Name through it (for example Redis, see the pylon redis module),
-	// with gobreaker's DistributedCircuitBreaker. Each request then reads
-	// and writes the store twice, and this process serializes requests per
-	// breaker while doing so. When the store fails, requests are let
-	// through (the breaker fails open) and the error is logged. Across
-	// processes the half-open probe cap is approximate, and a process that
-	// did not see the trip answers Retry-After: OpenDuration (an upper
-	// bound). Nil means state is kept in memory.
-	Store gobreaker.SharedDataStore
+	// same Name through it (for example Redis, see the pylon redis module).
+	// A closed-state request then makes no call to the store: the breaker
+	// decides from a local copy of the shared state, counts outcomes in
+	// memory and sends them in batches every SyncInterval (at once after a
+	// failure), taking the shared state back in the same round trip. A trip
+	// by one replica thus reaches the others within about SyncInterval.
+	// Each change of state is one atomic call of the store; half-open probe
+	// places are taken from the store, so that MaxRequests holds across
+	// replicas. While the store fails, or a Sync has been under way for
+	// longer than SyncInterval + SyncTimeout, the breaker decides with a local breaker
+	// of the same settings, and logs the error at most once a second. Nil
+	// means state is kept in memory.
+	Store SharedStore
+	// SyncInterval is how often a breaker with a Store syncs with it while
+	// requests flow (the sync goroutine stops after a second without
+	// requests). Zero means 50ms.
+	SyncInterval time.Duration
+	// SyncTimeout bounds each call to the Store, from the breaker's side
+	// (the store may have a shorter timeout of its own). It is the most a
+	// half-open probe waits for its place. Zero means 100ms.
+	SyncTimeout time.Duration
 }
 
 // State is a breaker's state: closed (requests flow), open (requests are
@@ -109,21 +121,23 @@ const (
 // config is Settings validated, with defaults applied. It is shared by every
 // breaker a TargetGuard creates.
 type config struct {
-	name        string
-	consecutive uint32 // 0: off
-	ratio       float64
-	minRequests uint32
-	window      time.Duration
-	buckets     int
-	open        time.Duration
-	maxRequests uint32
-	failStatus  [10]uint64 // bit set over 0..639
-	isFailure   func(*http.Request, int, error) bool
-	fallback    http.Handler
-	onChange    func(string, State, State)
-	logger      *slog.Logger
-	store       gobreaker.SharedDataStore
-	now         func() time.Time
+	name         string
+	consecutive  uint32 // 0: off
+	ratio        float64
+	minRequests  uint32
+	window       time.Duration
+	buckets      int
+	open         time.Duration
+	maxRequests  uint32
+	failStatus   [10]uint64 // bit set over 0..639
+	isFailure    func(*http.Request, int, error) bool
+	fallback     http.Handler
+	onChange     func(string, State, State)
+	logger       *slog.Logger
+	store        SharedStore
+	syncInterval time.Duration
+	syncTimeout  time.Duration
+	now          func() time.Time
 }
 
 // defaultFailureStatus is the FailureStatus used when none is given.
@@ -149,9 +163,11 @@ func newConfig(s Settings) (*config, error) {
 	if s.FailureRatio < 0 || s.FailureRatio > 1 {
 		return fail("FailureRatio %v is not in [0, 1]", s.FailureRatio)
 	}
-	if s.MinRequests < 0 || s.Window < 0 || s.Buckets < 0 || s.OpenDuration < 0 || s.MaxRequests < 0 {
-		return fail("negative MinRequests, Window, Buckets, OpenDuration or MaxRequests")
+	if s.MinRequests < 0 || s.Window < 0 || s.Buckets < 0 || s.OpenDuration < 0 || s.MaxRequests < 0 || s.SyncInterval < 0 || s.SyncTimeout < 0 {
+		return fail("negative MinRequests, Window, Buckets, OpenDuration, MaxRequests, SyncInterval or SyncTimeout")
 	}
+	c.syncInterval = or(s.SyncInterval, defaultSyncInterval)
+	c.syncTimeout = or(s.SyncTimeout, defaultSyncTimeout)
 	switch {
 	case s.ConsecutiveFailures > 0:
 		c.consecutive = uint32(s.ConsecutiveFailures)

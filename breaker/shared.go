@@ -1,93 +1,381 @@
 package breaker
 
 import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
 	"github.com/sony/gobreaker/v2"
 )
 
-// sharedAllow admits a request through the shared state in one short
-// critical section (as an outcome that is not counted), and records its
-// outcome in a second, rather than holding the store's lock for the whole
-// request as DistributedCircuitBreaker.Execute would. The price: the
-// half-open probe cap is approximate across processes, since a probe holds
-// no place between the two steps.
-func (b *Breaker) sharedAllow() (func(error), error) {
-	b.dmu.Lock()
-	_, err := b.dcb.Execute(func() (struct{}, error) { return struct{}{}, errAdmit })
-	b.dmu.Unlock()
-	switch {
-	case err == errAdmit:
-		return b.sharedDone, nil
-	case err == gobreaker.ErrOpenState:
-		b.state.Store(int32(StateOpen))
-		return nil, err
-	case err == gobreaker.ErrTooManyRequests:
-		b.state.Store(int32(StateHalfOpen))
-		return nil, err
-	default: // the store failed: fail open
-		b.logStoreError(err)
-		return noopDone, nil
-	}
-}
-
-func (b *Breaker) sharedDone(o error) {
-	b.dmu.Lock()
-	_, err := b.dcb.Execute(func() (struct{}, error) { return struct{}{}, o })
-	b.dmu.Unlock()
-	if err != nil && err != o && !isRefusal(err) {
-		b.logStoreError(err)
-	}
-}
-
-// lockFirst puts a breaker's reads of the shared state under the store's
-// lock. DistributedCircuitBreaker.Execute (v2.4.0) reads the state, then
-// locks, then writes what it computed from that read: between the read and
-// the lock another process may have written (tripped the breaker), and the
-// write would undo it. lockFirst takes the lock in GetData instead, and
-// makes the Lock that follows a no-op.
+// SharedStore keeps the state of breakers shared by several processes (the
+// pylon redis module has one on Redis). A breaker with a store never calls
+// it on the path of a closed-state request: it decides from a local copy of
+// the shared state, counts outcomes in memory, and one goroutine per
+// breaker sends them in batches with [SharedStore.Sync] every
+// Settings.SyncInterval (at once after a failure), taking the shared state
+// back in the same round trip. Only a half-open breaker calls the store
+// while admitting a request, to take one of the MaxRequests probe places.
 //
-// Each breaker has its own lockFirst, used under the breaker's dmu, so it
-// needs no lock of its own.
-type lockFirst struct {
-	store gobreaker.SharedDataStore
-	mutex string // gobreaker's lock name for this breaker
-	held  bool   // we hold the store's lock
-	early bool   // taken by GetData rather than Lock
+// Sync must apply one request atomically (for Redis, one Lua script):
+//
+//   - An open breaker whose OpenDuration has passed becomes half-open, with
+//     a new generation. A half-open breaker whose probes have not decided
+//     within OpenDuration (their processes died) is given new probe places,
+//     with a new generation.
+//   - Outcomes counted in an older generation than the current one are
+//     dropped. In the closed state they are added to the rolling window
+//     (Window, in Buckets buckets) and to the run of consecutive failures,
+//     and the breaker opens when the policy says so. In the half-open state
+//     a failure opens the breaker again and MaxRequests successes close it.
+//   - When Probe is set and the breaker is half-open, one probe place is
+//     granted if fewer than MaxRequests have been granted in this
+//     generation.
+//   - Each change of state increments the generation and clears the counts.
+//
+// A store should fail fast (return an error at once) while it knows its
+// backend to be down: the breaker then decides with its local breaker.
+// Implementations must be safe for concurrent use.
+type SharedStore interface {
+	// Sync adds the outcomes in req to the shared state of the breaker
+	// called name, applies the policy, and returns the state after.
+	Sync(ctx context.Context, name string, req SyncRequest) (SharedState, error)
 }
 
-func (l *lockFirst) Lock(name string) error {
-	if l.held && name == l.mutex {
-		return nil
-	}
-	if err := l.store.Lock(name); err != nil {
-		return err
-	}
-	l.held = name == l.mutex
-	return nil
+// SharedPolicy is a breaker's trip policy as a [SharedStore] applies it:
+// [Settings] with their defaults filled in.
+type SharedPolicy struct {
+	// ConsecutiveFailures opens the breaker after this many failures in a
+	// row; 0 means off.
+	ConsecutiveFailures uint32
+	// FailureRatio opens the breaker when failures make up at least this
+	// fraction of the outcomes in the window, once MinRequests are counted;
+	// 0 means off.
+	FailureRatio float64
+	// MinRequests is how many outcomes the window must hold for
+	// FailureRatio to apply.
+	MinRequests uint32
+	// Window is the length of the rolling window, in Buckets buckets.
+	Window time.Duration
+	// Buckets is how many buckets the window is divided into.
+	Buckets int
+	// OpenDuration is how long the breaker stays open, and how long
+	// half-open probes have to decide before new probe places are given.
+	OpenDuration time.Duration
+	// MaxRequests is the number of half-open probes, and the number of
+	// successes in a row that close the breaker.
+	MaxRequests uint32
 }
 
-func (l *lockFirst) Unlock(name string) error {
-	if name == l.mutex {
-		l.held, l.early = false, false
-	}
-	return l.store.Unlock(name)
+// SyncRequest is one batch of outcomes a process sends to a [SharedStore].
+type SyncRequest struct {
+	// Policy is the breaker's trip policy.
+	Policy SharedPolicy
+	// Gen is the generation the outcomes were counted in.
+	Gen uint64
+	// Successes and Failures are the outcomes counted since the last Sync.
+	Successes, Failures uint32
+	// TrailingFailures is the number of failures after the batch's last
+	// success (all of Failures when the batch has no success).
+	TrailingFailures uint32
+	// Probe asks for a half-open probe place.
+	Probe bool
 }
 
-func (l *lockFirst) GetData(name string) ([]byte, error) {
-	if !l.held {
-		if err := l.store.Lock(l.mutex); err != nil {
-			return nil, err
+// SharedState is the shared state of a breaker, as [SharedStore.Sync]
+// returns it.
+type SharedState struct {
+	// State is the breaker's state.
+	State State
+	// Gen is the generation, incremented by every change of state.
+	Gen uint64
+	// Wait is, while open, the time left before the breaker turns half-open.
+	Wait time.Duration
+	// Probe reports that the probe place asked for was granted.
+	Probe bool
+}
+
+// Defaults of the shared-state settings.
+const (
+	defaultSyncInterval = 50 * time.Millisecond
+	defaultSyncTimeout  = 100 * time.Millisecond
+)
+
+// view is the local copy of the shared state.
+type view struct {
+	state State
+	gen   uint64
+	until int64 // mono() when the open period ends
+}
+
+// epoch is the origin of mono: monotonic nanoseconds for atomics.
+var epoch = time.Now()
+
+func mono() int64 { return int64(time.Since(epoch)) }
+
+// shared is the part of a Breaker that keeps its state in a SharedStore.
+// No lock is held across a call to the store: mu guards the outcome counts
+// only, and the one goroutine that syncs (run) is the only caller of the
+// store besides half-open probes.
+type shared struct {
+	b      *Breaker
+	store  SharedStore
+	policy SharedPolicy
+	every  time.Duration // sync interval
+	limit  time.Duration // timeout of one Sync
+	local  *gobreaker.TwoStepCircuitBreaker[struct{}]
+	record func(error) // s.done, bound once so that admitting allocates nothing
+
+	cur      atomic.Pointer[view]
+	lastOK   atomic.Int64 // mono() of the last successful Sync; 0: none yet
+	inflight atomic.Int64 // mono() when the loop's Sync under way began; 0: none
+	failing  atomic.Bool  // the last Sync failed
+	probes   atomic.Int32 // this process's probes in flight
+	lastUse  atomic.Int64 // mono() of the last request
+	running  atomic.Bool  // run is running
+	kick     chan struct{}
+	stop     chan struct{}
+	once     sync.Once
+	wg       sync.WaitGroup
+
+	mu         sync.Mutex // guards the counts below; never held across I/O
+	gen        uint64
+	succ, fail uint32
+	trail      uint32
+}
+
+func newShared(b *Breaker, cfg *config, name string) *shared {
+	s := &shared{
+		b:     b,
+		store: cfg.store,
+		policy: SharedPolicy{
+			ConsecutiveFailures: cfg.consecutive,
+			FailureRatio:        cfg.ratio,
+			MinRequests:         cfg.minRequests,
+			Window:              cfg.window,
+			Buckets:             cfg.buckets,
+			OpenDuration:        cfg.open,
+			MaxRequests:         cfg.maxRequests,
+		},
+		every: cfg.syncInterval,
+		limit: cfg.syncTimeout,
+		local: gobreaker.NewTwoStepCircuitBreaker[struct{}](cfg.gobreakerSettings(name+" (local fallback)", b.changed)),
+		kick:  make(chan struct{}, 1),
+		stop:  make(chan struct{}),
+	}
+	s.record = s.done
+	s.cur.Store(&view{state: StateClosed})
+	return s
+}
+
+// stale reports that a Sync has been under way for longer than its timeout
+// and an interval: a store that ignores its context does not leave the
+// breaker on old shared state.
+func (s *shared) stale(now int64) bool {
+	f := s.inflight.Load()
+	return f != 0 && now-f > int64(s.every+s.limit)
+}
+
+// allow admits or refuses one request. In the closed state it costs two
+// atomic loads; it calls the store only to take a half-open probe place.
+func (s *shared) allow() (func(error), error) {
+	now := mono()
+	s.lastUse.Store(now)
+	s.wake()
+	if s.failing.Load() || s.stale(now) {
+		return s.local.Allow() // the store is down or hung
+	}
+	v := s.cur.Load()
+	switch v.state {
+	case StateClosed:
+		return s.record, nil
+	case StateOpen:
+		if now < v.until {
+			return nil, gobreaker.ErrOpenState
 		}
-		l.held, l.early = true, true
 	}
-	data, err := l.store.GetData(name)
-	if (err != nil || len(data) == 0) && l.early {
-		// Execute returns at once on a failed read, without unlocking.
-		l.held, l.early = false, false
-		_ = l.store.Unlock(l.mutex)
-	}
-	return data, err
+	return s.probe(v)
 }
 
-func (l *lockFirst) SetData(name string, data []byte) error {
-	return l.store.SetData(name, data)
+// probe asks the store for a half-open probe place. At most MaxRequests
+// requests of this process ask at a time; the others are refused at once.
+func (s *shared) probe(v *view) (func(error), error) {
+	if s.probes.Add(1) > int32(s.policy.MaxRequests) {
+		s.probes.Add(-1)
+		return nil, gobreaker.ErrTooManyRequests
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.limit)
+	st, err := s.store.Sync(ctx, s.b.name, SyncRequest{Policy: s.policy, Gen: v.gen, Probe: true})
+	cancel()
+	if err != nil {
+		s.probes.Add(-1)
+		s.failed(err)
+		return s.local.Allow()
+	}
+	s.synced(st)
+	switch {
+	case st.Probe:
+		return func(o error) {
+			s.probes.Add(-1)
+			s.done(o)
+			s.kickNow() // the probe's outcome decides: send it now
+		}, nil
+	case st.State == StateClosed:
+		s.probes.Add(-1)
+		return s.record, nil
+	case st.State == StateOpen:
+		s.probes.Add(-1)
+		return nil, gobreaker.ErrOpenState
+	}
+	s.probes.Add(-1)
+	return nil, gobreaker.ErrTooManyRequests
+}
+
+// done counts one outcome of a request admitted on the shared state.
+func (s *shared) done(o error) {
+	if o == errExcluded || o == errAdmit {
+		return
+	}
+	gen := s.cur.Load().gen
+	s.mu.Lock()
+	if s.gen != gen {
+		s.gen, s.succ, s.fail, s.trail = gen, 0, 0, 0
+	}
+	if o == nil {
+		s.succ++
+		s.trail = 0
+	} else {
+		s.fail++
+		s.trail++
+	}
+	s.mu.Unlock()
+	if o != nil {
+		s.kickNow() // a failure may trip the breaker: send it now
+	}
+}
+
+// wake starts the sync loop if it is not running.
+func (s *shared) wake() {
+	if !s.running.Load() && s.running.CompareAndSwap(false, true) {
+		select {
+		case <-s.stop:
+			s.running.Store(false)
+			return
+		default:
+		}
+		s.wg.Add(1)
+		go s.run()
+	}
+}
+
+// kickNow asks the running loop to sync before its next tick.
+func (s *shared) kickNow() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// idleAfter is how long the sync loop runs without requests before it
+// exits; the next request starts it again.
+func (s *shared) idleAfter() int64 { return int64(max(20*s.every, time.Second)) }
+
+// run syncs every interval, and at once when kicked, until the breaker is
+// idle or closed. After a failed Sync it waits for the next tick.
+func (s *shared) run() {
+	defer s.wg.Done()
+	t := time.NewTicker(s.every)
+	defer t.Stop()
+	for {
+		ok := s.flush()
+		if !ok {
+			select {
+			case <-s.kick: // drain: no retry before the tick
+			default:
+			}
+		}
+		if mono()-s.lastUse.Load() > s.idleAfter() {
+			s.running.Store(false)
+			// A request that came in meanwhile saw running and did not
+			// start a loop: carry on for it.
+			if mono()-s.lastUse.Load() > s.idleAfter() || !s.running.CompareAndSwap(false, true) {
+				return
+			}
+		}
+		if ok {
+			select {
+			case <-t.C:
+			case <-s.kick:
+			case <-s.stop:
+				return
+			}
+			continue
+		}
+		select {
+		case <-t.C:
+		case <-s.stop:
+			return
+		}
+	}
+}
+
+// flush sends the counted outcomes and takes the shared state back.
+func (s *shared) flush() bool {
+	s.mu.Lock()
+	req := SyncRequest{Policy: s.policy, Gen: s.gen, Successes: s.succ, Failures: s.fail, TrailingFailures: s.trail}
+	s.succ, s.fail, s.trail = 0, 0, 0
+	s.mu.Unlock()
+	if req.Successes+req.Failures == 0 {
+		req.Gen = s.cur.Load().gen
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.limit)
+	s.inflight.Store(mono())
+	st, err := s.store.Sync(ctx, s.b.name, req)
+	s.inflight.Store(0)
+	cancel()
+	if err != nil {
+		s.failed(err) // the batch is dropped: the local breaker counts from here
+		return false
+	}
+	s.synced(st)
+	return true
+}
+
+func (s *shared) failed(err error) {
+	s.failing.Store(true)
+	s.b.logStoreError(err)
+}
+
+// synced installs st as the local copy, unless a newer generation is
+// already installed, and reports the change of state.
+func (s *shared) synced(st SharedState) {
+	now := mono()
+	nv := &view{state: st.State, gen: st.Gen}
+	if st.State == StateOpen {
+		nv.until = now + int64(st.Wait)
+	}
+	for {
+		old := s.cur.Load()
+		if old.gen > nv.gen {
+			break
+		}
+		if s.cur.CompareAndSwap(old, nv) {
+			if st.State == StateOpen {
+				s.b.openUntil.Store(s.b.cfg.now().Add(st.Wait).UnixNano())
+			}
+			if old.state != nv.state {
+				s.b.changed(s.b.name, old.state, nv.state)
+			}
+			break
+		}
+	}
+	s.lastOK.Store(now)
+	s.failing.Store(false)
+}
+
+// close stops the sync loop and waits for it.
+func (s *shared) close() {
+	s.once.Do(func() { close(s.stop) })
+	s.wg.Wait()
 }

@@ -1,80 +1,126 @@
 package breaker
 
 import (
+	"context"
 	"errors"
 	"net/http"
-	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
 
-// memStore is a SharedDataStore in memory that checks its callers: state
-// is read and written only under the lock.
+// memStore is a SharedStore in memory, with the semantics the Redis store's
+// script has (see SharedStore). It counts its calls, and can fail or hang.
 type memStore struct {
 	mu     sync.Mutex
-	locked map[string]bool
-	data   map[string][]byte
-	fail   error // every call fails with it when set
-	misuse []string
+	st     map[string]*memState
+	fail   error         // every call fails with it when set
+	hang   chan struct{} // every call waits for it (or its context) when set
+	calls  atomic.Int64
+	probes atomic.Int64
 }
 
-func newMemStore() *memStore {
-	return &memStore{locked: map[string]bool{}, data: map[string][]byte{}}
+type memState struct {
+	state             State
+	gen               uint64
+	until             time.Time
+	consec, oks, prob uint32
+	bucket            []struct{ n, s, f int64 }
 }
 
-func (m *memStore) Lock(name string) error {
+func newMemStore() *memStore { return &memStore{st: map[string]*memState{}} }
+
+func (m *memStore) setFail(err error) {
+	m.mu.Lock()
+	m.fail = err
+	m.mu.Unlock()
+}
+
+func (m *memStore) Sync(ctx context.Context, name string, req SyncRequest) (SharedState, error) {
+	m.calls.Add(1)
+	if req.Probe {
+		m.probes.Add(1)
+	}
+	m.mu.Lock()
+	fail, hang := m.fail, m.hang
+	m.mu.Unlock()
+	if hang != nil {
+		select {
+		case <-hang:
+		case <-ctx.Done():
+			return SharedState{}, ctx.Err()
+		}
+	}
+	if fail != nil {
+		return SharedState{}, fail
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.fail != nil {
-		return m.fail
+	p := req.Policy
+	s := m.st[name]
+	if s == nil {
+		s = &memState{bucket: make([]struct{ n, s, f int64 }, p.Buckets)}
+		m.st[name] = s
 	}
-	if m.locked[name] {
-		return errors.New("held")
+	now := time.Now()
+	to := func(st State) {
+		s.state, s.gen, s.consec, s.oks, s.prob = st, s.gen+1, 0, 0, 0
+		clear(s.bucket)
+		s.until = now.Add(p.OpenDuration)
 	}
-	m.locked[name] = true
-	return nil
-}
-
-func (m *memStore) Unlock(name string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	delete(m.locked, name)
-	return nil
-}
-
-func (m *memStore) held(state string) bool {
-	return m.locked[strings.Replace(state, "gobreaker:state:", "gobreaker:mutex:", 1)]
-}
-
-func (m *memStore) GetData(name string) ([]byte, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.fail != nil {
-		return nil, m.fail
+	if s.state != StateClosed && !now.Before(s.until) {
+		to(StateHalfOpen)
 	}
-	if !m.held(name) {
-		m.misuse = append(m.misuse, "read without the lock")
+	if req.Gen == s.gen && req.Successes+req.Failures > 0 {
+		switch s.state {
+		case StateClosed:
+			if req.Successes > 0 {
+				s.consec = req.TrailingFailures
+			} else {
+				s.consec += req.Failures
+			}
+			bp := int64(p.Window) / int64(p.Buckets)
+			cur := now.UnixNano() / bp
+			b := &s.bucket[cur%int64(p.Buckets)]
+			if b.n != cur {
+				b.n, b.s, b.f = cur, 0, 0
+			}
+			b.s += int64(req.Successes)
+			b.f += int64(req.Failures)
+			var ts, tf int64
+			for _, b := range s.bucket {
+				if b.n > cur-int64(p.Buckets) {
+					ts, tf = ts+b.s, tf+b.f
+				}
+			}
+			if p.ConsecutiveFailures > 0 && s.consec >= p.ConsecutiveFailures ||
+				p.FailureRatio > 0 && ts+tf >= int64(p.MinRequests) && float64(tf) >= p.FailureRatio*float64(ts+tf) {
+				to(StateOpen)
+			}
+		case StateHalfOpen:
+			s.oks += req.Successes
+			if req.Failures > 0 {
+				to(StateOpen)
+			} else if s.oks >= p.MaxRequests {
+				to(StateClosed)
+			}
+		}
 	}
-	return m.data[name], nil
-}
-
-func (m *memStore) SetData(name string, data []byte) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.fail != nil {
-		return m.fail
+	out := SharedState{State: s.state, Gen: s.gen}
+	if s.state == StateOpen {
+		out.Wait = s.until.Sub(now)
 	}
-	if !m.held(name) {
-		m.misuse = append(m.misuse, "write without the lock")
+	if req.Probe && s.state == StateHalfOpen && s.prob < p.MaxRequests {
+		s.prob++
+		out.Probe = true
 	}
-	m.data[name] = data
-	return nil
+	return out, nil
 }
 
 func TestSharedState(t *testing.T) {
 	store := newMemStore()
-	s := Settings{Name: "orders", ConsecutiveFailures: 2, OpenDuration: 30 * time.Millisecond, Store: store}
+	s := Settings{Name: "orders", ConsecutiveFailures: 2, OpenDuration: 30 * time.Millisecond, Store: store, SyncInterval: 5 * time.Millisecond}
 	a, _ := newTest(t, s)
 	b, _ := newTest(t, s)
 
@@ -82,52 +128,91 @@ func TestSharedState(t *testing.T) {
 	ha, hb := a.Middleware(upA), b.Middleware(upB)
 	do(ha)
 	do(ha)
-	// b never saw a failure, yet refuses: the state is shared.
-	w, info := do(hb)
-	if w.Code != http.StatusServiceUnavailable || upB.hits.Load() != 0 || info.Breaker != "open" {
-		t.Fatalf("second instance: %d, backend hits %d, %q", w.Code, upB.hits.Load(), info.Breaker)
-	}
-	if w.Header().Get("Retry-After") == "" {
-		t.Fatal("no Retry-After")
-	}
+	// b never saw a failure, yet refuses once the trip reached it: the
+	// state is shared.
+	eventually(t, "b sees the trip", func() bool {
+		w, info := do(hb)
+		return w.Code == http.StatusServiceUnavailable && info.Breaker == "open" && w.Header().Get("Retry-After") != ""
+	})
 
 	// After the open period a probe through b closes it for a as well.
+	hitsB := upB.hits.Load()
 	eventually(t, "probe through b", func() bool {
 		w, _ := do(hb)
 		return w.Code == 200
 	})
+	if upB.hits.Load() != hitsB+1 {
+		t.Fatalf("b let %d requests through in the half-open state, want 1", upB.hits.Load()-hitsB)
+	}
 	upA.status.Store(200)
-	if w, _ := do(ha); w.Code != 200 {
-		t.Fatalf("first instance after recovery: %d", w.Code)
+	eventually(t, "a sees the close", func() bool {
+		w, _ := do(ha)
+		return w.Code == 200
+	})
+}
+
+// A closed-state request makes no call to the store: only the sync loop
+// does, about once per interval.
+func TestSharedClosedNoRoundTrip(t *testing.T) {
+	store := newMemStore()
+	b, _ := newTest(t, Settings{Name: "orders", Store: store, SyncInterval: time.Hour})
+	h := b.Middleware(newUpstream(200))
+	eventually(t, "first sync", func() bool { return b.sh.lastOK.Load() != 0 })
+	before := store.calls.Load()
+	for range 1000 {
+		if w, _ := do(h); w.Code != 200 {
+			t.Fatal(w.Code)
+		}
 	}
-	// Concurrent use from both instances keeps to the lock.
-	var wg sync.WaitGroup
-	for range 20 {
-		wg.Go(func() { do(ha) })
-		wg.Go(func() { do(hb) })
-	}
-	wg.Wait()
-	store.mu.Lock()
-	defer store.mu.Unlock()
-	if len(store.misuse) > 0 || len(store.locked) > 0 {
-		t.Fatalf("store misuse %v, locks left %v", store.misuse, store.locked)
+	if n := store.calls.Load() - before; n != 0 {
+		t.Fatalf("1000 closed-state requests made %d store calls", n)
 	}
 }
 
-func TestSharedStateStoreDownFailsOpen(t *testing.T) {
+func TestSharedStateStoreDownFallsBackToLocal(t *testing.T) {
 	store := newMemStore()
-	b, _ := newTest(t, Settings{Name: "orders", ConsecutiveFailures: 1, Store: store})
-	store.mu.Lock()
-	store.fail = errors.New("connection refused")
-	store.mu.Unlock()
-	up := newUpstream(200)
-	for range 3 {
-		if w, _ := do(b.Middleware(up)); w.Code != 200 {
-			t.Fatalf("store down: %d", w.Code)
-		}
+	b, _ := newTest(t, Settings{Name: "orders", ConsecutiveFailures: 2, Store: store, SyncInterval: 5 * time.Millisecond})
+	store.setFail(errors.New("connection refused"))
+	eventually(t, "fallback", func() bool { return b.sh.failing.Load() })
+	up := newUpstream(500)
+	h := b.Middleware(up)
+	for range 4 {
+		do(h)
 	}
-	if up.hits.Load() != 3 {
-		t.Fatal("requests were not let through")
+	// The local breaker tripped after two failures.
+	if up.hits.Load() != 2 {
+		t.Fatalf("backend hit %d times with the store down, want 2 (local breaker)", up.hits.Load())
+	}
+}
+
+// A store that hangs holds up no request: they are decided locally once
+// the shared state is stale, and no request waits for another.
+func TestSharedStateStoreHangs(t *testing.T) {
+	store := newMemStore()
+	b, _ := newTest(t, Settings{Name: "orders", Store: store, SyncInterval: 5 * time.Millisecond, SyncTimeout: 20 * time.Millisecond})
+	eventually(t, "first sync", func() bool { return b.sh.lastOK.Load() != 0 })
+	hang := make(chan struct{})
+	store.mu.Lock()
+	store.hang = hang
+	store.mu.Unlock()
+	defer close(hang)
+	h := b.Middleware(newUpstream(200))
+	var wg sync.WaitGroup
+	var slow atomic.Int64
+	for range 8 {
+		wg.Go(func() {
+			for range 50 {
+				start := time.Now()
+				do(h)
+				if time.Since(start) > 10*time.Millisecond {
+					slow.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if slow.Load() > 0 {
+		t.Fatalf("%d requests waited for a hung store", slow.Load())
 	}
 }
 
@@ -135,18 +220,21 @@ func TestSharedStatePerTarget(t *testing.T) {
 	store := newMemStore()
 	ups, urls := servers(t, 2)
 	ups[0].status.Store(500)
-	s := Settings{Name: "orders", ConsecutiveFailures: 1, Store: store, Logger: quiet}
+	s := Settings{Name: "orders", ConsecutiveFailures: 1, Store: store, Logger: quiet, SyncInterval: 5 * time.Millisecond}
 	g1, g2 := MustPerTarget(s), MustPerTarget(s)
+	t.Cleanup(g1.Close)
+	t.Cleanup(g2.Close)
 	be1, be2 := guardedBackend(t, g1, urls, 0), guardedBackend(t, g2, urls, 0)
 	for range 2 {
 		do(be1) // trips target 0 through gateway 1
 	}
-	for range 4 {
-		if w, _ := do(be2); w.Code != 200 {
-			t.Fatalf("gateway 2: %d", w.Code)
+	eventually(t, "gateway 2 skips target 0", func() bool {
+		hits := ups[0].hits.Load()
+		for range 4 {
+			if w, _ := do(be2); w.Code != 200 {
+				return false
+			}
 		}
-	}
-	if ups[0].hits.Load() != 1 {
-		t.Fatalf("target 0 hit %d times, want once (gateway 2 sees it open)", ups[0].hits.Load())
-	}
+		return ups[0].hits.Load() == hits
+	})
 }

@@ -129,6 +129,18 @@ func (g *BackendGuard) Allow(r *http.Request, _ *pylon.Target) (func(int, error)
 // State returns the breaker's state.
 func (g *BackendGuard) State() State { return g.b.State() }
 
+// Close stops the breaker's sync goroutine, as [Breaker.Close] does.
+func (g *BackendGuard) Close() { g.b.Close() }
+
+// Close stops the sync goroutines of the guard's breakers, as
+// [Breaker.Close] does.
+func (g *TargetGuard) Close() {
+	g.breakers.Range(func(_, v any) bool {
+		v.(*Breaker).Close()
+		return true
+	})
+}
+
 // State returns the state of t's breaker ("closed" when t has none yet).
 func (g *TargetGuard) State(t *pylon.Target) State {
 	if v, ok := g.breakers.Load(t); ok {

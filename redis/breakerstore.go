@@ -2,147 +2,134 @@ package pylonredis
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"errors"
-	"sync"
+	_ "embed"
+	"fmt"
+	"log/slog"
+	"strconv"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
-	"github.com/sony/gobreaker/v2"
+
+	"github.com/pylon-gateway/pylon/breaker"
 )
 
-// ErrBreakerLocked is returned by BreakerStore.Lock when another process
-// held the lock for longer than LockWait.
-var ErrBreakerLocked = errors.New("redis: breaker state locked by another process")
+//go:embed breaker.lua
+var breakerSource string
+
+var breakerScript = goredis.NewScript(breakerSource)
 
 // BreakerStoreOptions configures a [BreakerStore]. Every field's zero value
 // is a safe default, written in its comment.
 type BreakerStoreOptions struct {
 	// Prefix is put before every key the store writes. Empty means
-	// "pylon:".
+	// "pylon:breaker:".
 	Prefix string
-	// LockTTL is how long a lock is held at most, should its holder die.
-	// Zero means 5s.
-	LockTTL time.Duration
-	// LockWait is how long Lock waits for a lock held by another process
-	// before failing. Zero means 1s.
-	LockWait time.Duration
 	// StateTTL is how long a breaker's state is kept after its last
 	// update. Zero means 24h.
 	StateTTL time.Duration
-	// Timeout bounds each Redis command. Zero means 1s.
+	// Timeout bounds each call to Redis. Zero means 100ms.
 	Timeout time.Duration
+	// FastFail configures the fast-fail state: while Redis is known to be
+	// failing, Sync returns ErrFastFail at once and breakers decide with
+	// their local breaker. Zero means the defaults of [FastFail].
+	FastFail FastFail
+	// Logger receives failure reports, at most one per LogInterval. Nil
+	// means slog.Default().
+	Logger *slog.Logger
+	// LogInterval is the least time between two failure reports. Zero
+	// means 10s.
+	LogInterval time.Duration
 }
 
 // BreakerStore keeps circuit-breaker state in Redis, so that the breakers
-// of several gateway replicas share it: it implements gobreaker's
-// SharedDataStore, for breaker.Settings.Store.
+// of several gateway replicas share it: it implements [breaker.SharedStore],
+// for breaker.Settings.Store.
 //
-// Locks are SET NX PX with a random token, released only by their holder,
-// and expire after LockTTL should the holder die. State is a plain string
-// key that expires StateTTL after its last write.
+// Each breaker's state is one Redis hash, "<Prefix><breaker name>", that
+// expires StateTTL after its last write. Every Sync is one Lua script,
+// applied atomically: it adds a batch of outcomes to a rolling window kept
+// in the hash, changes state when the trip policy says so, grants half-open
+// probe places, and returns the state. There is no lock: nothing can be left
+// held by a process that died or gave up waiting. The open period is timed
+// on Redis's clock (TIME), so replicas' clocks need not agree.
+//
+// When Redis is slow, a Sync fails after Timeout; when it is down, after
+// FastFail.After failures Sync fails at once (ErrFastFail) until a probe
+// succeeds, one per FastFail.Backoff. Either way the breakers decide with
+// their local breaker meanwhile and no request waits for Redis. On Redis
+// Cluster each breaker is one key, so in one slot; during a Sentinel or
+// Cluster failover, syncs fail until the client finds the new master, and
+// outcomes of the batches that failed are not counted in the shared state.
 //
 // It is safe for concurrent use.
 type BreakerStore struct {
 	c    goredis.UniversalClient
 	opts BreakerStoreOptions
-
-	mu     sync.Mutex
-	tokens map[string]string // lock key -> our token, while we hold it
+	gate *gate
 }
 
-var _ gobreaker.SharedDataStore = (*BreakerStore)(nil)
+var _ breaker.SharedStore = (*BreakerStore)(nil)
 
-// NewBreakerStore returns a BreakerStore on client c.
-func NewBreakerStore(c goredis.UniversalClient, opts BreakerStoreOptions) *BreakerStore {
+// NewBreakerStore returns a BreakerStore on client c, which the caller
+// owns and closes. It fails on a nil client, and on one whose options leave
+// ContextTimeoutEnabled false (ErrContextTimeoutDisabled), since the
+// store's Timeout would then be ignored. It does not call Redis.
+func NewBreakerStore(c goredis.UniversalClient, opts BreakerStoreOptions) (*BreakerStore, error) {
+	if err := checkClient(c); err != nil {
+		return nil, err
+	}
 	if opts.Prefix == "" {
-		opts.Prefix = "pylon:"
-	}
-	if opts.LockTTL <= 0 {
-		opts.LockTTL = 5 * time.Second
-	}
-	if opts.LockWait <= 0 {
-		opts.LockWait = time.Second
+		opts.Prefix = "pylon:breaker:"
 	}
 	if opts.StateTTL <= 0 {
 		opts.StateTTL = 24 * time.Hour
 	}
 	if opts.Timeout <= 0 {
-		opts.Timeout = time.Second
+		opts.Timeout = 100 * time.Millisecond
 	}
-	return &BreakerStore{c: c, opts: opts, tokens: map[string]string{}}
+	return &BreakerStore{c: c, opts: opts, gate: newGate("breaker store", opts.FastFail, opts.Logger, opts.LogInterval)}, nil
 }
 
-func (s *BreakerStore) ctx() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), s.opts.Timeout)
-}
+// Key returns the Redis key of the breaker called name.
+func (s *BreakerStore) Key(name string) string { return s.opts.Prefix + name }
 
-// Lock takes the lock called name, waiting up to LockWait for another
-// process to release it.
-func (s *BreakerStore) Lock(name string) error {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	token := hex.EncodeToString(b[:])
-	key := s.opts.Prefix + name
-	deadline := time.Now().Add(s.opts.LockWait)
-	wait := time.Millisecond
-	for {
-		ctx, cancel := s.ctx()
-		ok, err := s.c.SetNX(ctx, key, token, s.opts.LockTTL).Result()
-		cancel()
-		if err != nil {
-			return err
-		}
-		if ok {
-			s.mu.Lock()
-			s.tokens[key] = token
-			s.mu.Unlock()
-			return nil
-		}
-		if time.Now().Add(wait).After(deadline) {
-			return ErrBreakerLocked
-		}
-		time.Sleep(wait) // a held lock guards a few commands: it is released soon
-		wait = min(2*wait, 20*time.Millisecond)
+// Failures returns how many syncs got no answer from Redis since the store
+// was created: failed, or skipped in the fast-fail state. Export it as a
+// metric.
+func (s *BreakerStore) Failures() uint64 { return s.gate.count() }
+
+// Down reports whether the store is in its fast-fail state.
+func (s *BreakerStore) Down() bool { return s.gate.down() }
+
+// Sync implements [breaker.SharedStore] with one Lua script.
+func (s *BreakerStore) Sync(ctx context.Context, name string, req breaker.SyncRequest) (breaker.SharedState, error) {
+	if err := s.gate.allow(); err != nil {
+		return breaker.SharedState{}, err
 	}
-}
-
-var unlockScript = goredis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-	return redis.call('DEL', KEYS[1])
-end
-return 0`)
-
-// Unlock releases the lock called name if this store holds it.
-func (s *BreakerStore) Unlock(name string) error {
-	key := s.opts.Prefix + name
-	s.mu.Lock()
-	token, ok := s.tokens[key]
-	delete(s.tokens, key)
-	s.mu.Unlock()
-	if !ok {
-		return nil
+	p := req.Policy
+	probe := "0"
+	if req.Probe {
+		probe = "1"
 	}
-	ctx, cancel := s.ctx()
-	defer cancel()
-	return unlockScript.Run(ctx, s.c, []string{key}, token).Err()
-}
-
-// GetData returns the data stored under name, or nil when there is none.
-func (s *BreakerStore) GetData(name string) ([]byte, error) {
-	ctx, cancel := s.ctx()
-	defer cancel()
-	data, err := s.c.Get(ctx, s.opts.Prefix+name).Bytes()
-	if errors.Is(err, goredis.Nil) {
-		return nil, nil
+	bucket := max(p.Window.Milliseconds()/int64(max(p.Buckets, 1)), 1)
+	cctx, cancel := context.WithTimeout(ctx, s.opts.Timeout)
+	vals, err := breakerScript.Run(cctx, s.c, []string{s.Key(name)},
+		req.Gen, req.Successes, req.Failures, req.TrailingFailures, probe,
+		p.ConsecutiveFailures, strconv.FormatFloat(p.FailureRatio, 'g', -1, 64), p.MinRequests,
+		bucket, max(p.Buckets, 1), max(p.OpenDuration.Milliseconds(), 1), p.MaxRequests,
+		max(s.opts.StateTTL.Milliseconds(), 1)).Int64Slice()
+	cancel()
+	if err == nil && len(vals) != 4 {
+		err = fmt.Errorf("pylonredis: breaker script returned %d values, want 4", len(vals))
 	}
-	return data, err
-}
-
-// SetData stores data under name.
-func (s *BreakerStore) SetData(name string, data []byte) error {
-	ctx, cancel := s.ctx()
-	defer cancel()
-	return s.c.Set(ctx, s.opts.Prefix+name, data, s.opts.StateTTL).Err()
+	s.gate.done(ctx, err)
+	if err != nil {
+		return breaker.SharedState{}, err
+	}
+	return breaker.SharedState{
+		State: breaker.State(vals[0]),
+		Gen:   uint64(vals[1]),
+		Wait:  time.Duration(vals[2]) * time.Millisecond,
+		Probe: vals[3] == 1,
+	}, nil
 }

@@ -32,7 +32,7 @@ func cacheRedis(t testing.TB) *goredis.Client {
 	}
 	var opts *goredis.Options
 	if addr := os.Getenv("PYLON_REDIS_ADDR"); addr != "" {
-		opts = &goredis.Options{Addr: addr}
+		opts = &goredis.Options{Addr: addr, ContextTimeoutEnabled: true}
 	} else {
 		bin, err := exec.LookPath("redis-server")
 		if err != nil {
@@ -46,7 +46,7 @@ func cacheRedis(t testing.TB) *goredis.Client {
 		exited := make(chan struct{})
 		go func() { _ = cmd.Wait(); close(exited) }()
 		t.Cleanup(func() { _ = cmd.Process.Kill(); <-exited })
-		opts = &goredis.Options{Network: "unix", Addr: sock}
+		opts = &goredis.Options{Network: "unix", Addr: sock, ContextTimeoutEnabled: true}
 	}
 	c := goredis.NewClient(opts)
 	t.Cleanup(func() { _ = c.Close() })
@@ -66,11 +66,21 @@ func cacheRedis(t testing.TB) *goredis.Client {
 	return c
 }
 
+// mustCache returns a CacheStore on client, failing the test on error.
+func mustCache(t testing.TB, client goredis.UniversalClient, opts CacheStoreOptions) *CacheStore {
+	t.Helper()
+	s, err := NewCacheStore(client, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 func cachePrefix(t testing.TB) string { return "pylon:test:" + t.Name() + ":" }
 
 func TestCacheStoreRoundTrip(t *testing.T) {
 	client := cacheRedis(t)
-	s := NewCacheStore(client, CacheStoreOptions{Prefix: cachePrefix(t)})
+	s := mustCache(t, client, CacheStoreOptions{Prefix: cachePrefix(t)})
 	c := cache.MustNew(cache.Options{Store: s})
 	defer c.Close()
 	var calls atomic.Int64
@@ -112,7 +122,7 @@ func TestCacheStoreSharedByReplicas(t *testing.T) {
 		fmt.Fprint(w, "shared")
 	})
 	replica := func() http.Handler {
-		c := cache.MustNew(cache.Options{Store: NewCacheStore(client, CacheStoreOptions{Prefix: cachePrefix(t)})})
+		c := cache.MustNew(cache.Options{Store: mustCache(t, client, CacheStoreOptions{Prefix: cachePrefix(t)})})
 		t.Cleanup(func() { _ = c.Close() })
 		return c.Middleware(origin)
 	}
@@ -135,7 +145,7 @@ func TestCacheStoreSharedByReplicas(t *testing.T) {
 func TestCacheStoreTTLAndPurge(t *testing.T) {
 	client := cacheRedis(t)
 	ctx := context.Background()
-	s := NewCacheStore(client, CacheStoreOptions{Prefix: cachePrefix(t), ScanCount: 2})
+	s := mustCache(t, client, CacheStoreOptions{Prefix: cachePrefix(t), ScanCount: 2})
 	c := cache.MustNew(cache.Options{Store: s, DefaultTTL: time.Minute})
 	defer c.Close()
 	h := c.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, r.URL.Path) }))
@@ -172,9 +182,9 @@ func TestCacheStoreRedisDownBypasses(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	client := goredis.NewClient(&goredis.Options{Addr: addr, MaxRetries: -1, DialTimeout: 100 * time.Millisecond})
+	client := goredis.NewClient(&goredis.Options{Addr: addr, MaxRetries: -1, DialTimeout: 100 * time.Millisecond, ContextTimeoutEnabled: true})
 	defer client.Close()
-	c := cache.MustNew(cache.Options{Store: NewCacheStore(client, CacheStoreOptions{})})
+	c := cache.MustNew(cache.Options{Store: mustCache(t, client, CacheStoreOptions{})})
 	defer c.Close()
 	h := c.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "max-age=60")
@@ -197,7 +207,7 @@ func TestCacheStoreRedisDownBypasses(t *testing.T) {
 
 func TestCacheStoreLargeEntry(t *testing.T) {
 	client := cacheRedis(t)
-	c := cache.MustNew(cache.Options{Store: NewCacheStore(client, CacheStoreOptions{Prefix: cachePrefix(t)}), MaxObjectSize: 4 << 20})
+	c := cache.MustNew(cache.Options{Store: mustCache(t, client, CacheStoreOptions{Prefix: cachePrefix(t)}), MaxObjectSize: 4 << 20})
 	defer c.Close()
 	body := strings.Repeat("z", 3<<20)
 	h := c.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -220,7 +230,7 @@ func TestCacheStoreLargeEntry(t *testing.T) {
 // GET round trip over a unix socket, plus decoding).
 func BenchmarkCacheStoreHit(b *testing.B) {
 	client := cacheRedis(b)
-	c := cache.MustNew(cache.Options{Store: NewCacheStore(client, CacheStoreOptions{Prefix: "pylon:bench:"})})
+	c := cache.MustNew(cache.Options{Store: mustCache(b, client, CacheStoreOptions{Prefix: "pylon:bench:"})})
 	defer c.Close()
 	body := strings.Repeat("x", 1024)
 	h := c.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -237,22 +247,4 @@ func BenchmarkCacheStoreHit(b *testing.B) {
 			b.Fatal("not served")
 		}
 	}
-}
-
-// Gateway replicas share cached responses through one Redis.
-func ExampleCacheStore() {
-	client := goredis.NewClient(&goredis.Options{Addr: "localhost:6379"})
-	defer client.Close()
-	c := cache.MustNew(cache.Options{
-		Store:        NewCacheStore(client, CacheStoreOptions{Prefix: "shop:cache:"}),
-		StaleIfError: 5 * time.Minute, // serve stale while the backend is down
-	})
-	defer c.Close()
-
-	gw := pylon.New(pylon.Options{})
-	gw.Route("GET /catalog/").Use(c.Middleware).Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Cache-Control", "public, max-age=30")
-		fmt.Fprint(w, "catalog")
-	}))
-	_ = gw
 }

@@ -250,7 +250,8 @@ func TestOutagePolicies(t *testing.T) {
 				var buf bytes.Buffer
 				logger := slog.New(countingHandler{slog.NewTextHandler(&buf, nil), &logs})
 				c := newClient(t, srv.addr)
-				s := newStore(t, c, pylonredis.RateLimitOptions{OnFailure: tt.policy, Timeout: timeout, Logger: logger, LogInterval: time.Hour})
+				s := newStore(t, c, pylonredis.RateLimitOptions{OnFailure: tt.policy, Timeout: timeout, Logger: logger, LogInterval: time.Hour,
+					FastFail: pylonredis.FastFail{Backoff: 50 * time.Millisecond}})
 				ctx := context.Background()
 				if d, err := s.Allow(ctx, "before", limits, epoch); err != nil || !d.Known || !d.Allowed {
 					t.Fatalf("healthy: %+v, %v", d, err)
