@@ -40,6 +40,9 @@ type Target struct {
 	ejectedTotal atomic.Uint64 // ejections since start, for metrics
 	lastEnd      time.Time     // when the last ejection ended (or will end)
 
+	// Set by an operator (SetDrained): no new requests.
+	drained atomic.Bool
+
 	// Active health, see health.go.
 	activeDown atomic.Bool
 	checkURL   string
@@ -79,6 +82,18 @@ func (t *Target) Healthy() bool {
 	var now lazyNow
 	return t.usable(&now)
 }
+
+// SetDrained takes the target out of rotation (true) or puts it back
+// (false), by hand, for maintenance: a drained target receives no new
+// requests, even in panic mode, while the requests already sent to it
+// finish. Health checks go on, so Healthy still says whether it could
+// serve. When every target of a Backend is drained, draining is ignored
+// and the Backend balances over all of them, as it does when none is
+// healthy: refusing all traffic is what readiness is for.
+func (t *Target) SetDrained(drained bool) { t.drained.Store(drained) }
+
+// Drained reports whether the target was drained with SetDrained.
+func (t *Target) Drained() bool { return t.drained.Load() }
 
 // lazyNow reads the pool's clock at most once per pick, and only when some
 // target is ejected.
@@ -565,36 +580,40 @@ func (p *pool) targets() []*Target { return p.all }
 // not in tried; if every healthy target was tried, it picks among the
 // healthy ones again. When fewer than PanicThreshold percent of the targets
 // are healthy (or none is), it balances over all targets (panic mode),
-// still preferring untried ones. It never returns nil, and it does not
+// still preferring untried ones. Drained targets are never candidates
+// unless every target is drained. It never returns nil, and it does not
 // allocate when every target is healthy and tried is empty.
 func (p *pool) pick(r *http.Request, tried []*Target) *Target {
 	var now lazyNow
 	all := p.all
-	healthy := 0
+	healthy, live := 0, 0 // live: not drained
 	for _, t := range all {
-		if t.usable(&now) {
-			healthy++
+		if !t.drained.Load() {
+			live++
+			if t.usable(&now) {
+				healthy++
+			}
 		}
 	}
 	if healthy == len(all) && len(tried) == 0 {
 		return p.choose(r, all)
 	}
-	panicMode := healthy == 0 || healthy*100 < p.panicPct*len(all)
+	panicMode := healthy == 0 || healthy*100 < p.panicPct*live
 	bufp := p.bufs.Get().(*[]*Target)
 	cands := (*bufp)[:0]
 	for _, t := range all {
-		if (panicMode || t.usable(&now)) && !containsTarget(tried, t) {
+		if (panicMode || t.usable(&now)) && !t.drained.Load() && !containsTarget(tried, t) {
 			cands = append(cands, t)
 		}
 	}
 	if len(cands) == 0 { // every eligible target was tried: try them again
 		for _, t := range all {
-			if panicMode || t.usable(&now) {
+			if (panicMode || t.usable(&now)) && !t.drained.Load() {
 				cands = append(cands, t)
 			}
 		}
 	}
-	if len(cands) == 0 { // health changed under us since the count
+	if len(cands) == 0 { // every target drained, or health changed under us since the count
 		cands = append(cands, all...)
 	}
 	t := p.choose(r, cands)
