@@ -67,7 +67,7 @@ type Gateway struct {
 	handler  http.Handler      // the global chain around router
 	entries  map[string]*entry // by full ServeMux pattern
 	routes   []*Route
-	backends []*Backend // route targets, for readiness
+	backends []*Backend  // route targets, for readiness
 	unready  atomic.Bool // SetDraining: readiness fails by hand
 	errs     []error
 	stages   []Stage // of the global chain, for checkStages
