@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/pylon-gateway/pylon"
 	"github.com/pylon-gateway/pylon/middleware"
@@ -351,10 +352,13 @@ func (s *Stats) summary(rg *ring, now time.Time) Traffic {
 	for i := range s.window {
 		b := &rg.buckets[i]
 		age := sec - b.sec
-		if b.requests == 0 || age < 0 || age >= int64(n*step) {
+		// Points are aligned on multiples of step seconds, so that a
+		// request stays in its point as time passes.
+		back := sec/int64(step) - b.sec/int64(step)
+		if b.requests == 0 || age < 0 || back >= int64(n) {
 			continue
 		}
-		p := n - 1 - int(age)/step
+		p := n - 1 - int(back)
 		t.Series.Requests[p] += int(b.requests)
 		t.Series.Errors[p] += int(b.errors)
 		if age < 60 {
@@ -416,7 +420,7 @@ var redactions = []struct {
 }{
 	{regexp.MustCompile(`(?i)\b(bearer|basic|token|apikey|api-key|key|password|secret)([\s=:]+)\S+`), "$1$2[redacted]"},
 	{regexp.MustCompile(`(?i)\b[a-z][a-z0-9+.-]*://\S+`), "[url]"},
-	{regexp.MustCompile(`\[[0-9A-Fa-f:.%a-z]+\](:\d+)?`), "[addr]"},
+	{regexp.MustCompile(`\[[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*(%[0-9A-Za-z]+)?\](:\d+)?`), "[addr]"},
 	{regexp.MustCompile(`\b\d{1,3}(\.\d{1,3}){3}(:\d+)?\b`), "[addr]"},
 	{regexp.MustCompile(`(?i)\b[a-z0-9-]+(\.[a-z0-9-]+)*:\d{1,5}\b`), "[addr]"},
 }
@@ -436,7 +440,11 @@ func Redact(reason string) string {
 		reason = r.re.ReplaceAllString(reason, r.with)
 	}
 	if len(reason) > maxReason {
-		reason = reason[:maxReason] + "…"
+		cut := maxReason
+		for cut > 0 && !utf8.RuneStart(reason[cut]) {
+			cut--
+		}
+		reason = reason[:cut] + "…"
 	}
 	return reason
 }
