@@ -341,12 +341,18 @@ type Series struct {
 // Points is how many points a Series holds at most.
 const Points = 60
 
+// empty returns the Traffic of a route without requests.
+func (s *Stats) empty() Traffic {
+	step := max((s.window+Points-1)/Points, 1)
+	n := s.window / step
+	return Traffic{Series: Series{StepSeconds: step, Requests: make([]int, n), Errors: make([]int, n)}}
+}
+
 // summary reads rg at now. The ring's lock is taken.
 func (s *Stats) summary(rg *ring, now time.Time) Traffic {
 	sec := now.Unix()
-	step := max((s.window+Points-1)/Points, 1)
-	n := s.window / step
-	t := Traffic{Series: Series{StepSeconds: step, Requests: make([]int, n), Errors: make([]int, n)}}
+	t := s.empty()
+	step, n := t.Series.StepSeconds, len(t.Series.Requests)
 	var lat, maxNs int64
 	rg.mu.Lock()
 	for i := range s.window {

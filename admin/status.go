@@ -177,9 +177,9 @@ func (h *Handler) Status() Status {
 			rs.Matchers = []string{}
 		}
 		if stats != nil {
-			tr, _ := stats.Route(e.Name)
-			if tr.Series.Requests == nil {
-				tr = stats.summary(&ring{buckets: make([]bucket, 1)}, now)
+			tr, ok := stats.Route(e.Name)
+			if !ok {
+				tr = stats.empty()
 			}
 			rs.Traffic = &tr
 			addTraffic(&all, tr)
