@@ -93,20 +93,6 @@ func newUpstream(t *testing.T) *upstream {
 	return u
 }
 
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		<-tick.C
-	}
-}
-
 func TestPageShowsUnhealthyTargetAfterRefresh(t *testing.T) {
 	good, flaky := newUpstream(t), newUpstream(t)
 	orders := pylon.MustBackend("orders", pylon.BackendOptions{
