@@ -45,6 +45,9 @@ type Target struct {
 	ejectedTotal atomic.Uint64 // ejections since start, for metrics
 	lastEnd      time.Time     // when the last ejection ended (or will end)
 
+	// Set by an operator (SetDrained): no new requests.
+	drained atomic.Bool
+
 	// Active health, see health.go.
 	activeDown atomic.Bool
 	checkURL   string
@@ -85,6 +88,18 @@ func (t *Target) Healthy() bool {
 	var now lazyNow
 	return t.usable(&now)
 }
+
+// SetDrained takes the target out of rotation (true) or puts it back
+// (false), by hand, for maintenance: a drained target receives no new
+// requests, even in panic mode, while the requests already sent to it
+// finish. Health checks go on, so Healthy still says whether it could
+// serve. When every target of a Backend is drained, draining is ignored
+// and the Backend balances over all of them, as it does when none is
+// healthy: refusing all traffic is what readiness is for.
+func (t *Target) SetDrained(drained bool) { t.drained.Store(drained) }
+
+// Drained reports whether the target was drained with SetDrained.
+func (t *Target) Drained() bool { return t.drained.Load() }
 
 // lazyNow reads the pool's clock at most once per pick, and only when some
 // target is ejected.
@@ -562,7 +577,8 @@ func (p *pool) targets() []*Target { return p.set.Load().all }
 // are healthy (or none is), it balances over all targets (panic mode),
 // still preferring untried ones. With several priority tiers it picks in
 // the first tier that has a healthy untried target and is not in panic,
-// else over all targets as above. It returns nil only when the set is
+// else over all targets as above. Drained targets are never candidates
+// unless every target is drained. It returns nil only when the set is
 // empty, and it does not allocate when every target is healthy and tried
 // is empty.
 func (p *pool) pick(r *http.Request, tried []*Target) *Target {
@@ -584,7 +600,7 @@ func (p *pool) pick(r *http.Request, tried []*Target) *Target {
 func (p *pool) tierServes(tier, tried []*Target, now *lazyNow) bool {
 	healthy, fresh := 0, false
 	for _, t := range tier {
-		if t.usable(now) {
+		if t.usable(now) && !t.drained.Load() {
 			healthy++
 			fresh = fresh || !containsTarget(tried, t)
 		}
@@ -594,31 +610,34 @@ func (p *pool) tierServes(tier, tried []*Target, now *lazyNow) bool {
 
 // pickIn is pick over the targets all (a tier, or the whole set).
 func (p *pool) pickIn(r *http.Request, all, tried []*Target, now *lazyNow) *Target {
-	healthy := 0
+	healthy, live := 0, 0 // live: not drained
 	for _, t := range all {
-		if t.usable(now) {
-			healthy++
+		if !t.drained.Load() {
+			live++
+			if t.usable(now) {
+				healthy++
+			}
 		}
 	}
 	if healthy == len(all) && len(tried) == 0 {
 		return p.choose(r, all)
 	}
-	panicMode := healthy == 0 || healthy*100 < p.panicPct*len(all)
+	panicMode := healthy == 0 || healthy*100 < p.panicPct*live
 	bufp := p.bufs.Get().(*[]*Target)
 	cands := (*bufp)[:0]
 	for _, t := range all {
-		if (panicMode || t.usable(now)) && !containsTarget(tried, t) {
+		if (panicMode || t.usable(now)) && !t.drained.Load() && !containsTarget(tried, t) {
 			cands = append(cands, t)
 		}
 	}
 	if len(cands) == 0 { // every eligible target was tried: try them again
 		for _, t := range all {
-			if panicMode || t.usable(now) {
+			if (panicMode || t.usable(now)) && !t.drained.Load() {
 				cands = append(cands, t)
 			}
 		}
 	}
-	if len(cands) == 0 { // health changed under us since the count
+	if len(cands) == 0 { // every target drained, or health changed under us since the count
 		cands = append(cands, all...)
 	}
 	t := p.choose(r, cands)

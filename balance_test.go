@@ -719,3 +719,53 @@ func BenchmarkPickRetry(b *testing.B) {
 		})
 	}
 }
+
+func TestDrainedTargets(t *testing.T) {
+	clock := newFakeClock()
+	for _, b := range testBalancers() {
+		t.Run(b.name, func(t *testing.T) {
+			p := newTestPool(t, poolConfig{Targets: testURLs(3), Balancer: b.new(), Now: clock.Now,
+				Outlier: OutlierDetection{ConsecutiveFailures: 1}})
+			ts := p.targets()
+			r := httptest.NewRequest("GET", "/", nil)
+			r.Header.Set("X-Key", "k")
+			r.RemoteAddr = "192.0.2.1:1"
+			ts[0].SetDrained(true)
+			if !ts[0].Drained() || ts[1].Drained() {
+				t.Fatal("Drained does not report SetDrained")
+			}
+			for range 30 {
+				if got := p.pick(r, nil); got == ts[0] {
+					t.Fatal("picked the drained target")
+				}
+			}
+			// Panic mode (the other two ejected) still skips it.
+			for _, x := range ts[1:] {
+				p.acquire(x)
+				p.finish(x, outcomeFailure)
+			}
+			for range 30 {
+				if got := p.pick(r, nil); got == ts[0] {
+					t.Fatal("picked the drained target in panic mode")
+				}
+			}
+			// Every target drained: draining is ignored.
+			ts[1].SetDrained(true)
+			ts[2].SetDrained(true)
+			if p.pick(r, nil) == nil {
+				t.Fatal("pick returned nil with every target drained")
+			}
+			for _, x := range ts {
+				x.SetDrained(false)
+			}
+			seen := map[*Target]bool{}
+			clock.Advance(time.Hour)
+			for range 60 {
+				seen[p.pick(r, ts[1:])] = true
+			}
+			if !seen[ts[0]] {
+				t.Fatal("an undrained target is not picked again")
+			}
+		})
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -66,7 +67,8 @@ type Gateway struct {
 	handler  http.Handler      // the global chain around router
 	entries  map[string]*entry // by full ServeMux pattern
 	routes   []*Route
-	backends []*Backend // route targets, for readiness
+	backends []*Backend  // route targets, for readiness
+	unready  atomic.Bool // SetDraining: readiness fails by hand
 	errs     []error
 	stages   []Stage // of the global chain, for checkStages
 }
@@ -175,6 +177,21 @@ func (g *Gateway) Routes() []RouteEntry {
 	}
 	return out
 }
+
+// Backends returns the backends that routes send requests to (with To), in
+// the order they were first routed, for status pages and metrics. Backends
+// used only inside handlers (an aggregation's) are not listed.
+func (g *Gateway) Backends() []*Backend { return slices.Clone(g.backends) }
+
+// SetDraining makes the readiness handler of [Gateway.Health] answer 503
+// "draining" (true) or not (false), by hand: an operator takes a replica out
+// of its load balancer's rotation while it keeps serving the requests that
+// still reach it, as Run does during RunOptions.DrainDelay. It is safe to
+// call while the Gateway serves.
+func (g *Gateway) SetDraining(draining bool) { g.unready.Store(draining) }
+
+// Draining reports whether SetDraining(true) is in effect.
+func (g *Gateway) Draining() bool { return g.unready.Load() }
 
 // ServeHTTP serves r: it records a RequestInfo, decides who the client is
 // (Options.Trust), removes the headers the client's Connection header names,

@@ -28,8 +28,9 @@ type readiness struct {
 //
 // Liveness answers 200 while the process serves. Readiness answers 200 with
 // each routed backend's healthy and total target counts, and 503 when the
-// server is draining (see RunOptions.DrainDelay) or when a critical backend
-// has no healthy target. Both answer JSON and are never cached.
+// server is draining (see RunOptions.DrainDelay, [Gateway.SetDraining]) or
+// when a critical backend has no healthy target. Both answer JSON and are
+// never cached.
 func (g *Gateway) Health(critical ...*Backend) (liveness, readiness http.Handler) {
 	liveness = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "alive"})
@@ -61,7 +62,7 @@ func (g *Gateway) serveReadiness(w http.ResponseWriter, r *http.Request, critica
 		}
 		res.Backends = append(res.Backends, st)
 	}
-	if tr := trackerFrom(r.Context()); tr != nil && tr.draining.Load() {
+	if tr := trackerFrom(r.Context()); g.unready.Load() || tr != nil && tr.draining.Load() {
 		res.Status = "draining"
 	}
 	code := http.StatusOK

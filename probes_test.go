@@ -86,3 +86,23 @@ func TestHealthOnPlainRecorder(t *testing.T) {
 	live.ServeHTTP(rec, httptest.NewRequest("GET", "/healthz", nil))
 	assert.JSONEq(t, `{"status":"alive"}`, rec.Body.String())
 }
+
+func TestReadinessSetDraining(t *testing.T) {
+	orders := backend(t, BackendOptions{Targets: []string{"http://127.0.0.1:1"}})
+	g := New(Options{})
+	g.Route("/orders/").To(orders)
+	g.Route("/again/").To(orders)
+	_, ready := g.Health()
+	g.Handle("GET /readyz", ready)
+	require.NoError(t, g.Err())
+	assert.Equal(t, []*Backend{orders}, g.Backends())
+
+	assert.Equal(t, 200, serve(g, "GET", "/readyz").Code)
+	g.SetDraining(true)
+	assert.True(t, g.Draining())
+	rec := serve(g, "GET", "/readyz")
+	assert.Equal(t, 503, rec.Code)
+	assert.Contains(t, rec.Body.String(), `"status":"draining"`)
+	g.SetDraining(false)
+	assert.Equal(t, 200, serve(g, "GET", "/readyz").Code)
+}

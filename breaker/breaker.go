@@ -57,10 +57,13 @@ type Breaker struct {
 	name string
 
 	// One of these is set: cb for a breaker used around a call, ts for one
-	// used in two steps (a TargetGuard's), sh for shared state.
-	cb *gobreaker.CircuitBreaker[struct{}]
-	ts *gobreaker.TwoStepCircuitBreaker[struct{}]
-	sh *shared
+	// used in two steps (a TargetGuard's), sh for shared state. cb and ts
+	// are replaced by Reset; gen numbers their generations, so that a state
+	// change of a replaced one is ignored.
+	cb  atomic.Pointer[gobreaker.CircuitBreaker[struct{}]]
+	ts  atomic.Pointer[gobreaker.TwoStepCircuitBreaker[struct{}]]
+	sh  *shared
+	gen atomic.Uint64
 
 	state     atomic.Int32 // State last seen by OnStateChange
 	openUntil atomic.Int64 // UnixNano (by cfg.now) when the current open period ends
@@ -90,17 +93,49 @@ func MustNew(s Settings) *Breaker {
 
 func newBreaker(cfg *config, name string, twoStep bool) (*Breaker, error) {
 	b := &Breaker{cfg: cfg, name: name}
-	st := cfg.gobreakerSettings(name, b.changed)
-	switch {
-	case cfg.store != nil:
+	if cfg.store != nil {
 		b.sh = newShared(b, cfg, name)
 		b.sh.wake()
-	case twoStep:
-		b.ts = gobreaker.NewTwoStepCircuitBreaker[struct{}](st)
-	default:
-		b.cb = gobreaker.NewCircuitBreaker[struct{}](st)
+		return b, nil
 	}
+	b.renew(twoStep)
 	return b, nil
+}
+
+// renew replaces the in-memory gobreaker with a new, closed one.
+func (b *Breaker) renew(twoStep bool) {
+	gen := b.gen.Add(1)
+	st := b.cfg.gobreakerSettings(b.name, func(name string, from, to State) {
+		if b.gen.Load() == gen {
+			b.changed(name, from, to)
+		}
+	})
+	if twoStep {
+		b.ts.Store(gobreaker.NewTwoStepCircuitBreaker[struct{}](st))
+	} else {
+		b.cb.Store(gobreaker.NewCircuitBreaker[struct{}](st))
+	}
+}
+
+// ErrShared is returned by Reset for a breaker whose state is shared
+// through Settings.Store: one replica does not reset the others' breaker.
+var ErrShared = errors.New("breaker: shared state is not reset by one replica")
+
+// Reset closes the breaker at once and forgets its counts, for an operator
+// who knows the dependency is back (a status page's action). Requests under
+// way count against the replaced state, not the new one. A state change to
+// closed is logged and reported to Settings.OnStateChange as usual. It
+// returns ErrShared, and changes nothing, for a breaker with a Store.
+func (b *Breaker) Reset() error {
+	if b.sh != nil {
+		return ErrShared
+	}
+	from := b.State()
+	b.renew(b.ts.Load() != nil)
+	if from != StateClosed {
+		b.changed(b.name, from, StateClosed)
+	}
+	return nil
 }
 
 // Close stops the goroutine that syncs a breaker's shared state, and waits
@@ -161,8 +196,8 @@ func (b *Breaker) refusal(err error) *RefusedError {
 // err is the refusal.
 func (b *Breaker) execute(fn func() error) (ran bool, err error) {
 	switch {
-	case b.cb != nil:
-		_, err = b.cb.Execute(func() (struct{}, error) {
+	case b.cb.Load() != nil:
+		_, err = b.cb.Load().Execute(func() (struct{}, error) {
 			ran = true
 			return struct{}{}, fn()
 		})
@@ -185,8 +220,8 @@ func (b *Breaker) execute(fn func() error) (ran bool, err error) {
 // allow is the first of two steps: it admits a request or refuses it with
 // gobreaker's error; done records the outcome. It is not used for cb.
 func (b *Breaker) allow() (done func(error), err error) {
-	if b.ts != nil {
-		return b.ts.Allow()
+	if ts := b.ts.Load(); ts != nil {
+		return ts.Allow()
 	}
 	return b.sh.allow()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -100,10 +101,10 @@ func eventually(t *testing.T, what string, cond func() bool) {
 func waitHalfOpen(t *testing.T, b *Breaker) {
 	t.Helper()
 	eventually(t, "half-open", func() bool {
-		if b.ts != nil {
-			return b.ts.State() == StateHalfOpen
+		if b.ts.Load() != nil {
+			return b.ts.Load().State() == StateHalfOpen
 		}
-		return b.cb.State() == StateHalfOpen
+		return b.cb.Load().State() == StateHalfOpen
 	})
 }
 
@@ -176,7 +177,7 @@ func TestNotCounted(t *testing.T) {
 		if b.State() != StateClosed {
 			t.Fatalf("4xx tripped the breaker")
 		}
-		if c := b.cb.Counts(); c.TotalSuccesses != 7 || c.TotalFailures != 0 {
+		if c := b.cb.Load().Counts(); c.TotalSuccesses != 7 || c.TotalFailures != 0 {
 			t.Fatalf("counts %+v, want 7 successes", c)
 		}
 	})
@@ -194,7 +195,7 @@ func TestNotCounted(t *testing.T) {
 			r := httptest.NewRequest("GET", "/", nil).WithContext(pylon.NewContext(ctx, &pylon.RequestInfo{}))
 			b.Middleware(gone).ServeHTTP(httptest.NewRecorder(), r)
 		}
-		if c := b.cb.Counts(); b.State() != StateClosed || c.TotalFailures != 0 || c.TotalSuccesses != 0 || c.TotalExclusions != 10 {
+		if c := b.cb.Load().Counts(); b.State() != StateClosed || c.TotalFailures != 0 || c.TotalSuccesses != 0 || c.TotalExclusions != 10 {
 			t.Fatalf("state %v, counts %+v; want closed and 10 exclusions", b.State(), c)
 		}
 	})
@@ -206,7 +207,7 @@ func TestNotCounted(t *testing.T) {
 		cancel()
 		r := httptest.NewRequest("GET", "/", nil).WithContext(ctx)
 		b.Middleware(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})).ServeHTTP(httptest.NewRecorder(), r)
-		if s := b.cb.State(); s != StateHalfOpen {
+		if s := b.cb.Load().State(); s != StateHalfOpen {
 			t.Fatalf("state %v after a canceled probe, want half-open", s)
 		}
 		// The canceled probe gave its place back: a real probe goes through.
@@ -214,7 +215,7 @@ func TestNotCounted(t *testing.T) {
 		if w, _ := do(b.Middleware(up)); w.Code != 200 || up.hits.Load() != 1 {
 			t.Fatalf("probe after a canceled one: %d", w.Code)
 		}
-		if s := b.cb.State(); s != StateClosed {
+		if s := b.cb.Load().State(); s != StateClosed {
 			t.Fatalf("state %v after a good probe, want closed", s)
 		}
 	})
@@ -514,4 +515,44 @@ func TestWriterKeepsFlushAndHijack(t *testing.T) {
 		}
 	}
 	srv.CloseClientConnections()
+}
+
+func TestReset(t *testing.T) {
+	var changes []string
+	b, _ := newTest(t, Settings{Name: "pay", ConsecutiveFailures: 2, OnStateChange: func(name string, from, to State) {
+		changes = append(changes, from.String()+">"+to.String())
+	}})
+	up := newUpstream(500)
+	h := b.Middleware(up)
+	do(h)
+	do(h)
+	if b.State() != StateOpen {
+		t.Fatalf("state %v, want open", b.State())
+	}
+	if err := b.Reset(); err != nil {
+		t.Fatal(err)
+	}
+	if b.State() != StateClosed {
+		t.Fatalf("state after Reset %v, want closed", b.State())
+	}
+	up.status.Store(200)
+	if w, _ := do(h); w.Code != 200 {
+		t.Fatalf("after Reset: %d, want the upstream's 200", w.Code)
+	}
+	if want := []string{"closed>open", "open>closed"}; fmt.Sprint(changes) != fmt.Sprint(want) {
+		t.Fatalf("changes %v, want %v", changes, want)
+	}
+	// A guard's breakers reset the same way.
+	g := MustPerBackend(Settings{Name: "orders", ConsecutiveFailures: 1, Logger: quiet})
+	done, err := g.Allow(httptest.NewRequest("GET", "/", nil), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done(502, nil)
+	if g.State() != StateOpen || g.Name() != "orders" {
+		t.Fatalf("guard %q state %v, want open", g.Name(), g.State())
+	}
+	if err := g.Reset(); err != nil || g.State() != StateClosed {
+		t.Fatalf("guard after Reset: %v %v", g.State(), err)
+	}
 }

@@ -161,6 +161,21 @@ func (g *TargetGuard) ForgetTarget(t *pylon.Target) {
 	}
 }
 
+// Reset closes t's breaker (see [Breaker.Reset]); a target without one
+// has nothing to reset.
+func (g *TargetGuard) Reset(t *pylon.Target) error {
+	if v, ok := g.breakers.Load(t); ok {
+		return v.(*Breaker).Reset()
+	}
+	return nil
+}
+
+// Reset closes the breaker (see [Breaker.Reset]).
+func (g *BackendGuard) Reset() error { return g.b.Reset() }
+
+// Name returns the breaker's name.
+func (g *BackendGuard) Name() string { return g.b.Name() }
+
 // breaker returns t's breaker, creating it on first use; nil when the guard
 // is full or a shared state store cannot be reached (the attempt is then
 // let through, and creation tried again next time).

@@ -136,8 +136,8 @@ func TestPerTargetRetriesCountOncePerAttempt(t *testing.T) {
 	if w.Code != 200 {
 		t.Fatalf("retry: %d", w.Code)
 	}
-	c0 := targetBreaker(g, be.Targets()[0]).ts.Counts()
-	c1 := targetBreaker(g, be.Targets()[1]).ts.Counts()
+	c0 := targetBreaker(g, be.Targets()[0]).ts.Load().Counts()
+	c1 := targetBreaker(g, be.Targets()[1]).ts.Load().Counts()
 	if c0.TotalFailures != 1 || c0.Requests != 1 || c1.TotalSuccesses != 1 || c1.Requests != 1 {
 		t.Fatalf("counts %+v / %+v: want one failure on 0 and one success on 1", c0, c1)
 	}
@@ -153,7 +153,7 @@ func TestPerTargetClientCancel(t *testing.T) {
 		t.Fatal(err)
 	}
 	done(0, context.Canceled)
-	if c := targetBreaker(g, tg).ts.Counts(); c.TotalExclusions != 1 || c.TotalFailures != 0 {
+	if c := targetBreaker(g, tg).ts.Load().Counts(); c.TotalExclusions != 1 || c.TotalFailures != 0 {
 		t.Fatalf("counts %+v", c)
 	}
 	done, _ = g.Allow(httptest.NewRequest("GET", "/", nil), tg)

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/pylon-gateway/pylon"
+	"github.com/pylon-gateway/pylon/admin"
 	"github.com/pylon-gateway/pylon/aggregate"
 	"github.com/pylon-gateway/pylon/breaker"
 	"github.com/pylon-gateway/pylon/gatewaytest/jwttest"
@@ -42,6 +43,9 @@ const (
 type config struct {
 	// Addr is the gateway's listen address. Empty means "127.0.0.1:0".
 	Addr string
+	// AdminAddr is the status page's listen address, a loopback one.
+	// Empty means "127.0.0.1:0".
+	AdminAddr string
 	// AccessLog receives one line per request. Nil means none.
 	AccessLog io.Writer
 	// JSONLog writes the access log as JSON. False means slog's text form.
@@ -67,9 +71,13 @@ type app struct {
 	ProductsURL, OrdersURL, PaymentsURL string
 	// JWKSURL is where the demo issuer publishes its keys.
 	JWKSURL string
+	// AdminURL is the status page's URL, on a loopback listener of its
+	// own.
+	AdminURL string
 
 	gw      *pylon.Gateway
 	ln      net.Listener
+	admin   *admin.Server
 	logger  *slog.Logger
 	closers []func()
 }
@@ -159,9 +167,13 @@ func build(cfg config) (_ *app, err error) {
 	}
 	metrics.WatchBackends(products, orders, payments)
 
-	// The gateway.
+	// The gateway. Stats feeds the status page; it comes first so that it
+	// counts every request, refused ones included.
+	stats := admin.NewStats(admin.StatsOptions{})
+	limits := ratelimit.NewMemoryStore(ratelimit.MemoryOptions{})
 	gw := pylon.New(pylon.Options{Logger: a.logger})
 	gw.Use(
+		stats.Middleware,
 		metrics.Middleware(),
 		middleware.RequestID,
 		middleware.Recover(a.logger),
@@ -188,6 +200,7 @@ func build(cfg config) (_ *app, err error) {
 		ratelimit.NewWithOptions(ratelimit.Options{
 			Limits: []ratelimit.Limit{ratelimit.PerSecond(ratePerSecond).WithBurst(rateBurst)},
 			Key:    ratelimit.Compose(ratelimit.BySubject, ratelimit.ByRoute),
+			Store:  limits,
 			Now:    cfg.Now,
 		}),
 	)
@@ -222,6 +235,30 @@ func build(cfg config) (_ *app, err error) {
 	}
 	a.onClose(func() { _ = a.ln.Close() })
 	a.URL = "http://" + a.ln.Addr().String()
+
+	// The status page, on a loopback listener of its own. Its actions
+	// (drain a target, fail readiness, reset the breaker) are open to
+	// loopback peers, which suits a demo; give a real gateway
+	// admin.BasicAuth or an Authorizer of your own.
+	adminAddr := cfg.AdminAddr
+	if adminAddr == "" {
+		adminAddr = "127.0.0.1:0"
+	}
+	a.admin, err = admin.Listen(adminAddr, admin.Options{
+		Gateway:         gw,
+		Stats:           stats,
+		Backends:        []*pylon.Backend{products, orders, payments},
+		Guards:          map[string]pylon.Guard{"payments": paymentsGuard},
+		RateLimitStores: map[string]*ratelimit.MemoryStore{"per-subject": limits},
+		Authorizer:      admin.LoopbackOnly(),
+		Logger:          a.logger,
+		Title:           "Pylon shop",
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.onClose(func() { _ = a.admin.Close() })
+	a.AdminURL = a.admin.URL()
 	return a, nil
 }
 
@@ -245,13 +282,23 @@ func (a *app) backend(m *observe.Metrics, name, target string, guard pylon.Guard
 	return b, nil
 }
 
-// run serves the gateway until ctx ends, then drains it.
+// run serves the gateway and its status page until ctx ends, then drains
+// them.
 func (a *app) run(ctx context.Context) error {
-	return pylon.RunWithOptions(ctx, pylon.NewServer("", a.gw), pylon.RunOptions{
+	adminDone := make(chan error, 1)
+	go func() { adminDone <- a.admin.Serve(ctx) }()
+	err := pylon.RunWithOptions(ctx, pylon.NewServer("", a.gw), pylon.RunOptions{
 		Listener:     a.ln,
 		DrainTimeout: 5 * time.Second,
 		Logger:       a.logger,
 	})
+	if err != nil {
+		_ = a.admin.Close()
+	}
+	if aerr := <-adminDone; err == nil {
+		err = aerr
+	}
+	return err
 }
 
 // Close stops everything build started, in reverse order.

@@ -18,7 +18,10 @@
 //     Retry-After for ten seconds;
 //   - GET /api/orders/{id}/summary, one answer merged from three calls, the
 //     payment optional: without it the summary is 200, marked partial;
-//   - /metrics for Prometheus, /healthz and /readyz for the platform.
+//   - /metrics for Prometheus, /healthz and /readyz for the platform;
+//   - a status page on a loopback listener of its own (-admin,
+//     127.0.0.1:9901 by default): routes with their traffic, targets with
+//     their health and breaker, recent errors, and actions.
 //
 // On start it prints the URLs, a token for alice (with the "shop" scope) and
 // one for bob (without it), and the curl lines to try each feature. Ctrl-C
@@ -50,6 +53,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("ecommerce", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	addr := fs.String("addr", "127.0.0.1:8080", "gateway listen address")
+	adminAddr := fs.String("admin", "127.0.0.1:9901", "status page listen address (loopback)")
 	logFormat := fs.String("log", "text", "access log format: text or json")
 	once := fs.Bool("once", false, "try every feature against the gateway, print the answers and exit")
 	verbose := fs.Bool("v", false, "with -once, print the access log too")
@@ -63,6 +67,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 	cfg := config{
 		Addr:      *addr,
+		AdminAddr: *adminAddr,
 		AccessLog: stdout,
 		JSONLog:   *logFormat == "json",
 		Logger:    slog.New(slog.NewTextHandler(stderr, nil)),
@@ -113,7 +118,8 @@ func (a *app) intro(w io.Writer) {
 	fmt.Fprintf(w, "  products  %s\n", a.ProductsURL)
 	fmt.Fprintf(w, "  orders    %s\n", a.OrdersURL)
 	fmt.Fprintf(w, "  payments  %s\n", a.PaymentsURL)
-	fmt.Fprintf(w, "  JWKS      %s   (the demo issuer's keys)\n\n", a.JWKSURL)
+	fmt.Fprintf(w, "  JWKS      %s   (the demo issuer's keys)\n", a.JWKSURL)
+	fmt.Fprintf(w, "  status    %s   (routes, targets, breaker, errors; JSON at api/v1/status)\n\n", a.AdminURL)
 	fmt.Fprintf(w, "In another shell (alice's token has the %q scope, bob's has not; both last 24h):\n\n", scope)
 	fmt.Fprintf(w, "export GW=%s\n", a.URL)
 	fmt.Fprintf(w, "export TOKEN=%s\n", a.Token)

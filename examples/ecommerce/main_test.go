@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -446,7 +447,7 @@ func (s *syncBuffer) String() string {
 
 func TestRunOnce(t *testing.T) {
 	var stdout, stderr syncBuffer
-	code := run(context.Background(), []string{"-once", "-addr", "127.0.0.1:0"}, &stdout, &stderr)
+	code := run(context.Background(), []string{"-once", "-addr", "127.0.0.1:0", "-admin", "127.0.0.1:0"}, &stdout, &stderr)
 	if code != 0 {
 		t.Fatalf("exit code %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
 	}
@@ -483,7 +484,9 @@ func TestRunServes(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	code := make(chan int, 1)
-	go func() { code <- run(ctx, []string{"-addr", "127.0.0.1:0", "-log", "json"}, stdout, &stderr) }()
+	go func() {
+		code <- run(ctx, []string{"-addr", "127.0.0.1:0", "-admin", "127.0.0.1:0", "-log", "json"}, stdout, &stderr)
+	}()
 	select {
 	case <-stdout.seen:
 	case c := <-code:
@@ -517,6 +520,27 @@ func TestRunServes(t *testing.T) {
 	transport.CloseIdleConnections()
 	if err != nil || as[0].status != 200 {
 		t.Errorf("GET /api/orders/o1 with the printed token: %v %v", as, err)
+	}
+
+	// The printed status page serves and shows that request.
+	var status string
+	for l := range strings.SplitSeq(out, "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "status" {
+			status = f[1]
+		}
+	}
+	if !strings.HasPrefix(status, "http://127.0.0.1:") {
+		t.Fatalf("intro lacks the status page's URL:\n%s", out)
+	}
+	res, err := client.Get(status)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	transport.CloseIdleConnections()
+	if res.StatusCode != 200 || !strings.Contains(string(page), `data-route="order"`) || !strings.Contains(string(page), "payments") {
+		t.Errorf("status page: %d\n%.500s", res.StatusCode, page)
 	}
 
 	cancel()

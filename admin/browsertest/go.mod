@@ -1,0 +1,8 @@
+module github.com/pylon-gateway/pylon/admin/browsertest
+
+go 1.26.0
+
+require (
+	github.com/pylon-gateway/pylon v0.0.0
+	go.uber.org/goleak v1.3.0
+)
