@@ -432,6 +432,36 @@ func TestVary(t *testing.T) {
 	}
 }
 
+// RFC 9110 §12.5.3: Accept-Encoding values that differ only in order,
+// case, spacing or "x-gzip" mean the same, and share one stored variant;
+// different qvalues do not.
+func TestVaryAcceptEncodingNormalized(t *testing.T) {
+	c := newTestCache(t, Options{Now: newClock().Now})
+	o := &origin{}
+	o.set(func(w http.ResponseWriter, r *http.Request) {
+		static(200, "ae="+r.Header.Get("Accept-Encoding"), "Cache-Control: max-age=60", "Vary: Accept-Encoding")(w, r)
+	})
+	h := c.Middleware(o)
+	for i, tc := range []struct {
+		ae    string
+		calls int64
+	}{
+		{"gzip, deflate, br, zstd", 1},
+		{"zstd,br , GZIP,deflate", 1},
+		{"x-gzip, deflate, br, zstd", 1},
+		{"gzip;q=1.0, deflate, br, zstd;q=1", 1},
+		{"gzip;q=0, deflate, br, zstd", 2},
+		{"gzip", 3},
+		{"gzip;q=0.5", 4},
+		{"gzip;q=0.500", 4},
+	} {
+		get(h, "GET", "/a", "Accept-Encoding: "+tc.ae)
+		if o.calls.Load() != tc.calls {
+			t.Fatalf("request %d (%q): %d origin calls, want %d", i, tc.ae, o.calls.Load(), tc.calls)
+		}
+	}
+}
+
 func TestAuthorizationTwoUsers(t *testing.T) {
 	o := &origin{}
 	o.set(func(w http.ResponseWriter, r *http.Request) {

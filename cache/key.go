@@ -212,6 +212,10 @@ func variantKey(key string, gen uint64, names []string, r *http.Request) string 
 		b.WriteByte(0)
 		b.WriteString(name)
 		b.WriteByte(':')
+		if name == "Accept-Encoding" {
+			b.WriteString(normAcceptEncoding(r.Header[name]))
+			continue
+		}
 		for i, v := range r.Header[name] {
 			if i > 0 {
 				b.WriteByte(',')
@@ -220,4 +224,63 @@ func variantKey(key string, gen uint64, names []string, r *http.Request) string 
 		}
 	}
 	return b.String()
+}
+
+// normAcceptEncoding returns Accept-Encoding values in a form where values
+// that mean the same (RFC 9110 §12.5.3) are equal: codings lower-cased
+// ("x-gzip" as "gzip"), each with its qvalue in thousandths, sorted, one
+// per coding. Browsers that send "gzip, deflate, br, zstd" in any order and
+// spacing then share one stored variant per encoding, as a compression
+// middleware after the cache answers them, instead of one per spelling.
+func normAcceptEncoding(vals []string) string {
+	if len(vals) == 0 {
+		return ""
+	}
+	var elems []string
+	for _, line := range vals {
+		for e := range strings.SplitSeq(line, ",") {
+			name, params, _ := strings.Cut(e, ";")
+			name = strings.ToLower(strings.TrimSpace(name))
+			if name == "" {
+				continue
+			}
+			if name == "x-gzip" {
+				name = "gzip"
+			}
+			q := "1000"
+			for p := range strings.SplitSeq(params, ";") {
+				k, v, ok := strings.Cut(strings.TrimSpace(p), "=")
+				if ok && strings.EqualFold(strings.TrimSpace(k), "q") {
+					q = normQ(strings.TrimSpace(v))
+				}
+			}
+			elems = append(elems, name+"="+q)
+		}
+	}
+	slices.Sort(elems)
+	elems = slices.CompactFunc(elems, func(a, b string) bool {
+		an, _, _ := strings.Cut(a, "=")
+		bn, _, _ := strings.Cut(b, "=")
+		return an == bn
+	})
+	return strings.Join(elems, ";")
+}
+
+// normQ writes a qvalue as thousandths ("0.5" → "500"); a malformed one is
+// kept as written, so it never shares a variant with a valid one.
+func normQ(v string) string {
+	if len(v) == 0 || len(v) > 5 || (v[0] != '0' && v[0] != '1') || (len(v) > 1 && v[1] != '.') {
+		return "?" + v
+	}
+	frac := ""
+	if len(v) > 2 {
+		frac = v[2:]
+	}
+	for _, c := range frac {
+		if c < '0' || c > '9' {
+			return "?" + v
+		}
+	}
+	n, _ := strconv.Atoi(v[:1] + (frac + "000")[:3])
+	return strconv.Itoa(n)
 }
