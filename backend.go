@@ -22,8 +22,10 @@ import (
 // default, written in its comment.
 type BackendOptions struct {
 	// Targets are the upstream base URLs ("http://10.0.0.5:8080", optionally
-	// with a base path that every forwarded path is appended to). At least
-	// one is required.
+	// with a base path that every forwarded path is appended to). The
+	// scheme is http, https, or h2c for plaintext HTTP/2 with prior
+	// knowledge ("h2c://10.0.0.5:50051", the usual gRPC service in a
+	// cluster). At least one is required.
 	Targets []string
 	// Weights gives Targets[i] the weight Weights[i] (>= 1), read by
 	// weighted balancers. Nil means every target weighs 1.
@@ -101,10 +103,21 @@ type BackendOptions struct {
 	// breaker refuses it. Nil means every target may be tried.
 	Guard Guard
 
+	// TLS configures connections to https:// targets: a private CA,
+	// client certificates, the server name to verify. The zero value
+	// verifies against the system roots and sends no client certificate.
+	TLS UpstreamTLS
+	// HTTP2 configures HTTP/2 to h2c:// targets and to https:// targets
+	// that offer it: connection reuse, streams per connection, pings.
+	HTTP2 UpstreamHTTP2
+
 	// Transport performs upstream round trips. Nil means a transport built
 	// from the timeouts above, with idle connections pooled per target and
-	// no proxy from the environment. A Transport given here is used as is;
-	// DialTimeout and ResponseHeaderTimeout then do not apply.
+	// no proxy from the environment, speaking HTTP/1.1 or HTTP/2 to http://
+	// and https:// targets and HTTP/2 to h2c:// targets. A Transport given
+	// here is used as is; DialTimeout, ResponseHeaderTimeout, TLS and HTTP2
+	// then do not apply, and it sees h2c:// targets' requests with the
+	// scheme "h2c".
 	Transport http.RoundTripper
 	// Logger receives ejections, returns and upstream errors. Nil means no
 	// logging.
@@ -143,7 +156,7 @@ type Backend struct {
 	opts      BackendOptions
 	pool      *pool
 	transport http.RoundTripper
-	ownTrans  *http.Transport // closed by Close when we built it
+	closeIdle func()          // closes idle connections of a transport we built
 	logger    *slog.Logger
 	upgrades  []string
 
@@ -175,8 +188,11 @@ func NewBackend(name string, opts BackendOptions) (*Backend, error) {
 	}
 	b.transport = opts.Transport
 	if b.transport == nil {
-		b.ownTrans = NewTransport(opts)
-		b.transport = b.ownTrans
+		rt, closeIdle, err := newUpstreamTransport(opts) // h2.go
+		if err != nil {
+			return nil, fmt.Errorf("pylon: backend %q: %w", name, err)
+		}
+		b.transport, b.closeIdle = rt, closeIdle
 	}
 	p, err := newPool(poolConfig{
 		Backend:   name,
@@ -215,8 +231,8 @@ func (b *Backend) Targets() []*Target { return b.pool.targets() }
 // transport the backend built itself. In-flight requests are not cut.
 func (b *Backend) Close() error {
 	b.pool.close()
-	if b.ownTrans != nil {
-		b.ownTrans.CloseIdleConnections()
+	if b.closeIdle != nil {
+		b.closeIdle()
 	}
 	return nil
 }
@@ -224,7 +240,9 @@ func (b *Backend) Close() error {
 // NewTransport returns the transport NewBackend builds when
 // BackendOptions.Transport is nil: DialTimeout and ResponseHeaderTimeout from
 // opts, idle connections pooled per target (up to 256), no proxy from the
-// environment, no transparent compression, HTTP/2 to TLS targets. Use it to
+// environment, no transparent compression, HTTP/2 to TLS targets, and the
+// TLS and HTTP2 settings of opts. (h2c:// targets are sent over a second,
+// HTTP/2-only transport that NewBackend builds beside it.) Use it to
 // wrap the default transport (for tracing, say) and pass the result back as
 // BackendOptions.Transport.
 func NewTransport(opts BackendOptions) *http.Transport {
@@ -237,7 +255,7 @@ func NewTransport(opts BackendOptions) *http.Transport {
 		rht = 30 * time.Second
 	}
 	d := &net.Dialer{Timeout: dial, KeepAlive: 30 * time.Second}
-	return &http.Transport{
+	t := &http.Transport{
 		DialContext:            d.DialContext,
 		MaxIdleConns:           1024,
 		MaxIdleConnsPerHost:    256,
@@ -249,6 +267,8 @@ func NewTransport(opts BackendOptions) *http.Transport {
 		DisableCompression:     true, // a proxy forwards bodies as encoded
 		ForceAttemptHTTP2:      true,
 	}
+	applyUpstream(t, opts) // h2.go: TLS and HTTP2 settings
+	return t
 }
 
 // bufPool holds the buffers that response bodies are copied through.

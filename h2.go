@@ -1,0 +1,166 @@
+package pylon
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"time"
+)
+
+// SchemeH2C is the target URL scheme for plaintext HTTP/2 with prior
+// knowledge ("h2c://10.0.0.5:50051"), what gRPC services inside a cluster
+// speak. A Backend's own transport sends requests for such targets over
+// HTTP/2 without TLS, reusing each connection for many concurrent streams
+// (see UpstreamHTTP2); upstream they are ordinary http:// requests.
+const SchemeH2C = "h2c"
+
+// UpstreamTLS configures the TLS client side of connections to https://
+// targets. The zero value verifies targets against the system roots, with
+// the server name taken from each target's host, and presents no client
+// certificate. Files are read once, when the Backend is built; a file that
+// cannot be read or parsed fails NewBackend.
+type UpstreamTLS struct {
+	// RootCAs are the certificate authorities targets' certificates are
+	// verified against. Nil means CAFile, or the system roots when that is
+	// empty too.
+	RootCAs *x509.CertPool
+	// CAFile is a PEM file of certificate authorities (a private CA),
+	// added to RootCAs (or, when RootCAs is nil, used instead of the
+	// system roots). Empty means none.
+	CAFile string
+	// Certificates are client certificates presented to targets that ask
+	// for one (mutual TLS). Nil means CertFile and KeyFile.
+	Certificates []tls.Certificate
+	// CertFile and KeyFile are a PEM client certificate and its key,
+	// presented to targets that ask for one. Empty means none; set both or
+	// neither.
+	CertFile, KeyFile string
+	// ServerName is the name targets' certificates are verified against
+	// and sent in SNI, for targets addressed by IP or by a name their
+	// certificate does not carry. Empty means each target's host.
+	ServerName string
+}
+
+// UpstreamHTTP2 configures HTTP/2 to targets: h2c:// targets always, and
+// https:// targets that offer it by ALPN. One connection carries many
+// concurrent requests (streams); the zero value is safe.
+type UpstreamHTTP2 struct {
+	// StrictMaxConcurrentStreams makes requests wait for a free stream
+	// when every connection to a target carries as many streams as the
+	// target allows (its SETTINGS_MAX_CONCURRENT_STREAMS; grpc-go's
+	// default is unlimited, net/http's 250). False means another
+	// connection is opened instead, up to MaxConnsPerTarget.
+	StrictMaxConcurrentStreams bool
+	// MaxConnsPerTarget bounds the connections to each target, dialing,
+	// active and idle. Requests beyond it wait. Zero means no bound.
+	MaxConnsPerTarget int
+	// PingTimeout, when positive, sends an HTTP/2 PING on a connection
+	// that received no frame for this long, and closes it when the PING is
+	// not answered within 15s, so that a dead target is noticed before a
+	// request is sent on it. Keep it above 5 minutes for grpc-go servers
+	// with their default keepalive enforcement, which close connections
+	// that ping more often while idle. Zero means no pings.
+	PingTimeout time.Duration
+}
+
+// tlsConfig builds the tls.Config o describes; nil when o is the zero value.
+func (o UpstreamTLS) tlsConfig() (*tls.Config, error) {
+	if o.RootCAs == nil && o.CAFile == "" && o.Certificates == nil && o.CertFile == "" && o.KeyFile == "" && o.ServerName == "" {
+		return nil, nil
+	}
+	cfg := &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		RootCAs:      o.RootCAs,
+		Certificates: o.Certificates,
+		ServerName:   o.ServerName,
+	}
+	if o.CAFile != "" {
+		pem, err := os.ReadFile(o.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("TLS.CAFile: %w", err)
+		}
+		pool := o.RootCAs
+		if pool == nil {
+			pool = x509.NewCertPool()
+		} else {
+			pool = pool.Clone()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("TLS.CAFile %q: no PEM certificate in it", o.CAFile)
+		}
+		cfg.RootCAs = pool
+	}
+	if (o.CertFile == "") != (o.KeyFile == "") {
+		return nil, errors.New("TLS.CertFile and TLS.KeyFile must be set together")
+	}
+	if o.Certificates == nil && o.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(o.CertFile, o.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("TLS client certificate: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
+}
+
+// applyUpstream sets on t what opts.TLS and opts.HTTP2 describe. It
+// ignores a TLS error: newUpstreamTransport reports it first.
+func applyUpstream(t *http.Transport, opts BackendOptions) {
+	if cfg, err := opts.TLS.tlsConfig(); err == nil && cfg != nil {
+		t.TLSClientConfig = cfg
+	}
+	h := opts.HTTP2
+	t.MaxConnsPerHost = max(h.MaxConnsPerTarget, 0)
+	t.HTTP2 = &http.HTTP2Config{
+		StrictMaxConcurrentRequests: h.StrictMaxConcurrentStreams,
+		SendPingTimeout:             max(h.PingTimeout, 0),
+	}
+}
+
+// newUpstreamTransport builds the RoundTripper a Backend uses when
+// BackendOptions.Transport is nil: NewTransport for http:// and https://
+// targets, and a second, HTTP/2-only transport for h2c:// ones. closeIdle
+// closes the idle connections of both.
+func newUpstreamTransport(opts BackendOptions) (rt http.RoundTripper, closeIdle func(), err error) {
+	if _, err := opts.TLS.tlsConfig(); err != nil {
+		return nil, nil, err
+	}
+	if opts.HTTP2.MaxConnsPerTarget < 0 || opts.HTTP2.PingTimeout < 0 {
+		return nil, nil, errors.New("negative HTTP2.MaxConnsPerTarget or HTTP2.PingTimeout")
+	}
+	def := NewTransport(opts)
+	h2c := NewTransport(opts)
+	h2c.TLSClientConfig = nil
+	h2c.ForceAttemptHTTP2 = false
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	h2c.Protocols = &p
+	s := &schemeSplit{def: def, h2c: h2c}
+	return s, func() { def.CloseIdleConnections(); h2c.CloseIdleConnections() }, nil
+}
+
+// schemeSplit sends h2c:// requests over its HTTP/2-only transport, as
+// http:// requests, and everything else over def.
+type schemeSplit struct {
+	def http.RoundTripper
+	h2c *http.Transport
+}
+
+func (s *schemeSplit) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.URL.Scheme != SchemeH2C {
+		return s.def.RoundTrip(r)
+	}
+	o := new(struct { // the request and its URL in one allocation
+		req http.Request
+		url url.URL
+	})
+	o.req = *r
+	o.url = *r.URL
+	o.url.Scheme = "http"
+	o.req.URL = &o.url
+	return s.h2c.RoundTrip(&o.req)
+}
