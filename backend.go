@@ -156,7 +156,7 @@ type Backend struct {
 	opts      BackendOptions
 	pool      *pool
 	transport http.RoundTripper
-	closeIdle func()          // closes idle connections of a transport we built
+	closeIdle func() // closes idle connections of a transport we built
 	logger    *slog.Logger
 	upgrades  []string
 
