@@ -282,6 +282,19 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	b.active.Add(1)
 	defer b.active.Add(-1)
+	if r.Method == http.MethodConnect {
+		// A reverse proxy has no use for CONNECT; RFC 8441's extended
+		// CONNECT (:protocol) would reach the transport and fail there.
+		Error(w, r, http.StatusNotImplemented, extendedConnectDetail)
+		return
+	}
+	isGRPC := IsGRPC(r)
+	if isGRPC {
+		var cancel context.CancelFunc
+		if r, cancel = grpcDeadline(r); cancel != nil { // backend_grpc.go
+			defer cancel()
+		}
+	}
 
 	upType := ""
 	if r.Header["Connection"] != nil && r.Header["Upgrade"] != nil {
@@ -303,6 +316,8 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			body.buf = buf
+		} else if isGRPC && b.opts.RetryBufferBytes > 0 && b.opts.Retries > 0 {
+			body.recMax = int(b.opts.RetryBufferBytes) // replayable if it ends within the cap
 		}
 		out.Body = body
 	}
@@ -342,6 +357,9 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// reading the previous one from its write goroutine.
 			body = &reqBody{buf: body.buf}
 			out.Body = body
+		} else if body != nil && attempt > 0 && body.recorded() {
+			body = &reqBody{buf: body.rec} // a gRPC call's body, read whole
+			out.Body = body
 		}
 		setTargetURL(out, r, t.URL(), b.opts.PreserveHost, b.opts.PassRawQuery)
 
@@ -350,6 +368,9 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			ctx, cancel := context.WithTimeout(r.Context(), b.opts.TryTimeout)
 			cur.cancel = cancel
 			try = out.WithContext(ctx)
+		}
+		if isGRPC {
+			setGRPCTimeout(out.Header, try.Context())
 		}
 
 		began := time.Now()
@@ -369,6 +390,13 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				b.clientGone(info)
 				return
 			}
+			if isGRPC && clientDeadlineOutcome(r.Context()) {
+				// The client's grpc-timeout passed: the upstream, told
+				// the deadline, reset the stream, or our own timer fired.
+				b.end(&cur, outcomeNeutral, 0, errClientOutcome)
+				Error(w, r, http.StatusGatewayTimeout, "The call's deadline passed.")
+				return
+			}
 			b.end(&cur, outcomeFailure, 0, err)
 			lastErr = err
 			if b.mayRetry(r, attempt, body, err) && b.takeRetry(&retryHeld) && b.wait(r.Context(), attempt) {
@@ -379,6 +407,19 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 
 		cur.status = res.StatusCode
+		if isGRPC && trailersOnlyUnavailable(res) && body.replayable() && attempt < b.opts.Retries &&
+			r.Context().Err() == nil && b.takeRetry(&retryHeld) {
+			// No byte of a response was sent: the call may go to
+			// another target (backend_grpc.go).
+			drainClose(res.Body)
+			b.end(&cur, outcomeFailure, res.StatusCode, &GRPCStatusError{Code: GRPCUnavailable})
+			lastErr = errUpstreamStatus
+			if b.wait(r.Context(), attempt) {
+				continue
+			}
+			b.upstreamError(w, r, info, t, r.Context().Err())
+			return
+		}
 		if isRetryableStatus(res.StatusCode) {
 			if b.mayRetry(r, attempt, body, nil) && b.takeRetry(&retryHeld) {
 				drainClose(res.Body)
@@ -392,7 +433,7 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 
-		o, abort, err := b.respond(w, r, out, t, res, info, upType)
+		o, abort, err := b.respond(w, r, out, t, res, info, upType, isGRPC)
 		b.end(&cur, o, res.StatusCode, err)
 		if abort {
 			// The upstream failed after the headers were sent: the only
@@ -750,7 +791,7 @@ func (b *Backend) upstreamError(w http.ResponseWriter, r *http.Request, info *Re
 // neutral). abort reports that the upstream failed mid-body (outcome
 // failure, err the read error): the headers are sent, so the caller must
 // abort the response.
-func (b *Backend) respond(w http.ResponseWriter, r *http.Request, out *http.Request, target *Target, res *http.Response, info *RequestInfo, upType string) (o outcome, abort bool, err error) {
+func (b *Backend) respond(w http.ResponseWriter, r *http.Request, out *http.Request, target *Target, res *http.Response, info *RequestInfo, upType string, isGRPC bool) (o outcome, abort bool, err error) {
 	if info != nil {
 		info.UpstreamStatus = res.StatusCode
 	}
@@ -800,10 +841,28 @@ func (b *Backend) respond(w http.ResponseWriter, r *http.Request, out *http.Requ
 		}
 		b.logger.LogAttrs(r.Context(), slog.LevelWarn, "pylon: upstream body error",
 			slog.String("backend", b.name), slog.String("target", target.String()), slog.String("error", err.Error()))
+		if isGRPC {
+			// A gRPC client understands a status in the trailers
+			// better than a reset stream (backend_grpc.go).
+			o, err = grpcBodyError(w, r, info, err)
+			return o, false, err
+		}
 		return outcomeFailure, true, err
 	}
 	for k, vv := range res.Trailer {
 		dst[http.TrailerPrefix+k] = vv
+	}
+	if isGRPC {
+		if code, ok := grpcStatusOf(res); ok {
+			if info != nil {
+				info.GRPCStatus, info.grpcStatusSet = int(code), true
+			}
+			if o == outcomeSuccess {
+				var gerr error
+				o, gerr = grpcOutcome(r.Context(), code)
+				return o, false, gerr
+			}
+		}
 	}
 	return o, false, nil
 }
@@ -860,6 +919,26 @@ type reqBody struct {
 	buf []byte // non-nil when buffered
 	off int
 	err error
+
+	// A gRPC call's body, whose length is not known ahead, is recorded as
+	// it is sent, up to recMax bytes, so that a call refused with
+	// UNAVAILABLE can be sent again (see recorded).
+	recMax  int
+	rec     []byte
+	recOver bool        // longer than recMax: not replayable
+	recEOF  atomic.Bool // the transport read it to its end
+}
+
+// recorded reports whether the body was recorded whole: the transport read
+// it to EOF within recMax, so it reads it no more and rec is stable.
+func (b *reqBody) recorded() bool {
+	return b != nil && b.recMax > 0 && b.recEOF.Load() && !b.recOver
+}
+
+// replayable reports whether a request with body b may be sent again: it has
+// none, it is buffered, or it was recorded whole.
+func (b *reqBody) replayable() bool {
+	return b == nil || b.buf != nil || b.recorded()
 }
 
 func (b *reqBody) Read(p []byte) (int, error) {
@@ -872,8 +951,18 @@ func (b *reqBody) Read(p []byte) (int, error) {
 		return n, nil
 	}
 	n, err := b.rc.Read(p)
+	if b.recMax > 0 && !b.recOver {
+		if len(b.rec)+n > b.recMax {
+			b.recOver, b.rec = true, nil
+		} else {
+			b.rec = append(b.rec, p[:n]...)
+		}
+	}
 	if err != nil && b.err == nil {
 		b.err = err
+		if err == io.EOF && b.recMax > 0 {
+			b.recEOF.Store(true)
+		}
 	}
 	return n, err
 }

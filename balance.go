@@ -513,6 +513,9 @@ func newPool(cfg poolConfig) (*pool, error) {
 		t.hash = mix64(hashString(t.str))
 		if hc.Path != "" {
 			t.checkURL = strings.TrimSuffix(t.str, "/") + hc.Path
+			if hc.GRPC { // a gRPC method's path is absolute
+				t.checkURL = u.Scheme + "://" + u.Host + hc.Path
+			}
 			if _, err := url.Parse(t.checkURL); err != nil {
 				return nil, fmt.Errorf("pylon: backend %q: target %q: health check URL: %w", name, raw, errors.Unwrap(err))
 			}
