@@ -155,3 +155,30 @@ func TestBackendTLSSettings(t *testing.T) {
 		assert.ErrorContains(t, err, "set together")
 	})
 }
+
+func TestBackendRefusesExtendedConnect(t *testing.T) {
+	var hits atomic.Int32
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		assert.Nil(t, r.Header[":protocol"])
+	}))
+	defer up.Close()
+	b := MustBackend("ws", BackendOptions{Targets: []string{up.URL}, Outlier: OutlierDetection{ConsecutiveFailures: 1}})
+	defer b.Close()
+
+	r := httptest.NewRequest(http.MethodConnect, "/chat", nil)
+	r.Proto, r.ProtoMajor = "HTTP/2.0", 2
+	r.Header[":protocol"] = []string{"websocket"}
+	rec := httptest.NewRecorder()
+	b.ServeHTTP(rec, r)
+	assert.Equal(t, http.StatusNotImplemented, rec.Code)
+	assert.Zero(t, hits.Load())
+
+	// A pseudo-header on any other request is never copied upstream.
+	r = httptest.NewRequest(http.MethodGet, "/chat", nil)
+	r.Header[":protocol"] = []string{"websocket"}
+	rec = httptest.NewRecorder()
+	b.ServeHTTP(rec, r)
+	assert.Equal(t, http.StatusOK, rec.Code)
+	assert.Zero(t, b.Targets()[0].Ejections())
+}
