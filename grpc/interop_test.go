@@ -1,6 +1,7 @@
 package grpc_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -8,12 +9,16 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -468,4 +473,57 @@ func selfSigned(t *testing.T, name string) (tls.Certificate, *x509.CertPool) {
 	pool := x509.NewCertPool()
 	pool.AddCert(leaf)
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
+}
+
+// syncBuffer is a bytes.Buffer safe for the server goroutines' log lines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestAccessLogCarriesGRPC(t *testing.T) {
+	up, _ := startUpstream(t, &testServer{})
+	b := pylon.MustBackend("test", pylon.BackendOptions{Targets: []string{h2c(up)}})
+	t.Cleanup(func() { _ = b.Close() })
+	var logs syncBuffer
+	gw := pylon.New(pylon.Options{})
+	gw.Use(middleware.AccessLog(slog.New(slog.NewJSONHandler(&logs, nil))))
+	gw.Route("/grpc.testing.TestService/").To(b)
+	c := dial(t, startGateway(t, gw))
+	_, err := c.UnaryCall(context.Background(), &testpb.SimpleRequest{ResponseStatus: &testpb.EchoStatus{Code: int32(codes.NotFound)}})
+	require.Equal(t, codes.NotFound, status.Code(err))
+	_, err = c.UnimplementedCall(context.Background(), &testpb.Empty{})
+	require.Equal(t, codes.Unimplemented, status.Code(err))
+	cc, err := ggrpc.NewClient(startGateway(t, gw), ggrpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	defer cc.Close()
+	_, err = healthpb.NewHealthClient(cc).Check(context.Background(), &healthpb.HealthCheckRequest{})
+	require.Equal(t, codes.Unimplemented, status.Code(err), "no route")
+
+	waitFor(t, func() bool { return strings.Count(logs.String(), "\n") >= 3 })
+	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	var got []map[string]any
+	for _, l := range lines {
+		var m map[string]any
+		require.NoError(t, json.Unmarshal([]byte(l), &m))
+		got = append(got, m)
+	}
+	assert.Equal(t, "grpc.testing.TestService", got[0]["grpc_service"])
+	assert.Equal(t, "UnaryCall", got[0]["grpc_method"])
+	assert.EqualValues(t, codes.NotFound, got[0]["grpc_status"])
+	assert.EqualValues(t, codes.Unimplemented, got[1]["grpc_status"])
+	assert.Equal(t, "grpc.health.v1.Health", got[2]["grpc_service"])
+	assert.EqualValues(t, codes.Unimplemented, got[2]["grpc_status"], "the gateway's own answer")
 }
