@@ -16,6 +16,7 @@ import (
 	"log"
 	"net"
 	"os"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"time"
@@ -49,6 +50,7 @@ func main() {
 	conc := flag.Int("concurrency", 32, "concurrent unary callers")
 	size := flag.Int("size", 128, "request and response payload bytes")
 	msg := flag.Int("stream-message", 16<<10, "server-streaming message bytes")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the gateway measurement to this file")
 	flag.Parse()
 
 	up := listen()
@@ -72,7 +74,17 @@ func main() {
 	for _, tg := range targets {
 		c := client(tg.addr)
 		unary(c, *conc, *size, *duration/5) // warm-up
+		if *cpuprofile != "" && tg.name == "pylon" {
+			f, err := os.Create(*cpuprofile)
+			if err != nil {
+				log.Fatal(err)
+			}
+			_ = pprof.StartCPUProfile(f)
+		}
 		n, lat := unary(c, *conc, *size, *duration)
+		if *cpuprofile != "" && tg.name == "pylon" {
+			pprof.StopCPUProfile()
+		}
 		fmt.Printf("%-8s %12.0f %10v %10v\n", tg.name, float64(n)/duration.Seconds(), pct(lat, 50), pct(lat, 99))
 	}
 	fmt.Printf("server streaming: %d-byte messages, one stream, %v each\n", *msg, *duration)
