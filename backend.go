@@ -46,7 +46,10 @@ type BackendOptions struct {
 	// Idempotency-Key header, or its body was buffered (RetryBufferBytes) and
 	// RetryNonIdempotent is set; and the failure was a connection error (or,
 	// with RetryOnStatus, a 502, 503 or 504). A request whose body was
-	// already partly sent and not buffered is never retried.
+	// already partly sent and not buffered is never retried. A gRPC call
+	// answered trailers-only UNAVAILABLE (no byte of a response sent) is
+	// retried whatever its method when its body was recorded whole while
+	// it was sent: at most RetryBufferBytes, which must then be set.
 	Retries int
 	// RetryOnStatus also retries idempotent requests answered 502, 503 or
 	// 504. False means only connection errors are retried.
@@ -136,9 +139,12 @@ type Guard interface {
 	// the upstream status (0 when there was no response) and the error: nil
 	// when the response was forwarded whole; the transport error when there
 	// was no response; the read error when the upstream's body failed
-	// mid-way (a reset or truncated body, a failure of the target); an
-	// error that wraps context.Canceled when the client went away or a
-	// panic cut the attempt short, which says nothing about the target.
+	// mid-way (a reset or truncated body, a failure of the target); a
+	// *GRPCStatusError when a gRPC call ended with UNAVAILABLE,
+	// RESOURCE_EXHAUSTED or DEADLINE_EXCEEDED (a failure of the target); an
+	// error that wraps context.Canceled when the client went away, its
+	// grpc-timeout passed, or a panic cut the attempt short, which says
+	// nothing about the target.
 	Allow(r *http.Request, t *Target) (done func(status int, err error), err error)
 }
 

@@ -87,12 +87,6 @@ func trailersOnlyUnavailable(res *http.Response) bool {
 	return len(v) == 1 && v[0] == "14" && res.StatusCode == http.StatusOK
 }
 
-// isStreamReset reports whether err is an HTTP/2 stream reset by the peer
-// (RST_STREAM), the way a gRPC server ends a call whose deadline passed.
-func isStreamReset(err error) bool {
-	return err != nil && strings.Contains(err.Error(), "stream error:")
-}
-
 // grpcBodyError ends a gRPC response whose upstream failed after the
 // headers were sent: with the grpc-status a gRPC client understands, in
 // the trailers, rather than a reset stream. It returns the attempt's
