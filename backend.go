@@ -400,6 +400,9 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				// The client's grpc-timeout passed: the upstream, told
 				// the deadline, reset the stream, or our own timer fired.
 				b.end(&cur, outcomeNeutral, 0, errClientOutcome)
+				if info != nil {
+					info.grpcClientDeadline = true
+				}
 				Error(w, r, http.StatusGatewayTimeout, "The call's deadline passed.")
 				return
 			}
@@ -866,6 +869,9 @@ func (b *Backend) respond(w http.ResponseWriter, r *http.Request, out *http.Requ
 			if o == outcomeSuccess {
 				var gerr error
 				o, gerr = grpcOutcome(r.Context(), code)
+				if info != nil && gerr == errClientOutcome {
+					info.grpcClientDeadline = true
+				}
 				return o, false, gerr
 			}
 		}

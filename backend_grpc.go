@@ -98,6 +98,9 @@ func grpcBodyError(w http.ResponseWriter, r *http.Request, info *RequestInfo, er
 		code, msg = GRPCDeadlineExceeded, "The call's deadline passed."
 		if clientDeadlineOutcome(r.Context()) {
 			o, gerr = outcomeNeutral, errClientOutcome
+			if info != nil {
+				info.grpcClientDeadline = true
+			}
 		}
 	}
 	h := w.Header()
@@ -108,4 +111,36 @@ func grpcBodyError(w http.ResponseWriter, r *http.Request, info *RequestInfo, er
 		info.grpcStatusSet = true
 	}
 	return o, gerr
+}
+
+// GRPCOutcome tells a circuit breaker (or any stage that judges upstream
+// health by the response, as breaker's middleware does) what a gRPC call's
+// answer means, since every gRPC answer is HTTP 200. Given the HTTP status
+// the stage saw, it returns the status to judge by and an error:
+//
+//   - the gateway answered the call itself (no target, 502, 504, ...): the
+//     HTTP status it stood for, as for an HTTP request;
+//   - the client's own grpc-timeout passed: an error wrapping
+//     context.Canceled, which says nothing about the upstream;
+//   - the upstream ended it with UNAVAILABLE, RESOURCE_EXHAUSTED or
+//     DEADLINE_EXCEEDED: a *GRPCStatusError;
+//   - otherwise status and nil.
+//
+// It is meant for gRPC calls (see IsGRPC); for other requests it returns
+// status and nil.
+func (i *RequestInfo) GRPCOutcome(status int) (int, error) {
+	if i == nil || !i.grpcStatusSet {
+		return status, nil
+	}
+	if i.grpcClientDeadline {
+		return status, errClientOutcome
+	}
+	if i.grpcGatewayStatus != 0 {
+		return i.grpcGatewayStatus, nil
+	}
+	switch code := GRPCCode(i.GRPCStatus); code {
+	case GRPCUnavailable, GRPCResourceExhausted, GRPCDeadlineExceeded:
+		return status, &GRPCStatusError{Code: code}
+	}
+	return status, nil
 }

@@ -66,7 +66,7 @@ func WriteProblem(w http.ResponseWriter, r *http.Request, p Problem) {
 		if msg == "" {
 			msg = p.Title
 		}
-		writeGRPCStatus(w, r, GRPCStatusForHTTP(p.Status), msg)
+		writeGRPCStatus(w, r, p.Status, msg)
 		return
 	}
 	body, err := json.Marshal(p)

@@ -102,7 +102,8 @@ func grpcSubtype(ct, base string) bool {
 // already set on w (Retry-After, WWW-Authenticate) travel as response
 // metadata; a Retry-After is also sent as grpc-retry-pushback-ms, which
 // grpc-go's retry policy reads.
-func writeGRPCStatus(w http.ResponseWriter, r *http.Request, code GRPCCode, msg string) {
+func writeGRPCStatus(w http.ResponseWriter, r *http.Request, status int, msg string) {
+	code := GRPCStatusForHTTP(status)
 	h := w.Header()
 	for _, k := range [...]string{"Content-Length", "Content-Encoding", "Etag", "Last-Modified", "Trailer", "X-Content-Type-Options"} {
 		delete(h, k)
@@ -125,6 +126,7 @@ func writeGRPCStatus(w http.ResponseWriter, r *http.Request, code GRPCCode, msg 
 	if info := Info(r.Context()); info != nil {
 		info.GRPCStatus = int(code)
 		info.grpcStatusSet = true
+		info.grpcGatewayStatus = status
 	}
 	w.WriteHeader(http.StatusOK)
 }

@@ -97,12 +97,14 @@ type RequestInfo struct {
 	// GRPCService is set and [RequestInfo.HasGRPCStatus] reports true.
 	GRPCStatus int
 
-	grpcStatusSet   bool     // GRPCStatus was recorded
-	identified      bool     // Trust.Identify decided the client
-	connStripped    bool     // the headers the client's Connection named were removed on arrival
-	unfolded        *url.URL // the URL as sent, while routing on its folded path
-	strippedPrefix  string   // the path prefix the route removed, for Location
-	requestTrailers bool     // the route forwards request trailers
+	grpcStatusSet      bool     // GRPCStatus was recorded
+	grpcGatewayStatus  int      // the HTTP status the gateway's own gRPC answer stood for
+	grpcClientDeadline bool     // the call failed because the client's grpc-timeout passed
+	identified         bool     // Trust.Identify decided the client
+	connStripped       bool     // the headers the client's Connection named were removed on arrival
+	unfolded           *url.URL // the URL as sent, while routing on its folded path
+	strippedPrefix     string   // the path prefix the route removed, for Location
+	requestTrailers    bool     // the route forwards request trailers
 }
 
 // Authenticated reports whether an authentication middleware admitted the

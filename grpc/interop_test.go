@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/pylon-gateway/pylon"
+	"github.com/pylon-gateway/pylon/breaker"
 	"github.com/pylon-gateway/pylon/middleware"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -526,4 +527,47 @@ func TestAccessLogCarriesGRPC(t *testing.T) {
 	assert.EqualValues(t, codes.Unimplemented, got[1]["grpc_status"])
 	assert.Equal(t, "grpc.health.v1.Health", got[2]["grpc_service"])
 	assert.EqualValues(t, codes.Unimplemented, got[2]["grpc_status"], "the gateway's own answer")
+}
+
+func TestBreakerJudgesByGRPCStatus(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		code  codes.Code
+		sleep string // with a 100ms client deadline
+		trips bool
+	}{
+		{"UNAVAILABLE", codes.Unavailable, "", true},
+		{"NOT_FOUND", codes.NotFound, "", false},
+		{"the client's deadline", codes.OK, "5s", false},
+	} {
+		for _, perTarget := range []bool{false, true} {
+			t.Run(tc.name+"/perTarget="+strconv.FormatBool(perTarget), func(t *testing.T) {
+				up, _ := startUpstream(t, &testServer{code: tc.code})
+				s := breaker.Settings{ConsecutiveFailures: 2, OpenDuration: time.Hour}
+				opts := pylon.BackendOptions{Targets: []string{h2c(up)}, Outlier: pylon.OutlierDetection{ConsecutiveFailures: -1}}
+				var mws []pylon.Middleware
+				if perTarget {
+					opts.Guard = breaker.MustPerTarget(s)
+				} else {
+					mws = append(mws, breaker.MustNew(s).Middleware)
+				}
+				c := dial(t, front(t, pylon.MustBackend("test", opts), mws...))
+				for range 2 {
+					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+					if tc.sleep != "" {
+						ctx, cancel = context.WithTimeout(metadata.AppendToOutgoingContext(context.Background(), "x-sleep", tc.sleep), 100*time.Millisecond)
+					}
+					_, err := c.UnaryCall(ctx, &testpb.SimpleRequest{})
+					cancel()
+					require.Error(t, err)
+				}
+				_, err := c.EmptyCall(context.Background(), &testpb.Empty{})
+				if tc.trips {
+					assert.Equal(t, codes.Unavailable, status.Code(err), "the breaker is open")
+				} else {
+					assert.NoError(t, err, "the breaker stays closed")
+				}
+			})
+		}
+	}
 }
