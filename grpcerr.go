@@ -26,6 +26,7 @@ const (
 	GRPCUnimplemented      GRPCCode = 12
 	GRPCInternal           GRPCCode = 13
 	GRPCUnavailable        GRPCCode = 14
+	GRPCDataLoss           GRPCCode = 15
 	GRPCUnauthenticated    GRPCCode = 16
 	grpcMaxCode            GRPCCode = 16
 	grpcContentType                 = "application/grpc"
@@ -288,4 +289,17 @@ func grpcMethod(path string) (service, method string) {
 		return "", ""
 	}
 	return service, method
+}
+
+var grpcCodeNames = [...]string{"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+	"ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+	"UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"}
+
+// String returns the code's name as gRPC and OpenTelemetry write it
+// ("NOT_FOUND"), or "UNKNOWN" for a code outside the 17 gRPC defines.
+func (c GRPCCode) String() string {
+	if c < 0 || c > grpcMaxCode {
+		return "UNKNOWN"
+	}
+	return grpcCodeNames[c]
 }
