@@ -571,3 +571,57 @@ func TestBreakerJudgesByGRPCStatus(t *testing.T) {
 		}
 	}
 }
+
+func TestTLSOnBothSides(t *testing.T) {
+	upCert, upPool := selfSigned(t, "orders.internal")
+	up, _ := startUpstream(t, &testServer{}, ggrpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{upCert}})))
+	b := pylon.MustBackend("test", pylon.BackendOptions{
+		Targets: []string{"https://" + up},
+		TLS:     pylon.UpstreamTLS{RootCAs: upPool, ServerName: "orders.internal"},
+	})
+	t.Cleanup(func() { _ = b.Close() })
+	gw := pylon.New(pylon.Options{})
+	gw.Route("/grpc.testing.TestService/").To(b)
+
+	gwCert, gwPool := selfSigned(t, "gateway.example")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	srv := pylon.NewServer("", gw)
+	srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{gwCert}}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.ServeTLS(ln, "", "") }()
+	t.Cleanup(func() { _ = srv.Close(); <-done })
+
+	cc, err := ggrpc.NewClient(ln.Addr().String(), ggrpc.WithTransportCredentials(
+		credentials.NewTLS(&tls.Config{RootCAs: gwPool, ServerName: "gateway.example"})))
+	require.NoError(t, err)
+	defer cc.Close()
+	c := testpb.NewTestServiceClient(cc)
+	res, err := c.UnaryCall(context.Background(), &testpb.SimpleRequest{ResponseSize: 9})
+	require.NoError(t, err)
+	assert.Len(t, res.Payload.Body, 9)
+}
+
+func TestSilentClientStreamOutlivesBodyIdleTimeout(t *testing.T) {
+	up, _ := startUpstream(t, &testServer{})
+	b := pylon.MustBackend("test", pylon.BackendOptions{Targets: []string{h2c(up)}})
+	t.Cleanup(func() { _ = b.Close() })
+	gw := pylon.New(pylon.Options{})
+	gw.Route("/grpc.testing.TestService/").To(b)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	srv := pylon.NewServerWithOptions("", gw, pylon.ServerOptions{BodyIdleTimeout: 20 * time.Millisecond})
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close(); <-done })
+
+	c := dial(t, ln.Addr().String())
+	s, err := c.StreamingInputCall(context.Background())
+	require.NoError(t, err)
+	require.NoError(t, s.Send(&testpb.StreamingInputCallRequest{Payload: &testpb.Payload{Body: make([]byte, 3)}}))
+	<-time.After(200 * time.Millisecond) // the client has nothing to say for ten idle timeouts
+	require.NoError(t, s.Send(&testpb.StreamingInputCallRequest{Payload: &testpb.Payload{Body: make([]byte, 4)}}))
+	res, err := s.CloseAndRecv()
+	require.NoError(t, err)
+	assert.Equal(t, int32(7), res.AggregatedPayloadSize)
+}
