@@ -120,7 +120,7 @@ type BackendOptions struct {
 	// and https:// targets and HTTP/2 to h2c:// targets. A Transport given
 	// here is used as is; DialTimeout, ResponseHeaderTimeout, TLS and HTTP2
 	// then do not apply, and it sees h2c:// targets' requests with the
-	// scheme "h2c".
+	// scheme "h2c", which one built on NewTransport handles.
 	Transport http.RoundTripper
 	// Logger receives ejections, returns and upstream errors. Nil means no
 	// logging.
@@ -247,11 +247,18 @@ func (b *Backend) Close() error {
 // BackendOptions.Transport is nil: DialTimeout and ResponseHeaderTimeout from
 // opts, idle connections pooled per target (up to 256), no proxy from the
 // environment, no transparent compression, HTTP/2 to TLS targets, and the
-// TLS and HTTP2 settings of opts. (h2c:// targets are sent over a second,
-// HTTP/2-only transport that NewBackend builds beside it.) Use it to
-// wrap the default transport (for tracing, say) and pass the result back as
-// BackendOptions.Transport.
+// TLS and HTTP2 settings of opts; h2c:// targets are sent over plaintext
+// HTTP/2 by a second transport registered for the scheme (whose idle
+// connections CloseIdleConnections does not reach: they close after
+// IdleConnTimeout). Use it to wrap the default transport (for tracing, say)
+// and pass the result back as BackendOptions.Transport.
 func NewTransport(opts BackendOptions) *http.Transport {
+	t, _ := newTransport(opts)
+	return t
+}
+
+// newTransport is NewTransport, and the h2c transport registered on it.
+func newTransport(opts BackendOptions) (t, h2c *http.Transport) {
 	dial := opts.DialTimeout
 	if dial == 0 {
 		dial = 5 * time.Second
@@ -261,7 +268,7 @@ func NewTransport(opts BackendOptions) *http.Transport {
 		rht = 30 * time.Second
 	}
 	d := &net.Dialer{Timeout: dial, KeepAlive: 30 * time.Second}
-	t := &http.Transport{
+	t = &http.Transport{
 		DialContext:            d.DialContext,
 		MaxIdleConns:           1024,
 		MaxIdleConnsPerHost:    256,
@@ -273,8 +280,7 @@ func NewTransport(opts BackendOptions) *http.Transport {
 		DisableCompression:     true, // a proxy forwards bodies as encoded
 		ForceAttemptHTTP2:      true,
 	}
-	applyUpstream(t, opts) // h2.go: TLS and HTTP2 settings
-	return t
+	return t, applyUpstream(t, opts) // h2.go: TLS, HTTP2 and h2c:// settings
 }
 
 // bufPool holds the buffers that response bodies are copied through.

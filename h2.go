@@ -107,9 +107,11 @@ func (o UpstreamTLS) tlsConfig() (*tls.Config, error) {
 	return cfg, nil
 }
 
-// applyUpstream sets on t what opts.TLS and opts.HTTP2 describe. It
-// ignores a TLS error: newUpstreamTransport reports it first.
-func applyUpstream(t *http.Transport, opts BackendOptions) {
+// applyUpstream sets on t what opts.TLS and opts.HTTP2 describe, and
+// registers for the h2c scheme a clone of t that speaks HTTP/2 only, without
+// TLS, which it returns. It ignores a TLS error: newUpstreamTransport
+// reports it first.
+func applyUpstream(t *http.Transport, opts BackendOptions) *http.Transport {
 	if cfg, err := opts.TLS.tlsConfig(); err == nil && cfg != nil {
 		t.TLSClientConfig = cfg
 	}
@@ -119,12 +121,19 @@ func applyUpstream(t *http.Transport, opts BackendOptions) {
 		StrictMaxConcurrentRequests: h.StrictMaxConcurrentStreams,
 		SendPingTimeout:             max(h.PingTimeout, 0),
 	}
+	h2c := t.Clone()
+	h2c.TLSClientConfig = nil
+	h2c.ForceAttemptHTTP2 = false
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	h2c.Protocols = &p
+	t.RegisterProtocol(SchemeH2C, h2cRoundTripper{h2c})
+	return h2c
 }
 
 // newUpstreamTransport builds the RoundTripper a Backend uses when
-// BackendOptions.Transport is nil: NewTransport for http:// and https://
-// targets, and a second, HTTP/2-only transport for h2c:// ones. closeIdle
-// closes the idle connections of both.
+// BackendOptions.Transport is nil: NewTransport, with its h2c:// transport.
+// closeIdle closes the idle connections of both.
 func newUpstreamTransport(opts BackendOptions) (rt http.RoundTripper, closeIdle func(), err error) {
 	if _, err := opts.TLS.tlsConfig(); err != nil {
 		return nil, nil, err
@@ -132,28 +141,15 @@ func newUpstreamTransport(opts BackendOptions) (rt http.RoundTripper, closeIdle 
 	if opts.HTTP2.MaxConnsPerTarget < 0 || opts.HTTP2.PingTimeout < 0 {
 		return nil, nil, errors.New("negative HTTP2.MaxConnsPerTarget or HTTP2.PingTimeout")
 	}
-	def := NewTransport(opts)
-	h2c := NewTransport(opts)
-	h2c.TLSClientConfig = nil
-	h2c.ForceAttemptHTTP2 = false
-	var p http.Protocols
-	p.SetUnencryptedHTTP2(true)
-	h2c.Protocols = &p
-	s := &schemeSplit{def: def, h2c: h2c}
-	return s, func() { def.CloseIdleConnections(); h2c.CloseIdleConnections() }, nil
+	t, h2c := newTransport(opts)
+	return t, func() { t.CloseIdleConnections(); h2c.CloseIdleConnections() }, nil
 }
 
-// schemeSplit sends h2c:// requests over its HTTP/2-only transport, as
-// http:// requests, and everything else over def.
-type schemeSplit struct {
-	def http.RoundTripper
-	h2c *http.Transport
-}
+// h2cRoundTripper sends h2c:// requests as http:// ones over its
+// HTTP/2-only transport.
+type h2cRoundTripper struct{ t *http.Transport }
 
-func (s *schemeSplit) RoundTrip(r *http.Request) (*http.Response, error) {
-	if r.URL.Scheme != SchemeH2C {
-		return s.def.RoundTrip(r)
-	}
+func (h h2cRoundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 	o := new(struct { // the request and its URL in one allocation
 		req http.Request
 		url url.URL
@@ -162,5 +158,5 @@ func (s *schemeSplit) RoundTrip(r *http.Request) (*http.Response, error) {
 	o.url = *r.URL
 	o.url.Scheme = "http"
 	o.req.URL = &o.url
-	return s.h2c.RoundTrip(&o.req)
+	return h.t.RoundTrip(&o.req)
 }

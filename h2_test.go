@@ -182,3 +182,29 @@ func TestBackendRefusesExtendedConnect(t *testing.T) {
 	assert.Equal(t, http.StatusOK, rec.Code)
 	assert.Zero(t, b.Targets()[0].Ejections())
 }
+
+// countingRT wraps a transport, as tracing does.
+type countingRT struct {
+	rt http.RoundTripper
+	n  atomic.Int32
+}
+
+func (c *countingRT) RoundTrip(r *http.Request) (*http.Response, error) {
+	c.n.Add(1)
+	return c.rt.RoundTrip(r)
+}
+
+func TestWrappedNewTransportSpeaksH2C(t *testing.T) {
+	base := startServer(t, NewServer("", protoEcho()))
+	opts := BackendOptions{Targets: []string{strings.Replace(base, "http://", "h2c://", 1)}}
+	tr, h2c := newTransport(opts)
+	defer func() { tr.CloseIdleConnections(); h2c.CloseIdleConnections() }()
+	wrapped := &countingRT{rt: tr}
+	opts.Transport = wrapped
+	b := MustBackend("grpc", opts)
+	defer b.Close()
+	rec := httptest.NewRecorder()
+	b.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+	assert.Equal(t, "HTTP/2.0", rec.Body.String())
+	assert.Equal(t, int32(1), wrapped.n.Load())
+}
