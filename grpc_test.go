@@ -96,3 +96,15 @@ func TestGRPCMethod(t *testing.T) {
 		assert.Empty(t, s+m, p)
 	}
 }
+
+// BenchmarkGRPCError measures a gateway-made gRPC error, the trailers-only
+// answer every package's refusals become for a gRPC call.
+func BenchmarkGRPCError(b *testing.B) {
+	r := httptest.NewRequest("POST", "/pkg.Svc/M", nil)
+	r.Header.Set("Content-Type", "application/grpc")
+	b.ReportAllocs()
+	for b.Loop() {
+		w := httptest.NewRecorder()
+		Error(w, r, http.StatusServiceUnavailable, "The upstream service is unavailable.")
+	}
+}
