@@ -49,14 +49,17 @@ type UpstreamTLS struct {
 // https:// targets that offer it by ALPN. One connection carries many
 // concurrent requests (streams); the zero value is safe.
 type UpstreamHTTP2 struct {
-	// StrictMaxConcurrentStreams makes requests wait for a free stream
-	// when every connection to a target carries as many streams as the
-	// target allows (its SETTINGS_MAX_CONCURRENT_STREAMS; grpc-go's
-	// default is unlimited, net/http's 250). False means another
-	// connection is opened instead, up to MaxConnsPerTarget.
+	// StrictMaxConcurrentStreams and MaxConnsPerTarget together bound
+	// what one target is sent: at most MaxConnsPerTarget connections, each
+	// carrying at most the streams the target allows (its
+	// SETTINGS_MAX_CONCURRENT_STREAMS: net/http's default is 250, grpc-go's
+	// unlimited); a request beyond that waits for a free stream. Without
+	// both, net/http's transport opens another connection for a request
+	// that no open connection can take. False and zero mean that: no
+	// bound but the target's own per connection.
 	StrictMaxConcurrentStreams bool
 	// MaxConnsPerTarget bounds the connections to each target, dialing,
-	// active and idle. Requests beyond it wait. Zero means no bound.
+	// active and idle; see StrictMaxConcurrentStreams. Zero means no bound.
 	MaxConnsPerTarget int
 	// PingTimeout, when positive, sends an HTTP/2 PING on a connection
 	// that received no frame for this long, and closes it when the PING is
