@@ -47,20 +47,19 @@ type UpstreamTLS struct {
 
 // UpstreamHTTP2 configures HTTP/2 to targets: h2c:// targets always, and
 // https:// targets that offer it by ALPN. One connection carries many
-// concurrent requests (streams); the zero value is safe.
+// concurrent requests (streams), never more than the target allows in its
+// SETTINGS_MAX_CONCURRENT_STREAMS (net/http's default is 250; grpc-go's
+// is unlimited unless its MaxConcurrentStreams server option is set): a
+// request that no open connection can take gets a new connection. The
+// zero value is safe.
+//
+// net/http's transport offers no bound of its own below the target's: its
+// StrictMaxConcurrentRequests has no effect on the connections
+// http.Transport dials, and MaxConnsPerHost can leave an HTTP/2 request
+// waiting for a connection forever, so neither is exposed here. Bound a
+// target's streams at the target, and the gateway's concurrency with a
+// limit in front of the Backend.
 type UpstreamHTTP2 struct {
-	// StrictMaxConcurrentStreams and MaxConnsPerTarget together bound
-	// what one target is sent: at most MaxConnsPerTarget connections, each
-	// carrying at most the streams the target allows (its
-	// SETTINGS_MAX_CONCURRENT_STREAMS: net/http's default is 250, grpc-go's
-	// unlimited); a request beyond that waits for a free stream. Without
-	// both, net/http's transport opens another connection for a request
-	// that no open connection can take. False and zero mean that: no
-	// bound but the target's own per connection.
-	StrictMaxConcurrentStreams bool
-	// MaxConnsPerTarget bounds the connections to each target, dialing,
-	// active and idle; see StrictMaxConcurrentStreams. Zero means no bound.
-	MaxConnsPerTarget int
 	// PingTimeout, when positive, sends an HTTP/2 PING on a connection
 	// that received no frame for this long, and closes it when the PING is
 	// not answered within 15s, so that a dead target is noticed before a
@@ -118,12 +117,7 @@ func applyUpstream(t *http.Transport, opts BackendOptions) *http.Transport {
 	if cfg, err := opts.TLS.tlsConfig(); err == nil && cfg != nil {
 		t.TLSClientConfig = cfg
 	}
-	h := opts.HTTP2
-	t.MaxConnsPerHost = max(h.MaxConnsPerTarget, 0)
-	t.HTTP2 = &http.HTTP2Config{
-		StrictMaxConcurrentRequests: h.StrictMaxConcurrentStreams,
-		SendPingTimeout:             max(h.PingTimeout, 0),
-	}
+	t.HTTP2 = &http.HTTP2Config{SendPingTimeout: max(opts.HTTP2.PingTimeout, 0)}
 	h2c := t.Clone()
 	h2c.TLSClientConfig = nil
 	h2c.ForceAttemptHTTP2 = false
@@ -141,8 +135,8 @@ func newUpstreamTransport(opts BackendOptions) (rt http.RoundTripper, closeIdle 
 	if _, err := opts.TLS.tlsConfig(); err != nil {
 		return nil, nil, err
 	}
-	if opts.HTTP2.MaxConnsPerTarget < 0 || opts.HTTP2.PingTimeout < 0 {
-		return nil, nil, errors.New("negative HTTP2.MaxConnsPerTarget or HTTP2.PingTimeout")
+	if opts.HTTP2.PingTimeout < 0 {
+		return nil, nil, errors.New("negative HTTP2.PingTimeout")
 	}
 	t, h2c := newTransport(opts)
 	return t, func() { t.CloseIdleConnections(); h2c.CloseIdleConnections() }, nil
