@@ -347,6 +347,20 @@ func TestDeadlines(t *testing.T) {
 		require.NoError(t, err)
 		<-s.deadlines
 	})
+	t.Run("client cancels mid-call: its own outcome", func(t *testing.T) {
+		for range 3 {
+			ctx, cancel := context.WithCancel(context.Background())
+			errc := make(chan error, 1)
+			go func() {
+				_, err := c.UnaryCall(metadata.AppendToOutgoingContext(ctx, "x-sleep", "5s"), &testpb.SimpleRequest{})
+				errc <- err
+			}()
+			<-s.deadlines // the upstream has the call
+			cancel()
+			assert.Equal(t, codes.Canceled, status.Code(<-errc))
+		}
+		assert.Zero(t, b.Targets()[0].Ejections(), "a client's cancellation never ejects a target")
+	})
 	t.Run("no client deadline: none invented", func(t *testing.T) {
 		_, err := c.UnaryCall(context.Background(), &testpb.SimpleRequest{})
 		require.NoError(t, err)
