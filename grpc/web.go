@@ -91,7 +91,6 @@ func WebWithOptions(o WebOptions) pylon.Middleware {
 			r2.Header.Set("Te", "trailers")
 			r2.Header.Del("X-Grpc-Web")
 			r2.Header.Del("Content-Length")
-			r2.ProtoMajor, r2.ProtoMinor, r2.Proto = 2, 0, "HTTP/2.0"
 			ww := &webWriter{w: w, text: text, ct: ct}
 			next.ServeHTTP(ww, r2)
 			ww.finish()
