@@ -111,7 +111,8 @@ type BackendOptions struct {
 	// verifies against the system roots and sends no client certificate.
 	TLS UpstreamTLS
 	// HTTP2 configures HTTP/2 to h2c:// targets and to https:// targets
-	// that offer it: connection reuse, streams per connection, pings.
+	// that offer it (keepalive pings); see UpstreamHTTP2 for how
+	// connections are reused. The zero value sends no pings.
 	HTTP2 UpstreamHTTP2
 
 	// Transport performs upstream round trips. Nil means a transport built
