@@ -22,8 +22,10 @@ import (
 // default, written in its comment.
 type BackendOptions struct {
 	// Targets are the upstream base URLs ("http://10.0.0.5:8080", optionally
-	// with a base path that every forwarded path is appended to). At least
-	// one is required.
+	// with a base path that every forwarded path is appended to). The
+	// scheme is http, https, or h2c for plaintext HTTP/2 with prior
+	// knowledge ("h2c://10.0.0.5:50051", the usual gRPC service in a
+	// cluster). At least one is required.
 	Targets []string
 	// Weights gives Targets[i] the weight Weights[i] (>= 1), read by
 	// weighted balancers. Nil means every target weighs 1.
@@ -44,7 +46,10 @@ type BackendOptions struct {
 	// Idempotency-Key header, or its body was buffered (RetryBufferBytes) and
 	// RetryNonIdempotent is set; and the failure was a connection error (or,
 	// with RetryOnStatus, a 502, 503 or 504). A request whose body was
-	// already partly sent and not buffered is never retried.
+	// already partly sent and not buffered is never retried. A gRPC call
+	// answered trailers-only UNAVAILABLE (no byte of a response sent) is
+	// retried whatever its method when its body was recorded whole while
+	// it was sent: at most RetryBufferBytes, which must then be set.
 	Retries int
 	// RetryOnStatus also retries idempotent requests answered 502, 503 or
 	// 504. False means only connection errors are retried.
@@ -101,10 +106,22 @@ type BackendOptions struct {
 	// breaker refuses it. Nil means every target may be tried.
 	Guard Guard
 
+	// TLS configures connections to https:// targets: a private CA,
+	// client certificates, the server name to verify. The zero value
+	// verifies against the system roots and sends no client certificate.
+	TLS UpstreamTLS
+	// HTTP2 configures HTTP/2 to h2c:// targets and to https:// targets
+	// that offer it (keepalive pings); see UpstreamHTTP2 for how
+	// connections are reused. The zero value sends no pings.
+	HTTP2 UpstreamHTTP2
+
 	// Transport performs upstream round trips. Nil means a transport built
 	// from the timeouts above, with idle connections pooled per target and
-	// no proxy from the environment. A Transport given here is used as is;
-	// DialTimeout and ResponseHeaderTimeout then do not apply.
+	// no proxy from the environment, speaking HTTP/1.1 or HTTP/2 to http://
+	// and https:// targets and HTTP/2 to h2c:// targets. A Transport given
+	// here is used as is; DialTimeout, ResponseHeaderTimeout, TLS and HTTP2
+	// then do not apply, and it sees h2c:// targets' requests with the
+	// scheme "h2c", which one built on NewTransport handles.
 	Transport http.RoundTripper
 	// Logger receives ejections, returns and upstream errors. Nil means no
 	// logging.
@@ -123,9 +140,12 @@ type Guard interface {
 	// the upstream status (0 when there was no response) and the error: nil
 	// when the response was forwarded whole; the transport error when there
 	// was no response; the read error when the upstream's body failed
-	// mid-way (a reset or truncated body, a failure of the target); an
-	// error that wraps context.Canceled when the client went away or a
-	// panic cut the attempt short, which says nothing about the target.
+	// mid-way (a reset or truncated body, a failure of the target); a
+	// *GRPCStatusError when a gRPC call ended with UNAVAILABLE,
+	// RESOURCE_EXHAUSTED or DEADLINE_EXCEEDED (a failure of the target); an
+	// error that wraps context.Canceled when the client went away, its
+	// grpc-timeout passed, or a panic cut the attempt short, which says
+	// nothing about the target.
 	Allow(r *http.Request, t *Target) (done func(status int, err error), err error)
 }
 
@@ -143,7 +163,7 @@ type Backend struct {
 	opts      BackendOptions
 	pool      *pool
 	transport http.RoundTripper
-	ownTrans  *http.Transport // closed by Close when we built it
+	closeIdle func() // closes idle connections of a transport we built
 	logger    *slog.Logger
 	upgrades  []string
 
@@ -175,8 +195,11 @@ func NewBackend(name string, opts BackendOptions) (*Backend, error) {
 	}
 	b.transport = opts.Transport
 	if b.transport == nil {
-		b.ownTrans = NewTransport(opts)
-		b.transport = b.ownTrans
+		rt, closeIdle, err := newUpstreamTransport(opts) // h2.go
+		if err != nil {
+			return nil, fmt.Errorf("pylon: backend %q: %w", name, err)
+		}
+		b.transport, b.closeIdle = rt, closeIdle
 	}
 	p, err := newPool(poolConfig{
 		Backend:   name,
@@ -218,8 +241,8 @@ func (b *Backend) Targets() []*Target { return b.pool.targets() }
 // transport the backend built itself. In-flight requests are not cut.
 func (b *Backend) Close() error {
 	b.pool.close()
-	if b.ownTrans != nil {
-		b.ownTrans.CloseIdleConnections()
+	if b.closeIdle != nil {
+		b.closeIdle()
 	}
 	return nil
 }
@@ -227,10 +250,19 @@ func (b *Backend) Close() error {
 // NewTransport returns the transport NewBackend builds when
 // BackendOptions.Transport is nil: DialTimeout and ResponseHeaderTimeout from
 // opts, idle connections pooled per target (up to 256), no proxy from the
-// environment, no transparent compression, HTTP/2 to TLS targets. Use it to
-// wrap the default transport (for tracing, say) and pass the result back as
-// BackendOptions.Transport.
+// environment, no transparent compression, HTTP/2 to TLS targets, and the
+// TLS and HTTP2 settings of opts; h2c:// targets are sent over plaintext
+// HTTP/2 by a second transport registered for the scheme (whose idle
+// connections CloseIdleConnections does not reach: they close after
+// IdleConnTimeout). Use it to wrap the default transport (for tracing, say)
+// and pass the result back as BackendOptions.Transport.
 func NewTransport(opts BackendOptions) *http.Transport {
+	t, _ := newTransport(opts)
+	return t
+}
+
+// newTransport is NewTransport, and the h2c transport registered on it.
+func newTransport(opts BackendOptions) (t, h2c *http.Transport) {
 	dial := opts.DialTimeout
 	if dial == 0 {
 		dial = 5 * time.Second
@@ -240,7 +272,7 @@ func NewTransport(opts BackendOptions) *http.Transport {
 		rht = 30 * time.Second
 	}
 	d := &net.Dialer{Timeout: dial, KeepAlive: 30 * time.Second}
-	return &http.Transport{
+	t = &http.Transport{
 		DialContext:            d.DialContext,
 		MaxIdleConns:           1024,
 		MaxIdleConnsPerHost:    256,
@@ -252,6 +284,7 @@ func NewTransport(opts BackendOptions) *http.Transport {
 		DisableCompression:     true, // a proxy forwards bodies as encoded
 		ForceAttemptHTTP2:      true,
 	}
+	return t, applyUpstream(t, opts) // h2.go: TLS, HTTP2 and h2c:// settings
 }
 
 // bufPool holds the buffers that response bodies are copied through.
@@ -265,6 +298,19 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	b.active.Add(1)
 	defer b.active.Add(-1)
+	if r.Method == http.MethodConnect {
+		// A reverse proxy has no use for CONNECT; RFC 8441's extended
+		// CONNECT (:protocol) would reach the transport and fail there.
+		Error(w, r, http.StatusNotImplemented, extendedConnectDetail)
+		return
+	}
+	isGRPC := IsGRPC(r)
+	if isGRPC {
+		var cancel context.CancelFunc
+		if r, cancel = grpcDeadline(r); cancel != nil { // backend_grpc.go
+			defer cancel()
+		}
+	}
 
 	upType := ""
 	if r.Header["Connection"] != nil && r.Header["Upgrade"] != nil {
@@ -286,6 +332,8 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			body.buf = buf
+		} else if isGRPC && b.opts.RetryBufferBytes > 0 && b.opts.Retries > 0 {
+			body.recMax = int(b.opts.RetryBufferBytes) // replayable if it ends within the cap
 		}
 		out.Body = body
 	}
@@ -324,6 +372,9 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// reading the previous one from its write goroutine.
 			body = &reqBody{buf: body.buf}
 			out.Body = body
+		} else if body != nil && attempt > 0 && body.recorded() {
+			body = &reqBody{buf: body.rec} // a gRPC call's body, read whole
+			out.Body = body
 		}
 		setTargetURL(out, r, t.URL(), b.opts.PreserveHost, b.opts.PassRawQuery)
 
@@ -332,6 +383,9 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			ctx, cancel := context.WithTimeout(r.Context(), b.opts.TryTimeout)
 			cur.cancel = cancel
 			try = out.WithContext(ctx)
+		}
+		if isGRPC {
+			setGRPCTimeout(out.Header, try.Context())
 		}
 
 		began := time.Now()
@@ -353,6 +407,16 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				b.clientGone(info)
 				return
 			}
+			if isGRPC && clientDeadlineOutcome(r.Context()) {
+				// The client's grpc-timeout passed: the upstream, told
+				// the deadline, reset the stream, or our own timer fired.
+				b.end(&cur, outcomeNeutral, 0, errClientOutcome)
+				if info != nil {
+					info.grpcClientDeadline = true
+				}
+				Error(w, r, http.StatusGatewayTimeout, "The call's deadline passed.")
+				return
+			}
 			b.end(&cur, outcomeFailure, 0, err)
 			lastErr = err
 			if b.mayRetry(r, attempt, body, err) && b.takeRetry(&retryHeld) && b.wait(r.Context(), attempt) {
@@ -363,6 +427,19 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 
 		cur.status = res.StatusCode
+		if isGRPC && trailersOnlyUnavailable(res) && body.replayable() && attempt < b.opts.Retries &&
+			r.Context().Err() == nil && b.takeRetry(&retryHeld) {
+			// No byte of a response was sent: the call may go to
+			// another target (backend_grpc.go).
+			drainClose(res.Body)
+			b.end(&cur, outcomeFailure, res.StatusCode, &GRPCStatusError{Code: GRPCUnavailable})
+			lastErr = errUpstreamStatus
+			if b.wait(r.Context(), attempt) {
+				continue
+			}
+			b.upstreamError(w, r, info, t, r.Context().Err())
+			return
+		}
 		if isRetryableStatus(res.StatusCode) {
 			if b.mayRetry(r, attempt, body, nil) && b.takeRetry(&retryHeld) {
 				drainClose(res.Body)
@@ -376,7 +453,7 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 
-		o, abort, err := b.respond(w, r, out, t, res, info, upType)
+		o, abort, err := b.respond(w, r, out, t, res, info, upType, isGRPC)
 		b.end(&cur, o, res.StatusCode, err)
 		if abort {
 			// The upstream failed after the headers were sent: the only
@@ -745,7 +822,7 @@ func (b *Backend) upstreamError(w http.ResponseWriter, r *http.Request, info *Re
 // neutral). abort reports that the upstream failed mid-body (outcome
 // failure, err the read error): the headers are sent, so the caller must
 // abort the response.
-func (b *Backend) respond(w http.ResponseWriter, r *http.Request, out *http.Request, target *Target, res *http.Response, info *RequestInfo, upType string) (o outcome, abort bool, err error) {
+func (b *Backend) respond(w http.ResponseWriter, r *http.Request, out *http.Request, target *Target, res *http.Response, info *RequestInfo, upType string, isGRPC bool) (o outcome, abort bool, err error) {
 	if info != nil {
 		info.UpstreamStatus = res.StatusCode
 	}
@@ -795,10 +872,31 @@ func (b *Backend) respond(w http.ResponseWriter, r *http.Request, out *http.Requ
 		}
 		b.logger.LogAttrs(r.Context(), slog.LevelWarn, "pylon: upstream body error",
 			slog.String("backend", b.name), slog.String("target", target.String()), slog.String("error", err.Error()))
+		if isGRPC {
+			// A gRPC client understands a status in the trailers
+			// better than a reset stream (backend_grpc.go).
+			o, err = grpcBodyError(w, r, info, err)
+			return o, false, err
+		}
 		return outcomeFailure, true, err
 	}
 	for k, vv := range res.Trailer {
 		dst[http.TrailerPrefix+k] = vv
+	}
+	if isGRPC {
+		if code, ok := grpcStatusOf(res); ok {
+			if info != nil {
+				info.GRPCStatus, info.grpcStatusSet = int(code), true
+			}
+			if o == outcomeSuccess {
+				var gerr error
+				o, gerr = grpcOutcome(r.Context(), code)
+				if info != nil && gerr == errClientOutcome {
+					info.grpcClientDeadline = true
+				}
+				return o, false, gerr
+			}
+		}
 	}
 	return o, false, nil
 }
@@ -855,6 +953,26 @@ type reqBody struct {
 	buf []byte // non-nil when buffered
 	off int
 	err error
+
+	// A gRPC call's body, whose length is not known ahead, is recorded as
+	// it is sent, up to recMax bytes, so that a call refused with
+	// UNAVAILABLE can be sent again (see recorded).
+	recMax  int
+	rec     []byte
+	recOver bool        // longer than recMax: not replayable
+	recEOF  atomic.Bool // the transport read it to its end
+}
+
+// recorded reports whether the body was recorded whole: the transport read
+// it to EOF within recMax, so it reads it no more and rec is stable.
+func (b *reqBody) recorded() bool {
+	return b != nil && b.recMax > 0 && b.recEOF.Load() && !b.recOver
+}
+
+// replayable reports whether a request with body b may be sent again: it has
+// none, it is buffered, or it was recorded whole.
+func (b *reqBody) replayable() bool {
+	return b == nil || b.buf != nil || b.recorded()
 }
 
 func (b *reqBody) Read(p []byte) (int, error) {
@@ -867,8 +985,18 @@ func (b *reqBody) Read(p []byte) (int, error) {
 		return n, nil
 	}
 	n, err := b.rc.Read(p)
+	if b.recMax > 0 && !b.recOver {
+		if len(b.rec)+n > b.recMax {
+			b.recOver, b.rec = true, nil
+		} else {
+			b.rec = append(b.rec, p[:n]...)
+		}
+	}
 	if err != nil && b.err == nil {
 		b.err = err
+		if err == io.EOF && b.recMax > 0 {
+			b.recEOF.Store(true)
+		}
 	}
 	return n, err
 }

@@ -60,7 +60,7 @@ type Target struct {
 // since the backend was built (a counter, for metrics).
 func (t *Target) Ejections() uint64 { return t.ejectedTotal.Load() }
 
-// URL returns the target's parsed base URL: scheme http or https, host, and
+// URL returns the target's parsed base URL: scheme http, https or h2c, host, and
 // an optional base path. The URL is shared: callers must not modify it.
 func (t *Target) URL() *url.URL { return t.url }
 
@@ -551,8 +551,8 @@ func parseTargetURL(raw string) (*url.URL, error) {
 		return nil, fmt.Errorf("invalid URL: %w", err)
 	}
 	switch {
-	case u.Scheme != "http" && u.Scheme != "https":
-		return nil, errors.New("scheme must be http or https")
+	case u.Scheme != "http" && u.Scheme != "https" && u.Scheme != SchemeH2C:
+		return nil, errors.New("scheme must be http, https or h2c")
 	case u.Opaque != "":
 		return nil, errors.New("not an absolute http(s) URL")
 	case u.User != nil:

@@ -560,9 +560,9 @@ func TestNewPoolErrors(t *testing.T) {
 		want string
 	}{
 		{"no targets", poolConfig{}, `pylon: backend "orders": no targets`},
-		{"bad scheme", poolConfig{Targets: []string{"ftp://10.0.0.1"}}, `pylon: backend "orders": target "ftp://10.0.0.1": scheme must be http or https`},
+		{"bad scheme", poolConfig{Targets: []string{"ftp://10.0.0.1"}}, `pylon: backend "orders": target "ftp://10.0.0.1": scheme must be http, https or h2c`},
 		{"no scheme", poolConfig{Targets: []string{"10.0.0.1:8080"}}, `pylon: backend "orders": target "10.0.0.1:8080": invalid URL`},
-		{"host only", poolConfig{Targets: []string{"orders.internal"}}, `target "orders.internal": scheme must be http or https`},
+		{"host only", poolConfig{Targets: []string{"orders.internal"}}, `target "orders.internal": scheme must be http, https or h2c`},
 		{"missing host", poolConfig{Targets: []string{"http://"}}, `target "http://": missing host`},
 		{"port without host", poolConfig{Targets: []string{"http://:8080"}}, `target "http://:8080": missing host`},
 		{"bad port", poolConfig{Targets: []string{"http://h:port"}}, `target "http://h:port": invalid URL`},

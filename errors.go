@@ -34,7 +34,11 @@ type Problem struct {
 }
 
 // WriteProblem writes p as an application/problem+json response with the
-// status p.Status. It fills Status, Title and RequestID when they are empty,
+// status p.Status. A gRPC or gRPC-Web call (see [IsGRPC], [IsGRPCWeb]) is
+// answered in its own protocol instead: a trailers-only response (HTTP 200,
+// grpc-status from [GRPCStatusForHTTP], grpc-message from p.Detail or
+// p.Title, percent-encoded), with the headers already set on w, such as
+// Retry-After, as response metadata. It fills Status, Title and RequestID when they are empty,
 // and sets Cache-Control: no-store so that no cache keeps an error.
 // Headers already set on w (Allow, Retry-After, WWW-Authenticate, ...) are
 // kept; a Content-Length or Content-Encoding left by a handler is removed.
@@ -54,6 +58,16 @@ func WriteProblem(w http.ResponseWriter, r *http.Request, p Problem) {
 		if info := Info(r.Context()); info != nil && info.Error == "" {
 			info.Error = p.Title
 		}
+	}
+	if IsGRPC(r) || IsGRPCWeb(r) {
+		// A gRPC client cannot read problem+json: it is answered in its
+		// own protocol, a trailers-only response with grpc-status.
+		msg := p.Detail
+		if msg == "" {
+			msg = p.Title
+		}
+		writeGRPCStatus(w, r, p.Status, msg)
+		return
 	}
 	body, err := json.Marshal(p)
 	if err != nil { // unreachable: Problem holds only strings and an int

@@ -48,7 +48,9 @@ func copyRequestHeader(dst, src http.Header, connNamed bool) {
 		conn = src["Connection"]
 	}
 	for k, vv := range src {
-		if isHopHeader(k) || conn != nil && headerHasToken(conn, k) {
+		if isHopHeader(k) || strings.HasPrefix(k, ":") || conn != nil && headerHasToken(conn, k) {
+			// A pseudo-header (":protocol" of RFC 8441 extended CONNECT)
+			// describes this hop's stream; the transport refuses it.
 			continue
 		}
 		dst[k] = vv

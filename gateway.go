@@ -205,6 +205,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		stripConnectionNamed(r.Header)
 	}
 	info.connStripped = true
+	if r.Header["Content-Type"] != nil && (IsGRPC(r) || IsGRPCWeb(r)) {
+		info.GRPCService, info.GRPCMethod = grpcMethod(r.URL.Path)
+	}
 	g.handler.ServeHTTP(w, r.WithContext(ctx))
 }
 

@@ -34,6 +34,16 @@ type HealthCheck struct {
 	// UnhealthyThreshold is how many checks in a row a target must fail to
 	// stop receiving requests. Zero means 3.
 	UnhealthyThreshold int
+
+	// GRPC makes the checks gRPC calls of grpc.health.v1.Health/Check
+	// (Path, when empty, is "/grpc.health.v1.Health/Check"): a check
+	// passes when the target answers grpc-status OK and the status
+	// SERVING. gRPC needs HTTP/2: use h2c:// or https:// targets. False
+	// means the HTTP checks described above.
+	GRPC bool
+	// GRPCService is the service name sent in the HealthCheckRequest.
+	// Empty means the server as a whole.
+	GRPCService string
 }
 
 // OutlierDetection configures passive health checking of a Backend's
@@ -192,6 +202,9 @@ func (t *Target) logReturned() {
 // normalizeHealthCheck validates hc and fills in its defaults. A zero Path
 // returns the zero HealthCheck (disabled).
 func normalizeHealthCheck(hc HealthCheck) (HealthCheck, error) {
+	if hc.GRPC && hc.Path == "" {
+		hc.Path = grpcHealthPath
+	}
 	if hc.Path == "" {
 		return HealthCheck{}, nil
 	}
@@ -317,7 +330,10 @@ func (p *pool) checkTarget(poolCtx context.Context, t *Target) {
 	defer cancel()
 	reason := ""
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.checkURL, nil)
-	if err == nil {
+	if err == nil && p.hc.GRPC {
+		req.Header.Set("User-Agent", healthCheckUserAgent)
+		reason, err = p.grpcCheck(req) // health_grpc.go
+	} else if err == nil {
 		req.Header.Set("User-Agent", healthCheckUserAgent)
 		var resp *http.Response
 		resp, err = p.client.Do(req)

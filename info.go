@@ -87,11 +87,24 @@ type RequestInfo struct {
 	// its calls are written.
 	Calls []CallInfo
 
-	identified      bool     // Trust.Identify decided the client
-	connStripped    bool     // the headers the client's Connection named were removed on arrival
-	unfolded        *url.URL // the URL as sent, while routing on its folded path
-	strippedPrefix  string   // the path prefix the route removed, for Location
-	requestTrailers bool     // the route forwards request trailers
+	// GRPCService and GRPCMethod name the gRPC method called
+	// ("helloworld.Greeter", "SayHello"), set by the Gateway for gRPC and
+	// gRPC-Web calls whose path is /service/method; empty otherwise.
+	GRPCService string
+	GRPCMethod  string
+	// GRPCStatus is the call's gRPC status code: the upstream's
+	// grpc-status, or the one the gateway answered with. Meaningful when
+	// GRPCService is set and [RequestInfo.HasGRPCStatus] reports true.
+	GRPCStatus int
+
+	grpcStatusSet      bool     // GRPCStatus was recorded
+	grpcGatewayStatus  int      // the HTTP status the gateway's own gRPC answer stood for
+	grpcClientDeadline bool     // the call failed because the client's grpc-timeout passed
+	identified         bool     // Trust.Identify decided the client
+	connStripped       bool     // the headers the client's Connection named were removed on arrival
+	unfolded           *url.URL // the URL as sent, while routing on its folded path
+	strippedPrefix     string   // the path prefix the route removed, for Location
+	requestTrailers    bool     // the route forwards request trailers
 }
 
 // Authenticated reports whether an authentication middleware admitted the
@@ -99,6 +112,10 @@ type RequestInfo struct {
 func (i *RequestInfo) Authenticated() bool {
 	return i != nil && (i.Auth != "" || i.Subject != "")
 }
+
+// HasGRPCStatus reports whether a gRPC status was recorded in GRPCStatus:
+// the upstream sent one, or the gateway answered the call itself.
+func (i *RequestInfo) HasGRPCStatus() bool { return i != nil && i.grpcStatusSet }
 
 // RateLimitInfo is a rate limiter's decision for one request.
 type RateLimitInfo struct {
@@ -131,6 +148,8 @@ func (i *RequestInfo) Child() *RequestInfo {
 		Pattern:      i.Pattern,
 		Subject:      i.Subject,
 		Auth:         i.Auth,
+		GRPCService:  i.GRPCService,
+		GRPCMethod:   i.GRPCMethod,
 		identified:   i.identified,
 		connStripped: i.connStripped,
 	}

@@ -14,8 +14,22 @@ import (
 
 // NewServer returns an *http.Server for handler with hardened defaults:
 // ReadHeaderTimeout 10s (slow-header clients), IdleTimeout 120s,
-// MaxHeaderBytes 64 KiB (larger headers get 431), HTTP/1.1 and, over TLS,
-// HTTP/2. It sets no WriteTimeout or ReadTimeout, which would cut long
+// MaxHeaderBytes 64 KiB (larger headers get 431), and three protocols on
+// one listener: HTTP/1.1; HTTP/2 over TLS (ALPN "h2"); and, on a plaintext
+// listener, HTTP/2 with prior knowledge ("h2c", what gRPC clients inside a
+// cluster speak). The one setting is srv.Protocols; turn h2c off with
+// srv.Protocols.SetUnencryptedHTTP2(false).
+//
+// h2c is on by default because it is safe to be: a plaintext HTTP/2
+// connection is told apart by its connection preface ("PRI * HTTP/2.0"),
+// which no HTTP/1 request can be, so it changes nothing for HTTP/1.1
+// clients, and it gets the same limits as HTTP/2 over TLS (at most 250
+// concurrent streams per connection, header limits, IdleTimeout). What is
+// unsafe is the HTTP/1.1 "Upgrade: h2c" dance, which lets a client walk
+// past a front proxy's rules ("h2c smuggling"): net/http does not
+// implement it, and a Backend never forwards it, so it stays refused.
+//
+// It sets no WriteTimeout or ReadTimeout, which would cut long
 // downloads, uploads and event streams; routes bound their own time with
 // Route.Timeout. It is NewServerWithOptions with default options.
 //
@@ -43,7 +57,11 @@ import (
 //   - Slow request bodies. Each read of a request body must receive a byte
 //     within ServerOptions.BodyIdleTimeout (default 60s), however long the
 //     whole upload takes; a stalled read fails with ErrBodyTimeout, which a
-//     Backend answers with 408.
+//     Backend answers with 408. gRPC calls over HTTP/2 are exempt: a client
+//     or bidirectional stream may rightly be silent for minutes, HTTP/2
+//     flow control and the per-connection stream limit bound what a silent
+//     stream holds, and the call's own deadline (grpc-timeout, capped by
+//     the route's Timeout) bounds its time.
 //
 // Change any field before serving. Replacing srv.Handler removes both
 // protections; wrap the new handler with NewServerWithOptions instead.
@@ -59,8 +77,9 @@ type ServerOptions struct {
 	// that keeps flowing is never cut, one that stalls for this long fails
 	// with ErrBodyTimeout and releases its goroutine and upstream
 	// connection. It is not applied while the server has a ReadTimeout,
-	// which already bounds the whole request. Long-lived request streams
-	// that may be silent for a while (gRPC client or bidirectional streams)
+	// which already bounds the whole request, nor to gRPC calls over
+	// HTTP/2, whose client and bidirectional streams may rightly be silent
+	// for a long time (see NewServer). Other long-lived request streams
 	// need a longer value, or a negative one. Zero means 60s (nginx's
 	// client_body_timeout); negative means no limit.
 	BodyIdleTimeout time.Duration
@@ -77,6 +96,7 @@ func NewServerWithOptions(addr string, handler http.Handler, opts ServerOptions)
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetHTTP2(true)
+	protocols.SetUnencryptedHTTP2(true)
 	idle := opts.BodyIdleTimeout
 	if idle == 0 {
 		idle = 60 * time.Second
@@ -115,7 +135,8 @@ func (h *guardHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// connection after this response, as RFC 9112 §6.1 requires.
 		w.Header().Set("Connection", "close")
 	}
-	if h.idle > 0 && r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 && h.srv.ReadTimeout <= 0 {
+	if h.idle > 0 && r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 && h.srv.ReadTimeout <= 0 &&
+		(r.ProtoMajor < 2 || !IsGRPC(r)) {
 		b := &idleBody{rc: r.Body, ctl: *http.NewResponseController(w), idle: h.idle}
 		// Armed now, not only at the first read: net/http itself reads
 		// an unread body (to discard it) before it writes the response,

@@ -35,7 +35,7 @@ func TestNewServerDefaults(t *testing.T) {
 	assert.NotZero(t, srv.IdleTimeout)
 	assert.Zero(t, srv.WriteTimeout, "a write timeout would cut streams")
 	assert.True(t, srv.Protocols.HTTP1() && srv.Protocols.HTTP2())
-	assert.False(t, srv.Protocols.UnencryptedHTTP2())
+	assert.True(t, srv.Protocols.UnencryptedHTTP2(), "h2c with prior knowledge is on by default")
 }
 
 func TestServerRefusesOversizeHeaders(t *testing.T) {

@@ -91,6 +91,9 @@ func (p *pool) newTarget(u *url.URL, raw string) (*Target, error) {
 	t.hash = mix64(hashString(t.str))
 	if p.hc.Path != "" {
 		t.checkURL = strings.TrimSuffix(t.str, "/") + p.hc.Path
+		if p.hc.GRPC { // a gRPC method's path is absolute
+			t.checkURL = u.Scheme + "://" + u.Host + p.hc.Path
+		}
 		if _, err := url.Parse(t.checkURL); err != nil {
 			return nil, fmt.Errorf("pylon: backend %q: target %q: health check URL: %w", p.name, raw, errors.Unwrap(err))
 		}

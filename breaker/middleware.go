@@ -29,6 +29,11 @@ func (b *Breaker) serve(next http.Handler, w http.ResponseWriter, r *http.Reques
 			info.Breaker = b.State().String()
 		}
 		next.ServeHTTP(sw, r)
+		if info != nil && pylon.IsGRPC(r) {
+			// Every gRPC answer is HTTP 200: judge by its grpc-status.
+			status, err := info.GRPCOutcome(sw.status)
+			return b.cfg.outcome(r, status, err)
+		}
 		return b.cfg.outcome(r, sw.status, nil)
 	})
 	putWriter(sw)

@@ -47,7 +47,9 @@ func AccessLog(logger *slog.Logger) func(http.Handler) http.Handler {
 // asked), route, status, bytes_in (request body bytes read), bytes_out,
 // duration, and, when a later stage recorded them in the request's
 // pylon.RequestInfo, backend, target, upstream_status, upstream_duration,
-// attempts, subject, ratelimit (key, allowed, limit, remaining), breaker,
+// attempts, grpc_service, grpc_method and grpc_status (gRPC and gRPC-Web
+// calls: the upstream's status, or the one the gateway answered with),
+// subject, ratelimit (key, allowed, limit, remaining), breaker,
 // cache and error. The record's time is when the response finished.
 //
 // A request whose client went away (RequestInfo.ClientCanceled, or a
@@ -160,7 +162,7 @@ func logLine(ctx context.Context, logger *slog.Logger, level slog.Level, msg str
 //go:noinline
 func handleFresh(ctx context.Context, h slog.Handler, rec slog.Record, query bool,
 	r *http.Request, info *pylon.RequestInfo, status int, in, out int64, d time.Duration) {
-	var stack [24]slog.Attr
+	var stack [28]slog.Attr
 	a := appendLine(stack[:0], new([4]slog.Attr), query, r, info, status, in, out, d)
 	rec.AddAttrs(a...)
 	_ = h.Handle(ctx, rec)
@@ -168,7 +170,7 @@ func handleFresh(ctx context.Context, h slog.Handler, rec slog.Record, query boo
 
 // lineAttrs holds the attributes of one access line.
 type lineAttrs struct {
-	a  [24]slog.Attr
+	a  [28]slog.Attr
 	rl [4]slog.Attr // the ratelimit group
 }
 
@@ -218,6 +220,12 @@ func appendLine(a []slog.Attr, rl *[4]slog.Attr, query bool, r *http.Request, in
 			slog.Int("attempts", info.Attempts),
 			slog.Int("upstream_status", info.UpstreamStatus),
 			slog.Duration("upstream_duration", info.UpstreamDuration))
+	}
+	if info.GRPCService != "" {
+		a = append(a, slog.String("grpc_service", info.GRPCService), slog.String("grpc_method", info.GRPCMethod))
+		if info.HasGRPCStatus() {
+			a = append(a, slog.Int("grpc_status", info.GRPCStatus))
+		}
 	}
 	if info.Subject != "" {
 		a = append(a, slog.String("subject", info.Subject))

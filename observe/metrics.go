@@ -93,6 +93,12 @@ var (
 //	pylon_ratelimit_decisions_total        counter    http_route, result
 //	pylon_auth_failures_total              counter    http_route, reason
 //	pylon_aggregate_calls_total            counter    http_route, call, outcome (AggregateCall)
+//	rpc_server_call_duration_seconds       histogram  http_route, rpc_system_name, rpc_response_status_code (gRPC and gRPC-Web calls)
+//
+// rpc_server_call_duration_seconds follows OpenTelemetry's rpc.server.call.duration;
+// rpc.method, which a client chooses, is on the server span (Tracer), not
+// a label. rpc_response_status_code is the call's gRPC status name ("OK",
+// "UNAVAILABLE"), the upstream's or the gateway's own.
 //
 // The request count is the _count series of
 // http_server_request_duration_seconds, as in OpenTelemetry. With
@@ -113,6 +119,7 @@ type Metrics struct {
 	rlimit   *prometheus.CounterVec
 	auth     *prometheus.CounterVec
 	aggCalls *prometheus.CounterVec
+	rpc      *prometheus.HistogramVec
 	brState  *prometheus.GaugeVec
 	brTrans  *prometheus.CounterVec
 	targets  *targetCollector
@@ -122,6 +129,7 @@ type Metrics struct {
 	authC    cache[routeKey, prometheus.Counter]
 	rlimitC  cache[routeKey, prometheus.Counter]
 	attemptC cache[attemptKey, prometheus.Counter]
+	rpcC     cache[routeKey, prometheus.Observer]
 
 	brMu sync.Mutex // serializes breaker state changes
 }
@@ -176,6 +184,8 @@ func NewMetrics(reg prometheus.Registerer, opts MetricsOptions) (*Metrics, error
 	m.rlimit = counter("pylon_ratelimit_decisions_total", "Rate limiter decisions.", "http_route", "result")
 	m.auth = counter("pylon_auth_failures_total", "Requests refused by authentication or authorization.", "http_route", "reason")
 	m.aggCalls = counter("pylon_aggregate_calls_total", "Aggregation calls by outcome.", "http_route", "call", "outcome")
+	m.rpc = hist("rpc_server_call_duration_seconds",
+		"Duration of gRPC calls served by the gateway, by gRPC status.", durB, "http_route", "rpc_system_name", "rpc_response_status_code")
 	m.brState = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pylon_breaker_state",
 		Help: "1 for the circuit breaker's current state, 0 for the others.", ConstLabels: cl}, []string{"breaker", "state"})
 	m.brTrans = counter("pylon_breaker_transitions_total", "Circuit breaker state changes.", "breaker", "from", "to")
@@ -183,7 +193,7 @@ func NewMetrics(reg prometheus.Registerer, opts MetricsOptions) (*Metrics, error
 	m.targets.prune = m.pruneAttempts
 
 	for _, c := range []prometheus.Collector{m.duration, m.reqSize, m.respSize, m.active, m.gateway,
-		m.upstream, m.retries, m.attempts, m.rlimit, m.auth, m.aggCalls, m.brState, m.brTrans, m.targets} {
+		m.upstream, m.retries, m.attempts, m.rlimit, m.auth, m.aggCalls, m.rpc, m.brState, m.brTrans, m.targets} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrRegister, err)
 		}
@@ -192,6 +202,7 @@ func NewMetrics(reg prometheus.Registerer, opts MetricsOptions) (*Metrics, error
 	m.series.make = m.newSeries
 	m.routes.make = m.newRouteSeries
 	m.authC.make = func(k routeKey) prometheus.Counter { return m.auth.WithLabelValues(k.route, k.other) }
+	m.rpcC.make = func(k routeKey) prometheus.Observer { return m.rpc.WithLabelValues(k.route, "grpc", k.other) }
 	m.rlimitC.make = func(k routeKey) prometheus.Counter { return m.rlimit.WithLabelValues(k.route, k.other) }
 	m.attemptC.make = func(k attemptKey) prometheus.Counter {
 		return m.attempts.WithLabelValues(k.backend, k.target, k.result)

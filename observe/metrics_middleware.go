@@ -125,6 +125,15 @@ func (m *Metrics) record(r *http.Request, info *pylon.RequestInfo, ww middleware
 			rs.retries.Add(float64(info.Attempts - 1))
 		}
 	}
+	if info.GRPCService != "" {
+		code := "UNKNOWN" // no status: the call was cut short
+		if info.HasGRPCStatus() {
+			code = pylon.GRPCCode(info.GRPCStatus).String()
+		} else if status == StatusClientClosedRequest {
+			code = "CANCELLED"
+		}
+		m.rpcC.get(routeKey{route: route, other: code}).Observe(total.Seconds())
+	}
 	if info.RateLimit.Decided {
 		result := "limited"
 		if info.RateLimit.Allowed {

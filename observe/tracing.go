@@ -164,6 +164,9 @@ func (t *Tracer) finishServer(span trace.Span, r *http.Request, info *pylon.Requ
 		span.SetAttributes(semconv.ErrorTypeKey.String(strconv.Itoa(status)))
 		span.SetStatus(codes.Error, "")
 	}
+	if info.GRPCService != "" {
+		finishRPC(span, info)
+	}
 	if info.Backend != "" {
 		span.SetAttributes(AttrBackend.String(info.Backend), AttrAttempts.Int(info.Attempts))
 	}
@@ -219,4 +222,25 @@ func protoVersion(r *http.Request) string {
 		return "1.0"
 	}
 	return "1.1"
+}
+
+// finishRPC names a gRPC call's server span and adds the OpenTelemetry RPC
+// attributes: rpc.system.name, rpc.method ("package.Service/Method", also
+// the span's name) and rpc.response.status_code; a server-side failure
+// status (UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL,
+// UNAVAILABLE, DATA_LOSS) marks the span as an error.
+func finishRPC(span trace.Span, info *pylon.RequestInfo) {
+	full := info.GRPCService + "/" + info.GRPCMethod
+	span.SetName(full)
+	span.SetAttributes(semconv.RPCSystemNameGRPC, semconv.RPCMethod(full))
+	if !info.HasGRPCStatus() {
+		return
+	}
+	code := pylon.GRPCCode(info.GRPCStatus)
+	span.SetAttributes(semconv.RPCResponseStatusCode(code.String()))
+	switch code {
+	case pylon.GRPCUnknown, pylon.GRPCDeadlineExceeded, pylon.GRPCUnimplemented, pylon.GRPCInternal, pylon.GRPCUnavailable, pylon.GRPCDataLoss:
+		span.SetAttributes(semconv.ErrorTypeKey.String(code.String()))
+		span.SetStatus(codes.Error, "")
+	}
 }
