@@ -81,6 +81,13 @@ type RequestInfo struct {
 	// Cache is the cache status (RFC 9211 style: "hit", "miss", "stale"...),
 	// if a cache ran.
 	Cache string
+	// Critical marks a request of a route that overload limits protect
+	// longest: when they shed, they take other requests first. Set by
+	// overload.Critical.
+	Critical bool
+	// Shed names the overload limit that refused the request ("" when none
+	// did), set by the limits of package overload.
+	Shed string
 	// Error is a short, log-only reason when the request failed.
 	Error string
 	// Calls records the sub-requests an aggregation made, in the order
@@ -150,6 +157,7 @@ func (i *RequestInfo) Child() *RequestInfo {
 		Auth:         i.Auth,
 		GRPCService:  i.GRPCService,
 		GRPCMethod:   i.GRPCMethod,
+		Critical:     i.Critical,
 		identified:   i.identified,
 		connStripped: i.connStripped,
 	}

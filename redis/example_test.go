@@ -8,6 +8,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/pylon-gateway/pylon/middleware/idempotency"
 	"github.com/pylon-gateway/pylon/ratelimit"
 	pylonredis "github.com/pylon-gateway/pylon/redis"
 )
@@ -52,4 +53,15 @@ func ExampleRateLimitStore() {
 	// true 0 0s <nil>
 	// false 0 100ms <nil>
 	// pylon:rl:{ip:192.0.2.1}:10-per-1s
+}
+
+// Idempotency keys shared by every replica through Redis.
+func ExampleNewIdempotencyStore() {
+	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379", ContextTimeoutEnabled: true})
+	defer client.Close()
+	store, err := pylonredis.NewIdempotencyStore(client, pylonredis.IdempotencyStoreOptions{})
+	if err != nil {
+		panic(err)
+	}
+	_ = idempotency.New(idempotency.Options{Store: store, Required: true})
 }
