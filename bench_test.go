@@ -49,7 +49,7 @@ func BenchmarkProxy(b *testing.B) {
 	target, _ := url.Parse(up.URL)
 	opts := BackendOptions{Targets: []string{up.URL}}
 	b.Run("httputil", func(b *testing.B) {
-		tr := NewTransport(opts)
+		tr := stdTransport(opts)
 		defer tr.CloseIdleConnections()
 		rp := &httputil.ReverseProxy{Transport: tr, Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
