@@ -48,7 +48,13 @@ func (c *conn) roundTrip(req *http.Request, trace *httptrace.ClientTrace, t *Tra
 		e.stop = context.AfterFunc(e.ctx, e.cancel)
 	}
 	if req.Body == nil || req.Body == http.NoBody {
-		err := req.Write(c.bw)
+		err := errNotSimple
+		if trace == nil {
+			err = writeHead(c.bw, req)
+		}
+		if err == errNotSimple {
+			err = req.Write(c.bw)
+		}
 		if err == nil {
 			err = c.bw.Flush()
 		}

@@ -158,6 +158,10 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		closeBody(req)
 		return nil, errScheme
 	}
+	if err := checkRequest(req); err != nil {
+		closeBody(req)
+		return nil, err
+	}
 	key := hostKey{u.Scheme, u.Host}
 	if t.opts.HTTP2 != nil && u.Scheme == "https" {
 		if _, ok := t.h2.Load(key); ok {
