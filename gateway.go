@@ -238,14 +238,6 @@ func ambiguousPath(u *url.URL) bool {
 	return false
 }
 
-// chain returns mws[0](mws[1](...(h))).
-func chain(mws []Middleware, h http.Handler) http.Handler {
-	for i := len(mws) - 1; i >= 0; i-- {
-		h = mws[i](h)
-	}
-	return h
-}
-
 // entry serves one ServeMux pattern: the routes sharing it, tried in order
 // (routes with matchers first, then the one without).
 type entry struct {
