@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net"
 	"net/http/httptrace"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -104,6 +105,12 @@ func (hp *hostPool) get(ctx context.Context, trace *httptrace.ClientTrace, fresh
 			hp.drop(c)
 		}
 		max := hp.t.opts.MaxConnsPerHost
+		if fresh && max > 0 && hp.total >= max && len(hp.idle) > 0 {
+			// A retry needs a new connection: an idle one makes room.
+			c := hp.idle[0]
+			hp.idle = slices.Delete(hp.idle, 0, 1)
+			hp.drop(c)
+		}
 		if max <= 0 || hp.total < max {
 			hp.total++
 			hp.mu.Unlock()
