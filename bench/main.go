@@ -64,7 +64,8 @@ func main() {
 	size := flag.Int("size", 1024, "response body size in bytes")
 	rounds := flag.Int("rounds", 3, "measured runs per proxy, alternating; the median is reported")
 	client := flag.String("client", "auto", "load generator: auto, wrk or go")
-	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the plain Pylon route's process to this file")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of one server's process to this file")
+	profileRole := flag.String("profile-role", "pylon", "the server -cpuprofile profiles: pylon, pylon-stack, pylon-cache or httputil")
 	flag.Parse()
 
 	if *role != "" {
@@ -81,7 +82,7 @@ func main() {
 		serveRole(*role, *upstreamURL, *size)
 		return
 	}
-	profileFor["pylon"] = *cpuprofile
+	profileFor[*profileRole] = *cpuprofile
 
 	up := startChild("upstream", "", *size)
 	defer up.stop()
@@ -210,6 +211,7 @@ func serveRole(role, upstream string, size int) {
 	case "httputil":
 		target, _ := url.Parse(upstream)
 		h = &httputil.ReverseProxy{
+			ErrorLog:  log.New(io.Discard, "", 0), // wrk's hang-ups at the end of each run
 			Transport: sameTransport(),
 			Rewrite: func(pr *httputil.ProxyRequest) {
 				pr.SetURL(target)
