@@ -772,6 +772,18 @@ func TestTLS(t *testing.T) {
 		}
 		std.CloseIdleConnections()
 	})
+	t.Run("without HTTP2, an HTTP/2 server is spoken to in HTTP/1.1", func(t *testing.T) {
+		h2 := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, r.Proto)
+		}))
+		h2.EnableHTTP2 = true
+		h2.StartTLS()
+		defer h2.Close()
+		tr := newTransport(t, Options{TLSClientConfig: h2.Client().Transport.(*http.Transport).TLSClientConfig})
+		_, body, err := get(t, tr, h2.URL)
+		require.NoError(t, err)
+		assert.Equal(t, "HTTP/1.1", body)
+	})
 }
 
 func TestIdleTimeout(t *testing.T) {
