@@ -2,6 +2,7 @@ package pylon
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/pylon-gateway/pylon/internal/h1"
 )
 
 // BackendOptions configures a [Backend]. Every field's zero value is a safe
@@ -76,7 +79,8 @@ type BackendOptions struct {
 	// allowed, whatever the budget. Zero means 3.
 	MinRetryConcurrency int
 
-	// DialTimeout bounds connecting to a target. Zero means 5s.
+	// DialTimeout bounds connecting to a target, and the wait for a
+	// connection when MaxConnsPerTarget are all busy. Zero means 5s.
 	DialTimeout time.Duration
 	// ResponseHeaderTimeout bounds the wait for a target's response headers
 	// after the request is written. Zero means 30s.
@@ -115,13 +119,25 @@ type BackendOptions struct {
 	// connections are reused. The zero value sends no pings.
 	HTTP2 UpstreamHTTP2
 
-	// Transport performs upstream round trips. Nil means a transport built
-	// from the timeouts above, with idle connections pooled per target and
-	// no proxy from the environment, speaking HTTP/1.1 or HTTP/2 to http://
-	// and https:// targets and HTTP/2 to h2c:// targets. A Transport given
-	// here is used as is; DialTimeout, ResponseHeaderTimeout, TLS and HTTP2
-	// then do not apply, and it sees h2c:// targets' requests with the
-	// scheme "h2c", which one built on NewTransport handles.
+	// MaxConnsPerTarget limits the connections open to each target, busy or
+	// idle. A request that finds them all busy waits up to DialTimeout for
+	// one, then fails as an unreachable target does (502; retried on another
+	// target, since nothing was sent). Zero means no limit.
+	MaxConnsPerTarget int
+	// DisableHTTP2 sends requests to https targets over HTTP/1.1 only (ALPN
+	// "http/1.1"), through Pylon's own transport. False means an https
+	// target that chooses HTTP/2 is served over HTTP/2 by the standard
+	// transport, and one that chooses HTTP/1.1 by Pylon's.
+	DisableHTTP2 bool
+
+	// Transport performs upstream round trips. Nil means NewTransport(opts):
+	// Pylon's HTTP/1.1 transport for http:// targets and https:// targets
+	// that choose HTTP/1.1, the standard transport for HTTP/2 over TLS and
+	// for h2c:// targets, idle connections pooled per target and no proxy
+	// from the environment. A Transport given here is used as is;
+	// DialTimeout, ResponseHeaderTimeout, MaxConnsPerTarget, DisableHTTP2,
+	// TLS and HTTP2 then do not apply, and it sees h2c:// targets' requests
+	// with the scheme "h2c", which one built on NewTransport handles.
 	Transport http.RoundTripper
 	// Logger receives ejections, returns and upstream errors. Nil means no
 	// logging.
@@ -247,22 +263,73 @@ func (b *Backend) Close() error {
 	return nil
 }
 
+// Transport is the upstream transport NewBackend builds when
+// BackendOptions.Transport is nil, returned by NewTransport so that it can be
+// wrapped (for tracing, say) and passed back as BackendOptions.Transport.
+//
+// Requests to http:// targets, and to https:// targets that choose HTTP/1.1
+// in ALPN, go through Pylon's own HTTP/1.1 transport: the request is written
+// and the response read on the caller's goroutine, over connections pooled
+// per target (at most 256 idle ones each, closed after 90s unused, checked
+// before reuse for an upstream that closed them). https:// targets that
+// choose HTTP/2 are served by the standard library's http.Transport, with
+// the same settings.
+type Transport struct {
+	h1  *h1.Transport
+	std *http.Transport // HTTP/2 over TLS; h2c:// registered on it
+	h2c *http.Transport
+}
+
 // NewTransport returns the transport NewBackend builds when
-// BackendOptions.Transport is nil: DialTimeout and ResponseHeaderTimeout from
-// opts, idle connections pooled per target (up to 256), no proxy from the
-// environment, no transparent compression, HTTP/2 to TLS targets, and the
-// TLS and HTTP2 settings of opts; h2c:// targets are sent over plaintext
-// HTTP/2 by a second transport registered for the scheme (whose idle
-// connections CloseIdleConnections does not reach: they close after
-// IdleConnTimeout). Use it to wrap the default transport (for tracing, say)
-// and pass the result back as BackendOptions.Transport.
-func NewTransport(opts BackendOptions) *http.Transport {
-	t, _ := newTransport(opts)
+// BackendOptions.Transport is nil: DialTimeout, ResponseHeaderTimeout,
+// MaxConnsPerTarget, DisableHTTP2, TLS and HTTP2 from opts, idle connections
+// pooled per target, no proxy from the environment, no transparent
+// compression; h2c:// targets are sent over plaintext HTTP/2.
+func NewTransport(opts BackendOptions) *Transport {
+	std := stdTransport(opts)
+	h2c := applyUpstream(std, opts) // h2.go: TLS, HTTP2 and h2c:// settings
+	o := h1.Options{
+		TLSClientConfig:        std.TLSClientConfig,
+		DialContext:            std.DialContext,
+		TLSHandshakeTimeout:    std.TLSHandshakeTimeout,
+		ResponseHeaderTimeout:  std.ResponseHeaderTimeout,
+		ExpectContinueTimeout:  std.ExpectContinueTimeout,
+		IdleTimeout:            std.IdleConnTimeout,
+		MaxIdlePerHost:         std.MaxIdleConnsPerHost,
+		MaxConnsPerHost:        opts.MaxConnsPerTarget,
+		MaxConnWait:            opts.DialTimeout,
+		MaxResponseHeaderBytes: std.MaxResponseHeaderBytes,
+	}
+	if !opts.DisableHTTP2 {
+		o.HTTP2 = std
+	}
+	t := &Transport{h1: h1.New(o), std: std, h2c: h2c}
+	// New connections over either transport resume the same TLS sessions.
+	if std.TLSClientConfig == nil {
+		std.TLSClientConfig = &tls.Config{}
+	}
+	std.TLSClientConfig.ClientSessionCache = t.h1.TLSConfig().ClientSessionCache
 	return t
 }
 
-// newTransport is NewTransport, and the h2c transport registered on it.
-func newTransport(opts BackendOptions) (t, h2c *http.Transport) {
+// RoundTrip sends r upstream.
+func (t *Transport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.URL.Scheme == SchemeH2C {
+		return t.std.RoundTrip(r) // registered: plaintext HTTP/2
+	}
+	return t.h1.RoundTrip(r)
+}
+
+// CloseIdleConnections closes the pooled connections not in use.
+func (t *Transport) CloseIdleConnections() {
+	t.h1.CloseIdleConnections()
+	t.std.CloseIdleConnections()
+	t.h2c.CloseIdleConnections()
+}
+
+// stdTransport is the standard transport with Pylon's settings: HTTP/2 to
+// the https targets that choose it, and the baseline of the benchmarks.
+func stdTransport(opts BackendOptions) *http.Transport {
 	dial := opts.DialTimeout
 	if dial == 0 {
 		dial = 5 * time.Second
@@ -272,19 +339,19 @@ func newTransport(opts BackendOptions) (t, h2c *http.Transport) {
 		rht = 30 * time.Second
 	}
 	d := &net.Dialer{Timeout: dial, KeepAlive: 30 * time.Second}
-	t = &http.Transport{
+	return &http.Transport{
 		DialContext:            d.DialContext,
 		MaxIdleConns:           1024,
 		MaxIdleConnsPerHost:    256,
+		MaxConnsPerHost:        opts.MaxConnsPerTarget,
 		IdleConnTimeout:        90 * time.Second,
 		TLSHandshakeTimeout:    10 * time.Second,
 		ExpectContinueTimeout:  time.Second,
 		ResponseHeaderTimeout:  rht,
 		MaxResponseHeaderBytes: 1 << 20,
 		DisableCompression:     true, // a proxy forwards bodies as encoded
-		ForceAttemptHTTP2:      true,
+		ForceAttemptHTTP2:      !opts.DisableHTTP2,
 	}
-	return t, applyUpstream(t, opts) // h2.go: TLS, HTTP2 and h2c:// settings
 }
 
 // bufPool holds the buffers that response bodies are copied through.

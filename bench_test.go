@@ -1,11 +1,14 @@
 package pylon
 
 import (
+	"bufio"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -41,21 +44,113 @@ func benchProxy(b *testing.B, h http.Handler) {
 	}
 }
 
-// BenchmarkProxy compares, in one run, a bare httputil.ReverseProxy with
-// Pylon's Backend alone and behind a Gateway route, all with the same
-// transport settings and the same loopback upstream.
+// BenchmarkProxy compares, in one run, a bare httputil.ReverseProxy (on the
+// standard transport with Pylon's settings) with Pylon's Backend alone and
+// behind a Gateway route (on Pylon's default transport), with the same
+// loopback upstream, a net/http server whose own allocations are counted.
 func BenchmarkProxy(b *testing.B) {
 	up := benchUpstream(b)
 	target, _ := url.Parse(up.URL)
 	opts := BackendOptions{Targets: []string{up.URL}}
 	b.Run("httputil", func(b *testing.B) {
-		tr := NewTransport(opts)
+		tr := stdTransport(opts)
 		defer tr.CloseIdleConnections()
 		rp := &httputil.ReverseProxy{Transport: tr, Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
 			pr.SetXForwarded()
 		}}
 		benchProxy(b, rp)
+	})
+	b.Run("backend", func(b *testing.B) {
+		be := MustBackend("bench", opts)
+		defer be.Close()
+		benchProxy(b, be)
+	})
+	b.Run("gateway", func(b *testing.B) {
+		be := MustBackend("bench", opts)
+		defer be.Close()
+		g := New(Options{})
+		g.Route("GET /orders/{id}").To(be)
+		benchProxy(b, g)
+	})
+}
+
+// rawUpstream answers every request with one canned 1 KiB response, without
+// net/http and without allocating, so that a benchmark's allocations are the
+// proxy's own.
+func rawUpstream(b *testing.B) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	res := []byte("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1024\r\n\r\n" + strings.Repeat("x", 1024))
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					line, err := br.ReadSlice('\n')
+					if err != nil {
+						return
+					}
+					if len(line) <= 2 { // the blank line that ends a request's head
+						if _, err := c.Write(res); err != nil {
+							return
+						}
+					}
+				}
+			}()
+		}
+	}()
+	b.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return "http://" + ln.Addr().String()
+}
+
+// BenchmarkProxyRawUpstream is BenchmarkProxy against an upstream that
+// allocates nothing, so that allocs/op are the proxy's alone; "backend-std"
+// is the Backend on the standard transport, as it was before internal/h1.
+func BenchmarkProxyRawUpstream(b *testing.B) {
+	up := rawUpstream(b)
+	target, _ := url.Parse(up)
+	opts := BackendOptions{Targets: []string{up}}
+	b.Run("httputil", func(b *testing.B) {
+		tr := stdTransport(opts)
+		defer tr.CloseIdleConnections()
+		rp := &httputil.ReverseProxy{Transport: tr, Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			pr.SetXForwarded()
+		}}
+		benchProxy(b, rp)
+	})
+	b.Run("backend-std", func(b *testing.B) {
+		tr := stdTransport(opts)
+		defer tr.CloseIdleConnections()
+		be := MustBackend("bench", BackendOptions{Targets: opts.Targets, Transport: tr})
+		defer be.Close()
+		benchProxy(b, be)
 	})
 	b.Run("backend", func(b *testing.B) {
 		be := MustBackend("bench", opts)

@@ -129,8 +129,9 @@ func applyUpstream(t *http.Transport, opts BackendOptions) *http.Transport {
 }
 
 // newUpstreamTransport builds the RoundTripper a Backend uses when
-// BackendOptions.Transport is nil: NewTransport, with its h2c:// transport.
-// closeIdle closes the idle connections of both.
+// BackendOptions.Transport is nil (NewTransport), after checking the
+// settings NewTransport cannot report; closeIdle closes its idle
+// connections.
 func newUpstreamTransport(opts BackendOptions) (rt http.RoundTripper, closeIdle func(), err error) {
 	if _, err := opts.TLS.tlsConfig(); err != nil {
 		return nil, nil, err
@@ -138,8 +139,8 @@ func newUpstreamTransport(opts BackendOptions) (rt http.RoundTripper, closeIdle 
 	if opts.HTTP2.PingTimeout < 0 {
 		return nil, nil, errors.New("negative HTTP2.PingTimeout")
 	}
-	t, h2c := newTransport(opts)
-	return t, func() { t.CloseIdleConnections(); h2c.CloseIdleConnections() }, nil
+	t := NewTransport(opts)
+	return t, t.CloseIdleConnections, nil
 }
 
 // h2cRoundTripper sends h2c:// requests as http:// ones over its

@@ -197,8 +197,8 @@ func (c *countingRT) RoundTrip(r *http.Request) (*http.Response, error) {
 func TestWrappedNewTransportSpeaksH2C(t *testing.T) {
 	base := startServer(t, NewServer("", protoEcho()))
 	opts := BackendOptions{Targets: []string{strings.Replace(base, "http://", "h2c://", 1)}}
-	tr, h2c := newTransport(opts)
-	defer func() { tr.CloseIdleConnections(); h2c.CloseIdleConnections() }()
+	tr := NewTransport(opts)
+	defer tr.CloseIdleConnections()
 	wrapped := &countingRT{rt: tr}
 	opts.Transport = wrapped
 	b := MustBackend("grpc", opts)

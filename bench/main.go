@@ -1,11 +1,16 @@
 // Command bench is Pylon's load benchmark. In one run it starts a loopback
-// upstream, a bare httputil.ReverseProxy and a Pylon gateway (each in a
-// process of its own, with the same transport settings), drives each proxy
-// with concurrent keep-alive clients, and prints requests per second, p50 and
-// p99 latency, and Pylon's ratio to the baseline. It also runs a Pylon route
-// with the whole stack (metrics, request ID, recover, JSON access log, real
-// IP, cached JWT, rate limit, circuit breaker) and reports its ratio to the
-// plain route.
+// upstream, a bare httputil.ReverseProxy (on the standard transport with
+// Pylon's settings) and a Pylon gateway (on its default transport), each in
+// a process of its own, drives each proxy with concurrent keep-alive
+// clients, and prints requests per second, p50 and p99 latency, and Pylon's
+// ratio to the baseline. It also runs a Pylon route with the whole stack
+// (metrics, request ID, recover, JSON access log, real IP, cached JWT, rate
+// limit, circuit breaker) and reports its ratio to the plain route.
+//
+// When nginx is on PATH (apt-get install nginx), it is run too, as a reverse
+// proxy to the same upstream (in the foreground, from a configuration in a
+// temporary directory, one worker per CPU, keep-alive connections to the
+// upstream), and Pylon's ratio to it is printed.
 //
 //	go run ./bench                 # wrk when installed, else a Go client
 //	go run ./bench -d 10s -c 64 -rounds 3
@@ -23,6 +28,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -31,6 +37,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"regexp"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -57,12 +64,25 @@ func main() {
 	size := flag.Int("size", 1024, "response body size in bytes")
 	rounds := flag.Int("rounds", 3, "measured runs per proxy, alternating; the median is reported")
 	client := flag.String("client", "auto", "load generator: auto, wrk or go")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of one server's process to this file")
+	profileRole := flag.String("profile-role", "pylon", "the server -cpuprofile profiles: pylon, pylon-stack, pylon-cache or httputil")
 	flag.Parse()
 
 	if *role != "" {
+		if *cpuprofile != "" {
+			f, err := os.Create(*cpuprofile)
+			if err != nil {
+				log.Fatal(err)
+			}
+			if err := pprof.StartCPUProfile(f); err != nil {
+				log.Fatal(err)
+			}
+			defer pprof.StopCPUProfile()
+		}
 		serveRole(*role, *upstreamURL, *size)
 		return
 	}
+	profileFor[*profileRole] = *cpuprofile
 
 	up := startChild("upstream", "", *size)
 	defer up.stop()
@@ -75,6 +95,11 @@ func main() {
 	cached := startChild("pylon-cache", up.url, *size)
 	defer cached.stop()
 	direct := &child{url: up.url}
+	var ngx *nginxProc
+	if _, err := exec.LookPath("nginx"); err == nil {
+		ngx = startNginx(up.url)
+		defer ngx.stop()
+	}
 
 	gen := *client
 	if gen == "auto" {
@@ -99,6 +124,13 @@ func main() {
 		{name: "pylon, cached route", c: cached},
 		{name: "upstream, direct", c: direct},
 	}
+	if ngx != nil {
+		runs = append(runs, struct {
+			name string
+			c    *child
+			res  []result
+		}{name: "nginx", c: &child{url: ngx.url}})
+	}
 	for _, r := range runs {
 		load(gen, r.c.url+"/bench", r.c.header, *conns, time.Second)
 	}
@@ -117,6 +149,18 @@ func main() {
 	fmt.Printf("\nratio pylon/httputil: %.2fx req/s, p99 %s vs %s\n", p.rps/b.rps, p.p99, b.p99)
 	fmt.Printf("ratio whole stack/plain route: %.2fx req/s\n", st.rps/p.rps)
 	fmt.Printf("ratio cached route/direct upstream: %.2fx req/s\n", ca.rps/dir.rps)
+	if ngx != nil {
+		n := med[5]
+		fmt.Printf("ratio pylon/nginx: %.2fx req/s, p99 %s vs %s\n", p.rps/n.rps, p.p99, n.p99)
+	}
+	fmt.Printf("\nper round (req/s):")
+	for _, r := range runs {
+		fmt.Printf("\n  %-22s", r.name)
+		for _, x := range r.res {
+			fmt.Printf(" %8.0f", x.rps)
+		}
+	}
+	fmt.Println()
 }
 
 type result struct {
@@ -137,8 +181,8 @@ func median(rs []result) result {
 	return rs[len(rs)/2]
 }
 
-// sameTransport is the transport both proxies use: the settings of Pylon's
-// own default transport, built here so the two get identical ones.
+// sameTransport is the baseline's transport: the standard transport with the
+// settings Pylon's default transport is given (pylon.NewTransport).
 func sameTransport() *http.Transport {
 	return &http.Transport{
 		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
@@ -167,6 +211,7 @@ func serveRole(role, upstream string, size int) {
 	case "httputil":
 		target, _ := url.Parse(upstream)
 		h = &httputil.ReverseProxy{
+			ErrorLog:  log.New(io.Discard, "", 0), // wrk's hang-ups at the end of each run
 			Transport: sameTransport(),
 			Rewrite: func(pr *httputil.ProxyRequest) {
 				pr.SetURL(target)
@@ -194,10 +239,7 @@ func serveRole(role, upstream string, size int) {
 
 // plainGateway is one route to one backend, nothing else.
 func plainGateway(upstream string) http.Handler {
-	b := pylon.MustBackend("bench", pylon.BackendOptions{
-		Targets:   []string{upstream},
-		Transport: sameTransport(),
-	})
+	b := pylon.MustBackend("bench", pylon.BackendOptions{Targets: []string{upstream}})
 	g := pylon.New(pylon.Options{})
 	g.Route("GET /bench").To(b)
 	return g
@@ -206,10 +248,7 @@ func plainGateway(upstream string) http.Handler {
 // cachedGateway is the plain route behind a response cache that keeps the
 // upstream's answer for a minute (the upstream sends no cache headers).
 func cachedGateway(upstream string) http.Handler {
-	b := pylon.MustBackend("bench", pylon.BackendOptions{
-		Targets:   []string{upstream},
-		Transport: sameTransport(),
-	})
+	b := pylon.MustBackend("bench", pylon.BackendOptions{Targets: []string{upstream}})
 	c := cache.MustNew(cache.Options{MaxBytes: 64 << 20, DefaultTTL: time.Minute})
 	g := pylon.New(pylon.Options{})
 	g.Route("GET /bench").Use(c.Middleware).To(b)
@@ -237,10 +276,7 @@ func stackGateway(upstream string) (http.Handler, string) {
 		log.Fatal(err)
 	}
 	logger := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	b := pylon.MustBackend("bench", pylon.BackendOptions{
-		Targets:   []string{upstream},
-		Transport: sameTransport(),
-	})
+	b := pylon.MustBackend("bench", pylon.BackendOptions{Targets: []string{upstream}})
 	g := pylon.New(pylon.Options{})
 	g.Use(metrics.Middleware(), middleware.RequestID, middleware.Recover(logger),
 		middleware.AccessLog(logger))
@@ -260,6 +296,9 @@ func serve(ln net.Listener, h http.Handler) {
 		log.Fatal(err)
 	}
 }
+
+// profileFor maps a role to the CPU profile its process writes, if any.
+var profileFor = map[string]string{}
 
 // children are stopped by fatal, so a failed start leaves no process behind.
 var children []*child
@@ -282,7 +321,11 @@ func startChild(role, upstream string, size int) *child {
 	if err != nil {
 		log.Fatal(err)
 	}
-	cmd := exec.Command(exe, "-role", role, "-upstream", upstream, "-size", strconv.Itoa(size))
+	args := []string{"-role", role, "-upstream", upstream, "-size", strconv.Itoa(size)}
+	if p := profileFor[role]; p != "" {
+		args = append(args, "-cpuprofile", p)
+	}
+	cmd := exec.Command(exe, args...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -341,7 +384,7 @@ func loadWrk(target, header string, conns int, d time.Duration) result {
 	for _, m := range wrkPct.FindAllSubmatch(out, -1) {
 		v, _ := strconv.ParseFloat(string(m[2]), 64)
 		unit := map[string]time.Duration{"us": time.Microsecond, "ms": time.Millisecond, "s": time.Second}[string(m[3])]
-		dv := time.Duration(v * float64(unit))
+		dv := time.Duration(math.Round(v * float64(unit)))
 		if string(m[1]) == "50" {
 			r.p50 = dv
 		} else {
