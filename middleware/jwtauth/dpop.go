@@ -339,4 +339,3 @@ func certThumbprint(r *http.Request) string {
 	sum := sha256.Sum256(r.TLS.PeerCertificates[0].Raw)
 	return base64.RawURLEncoding.EncodeToString(sum[:])
 }
-
