@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jws"
 
 	"github.com/pylon-gateway/pylon"
@@ -131,6 +132,9 @@ func (d *DPoP) Verify(r *http.Request, proof, accessToken, jkt string) error {
 	}
 	if _, private := key.Get("d"); private || key.KeyType() == "oct" {
 		return fmt.Errorf("%w: jwk is not a public key", ErrDPoPProof)
+	}
+	if rk, ok := key.(jwk.RSAPublicKey); ok && len(rk.N())*8 < 2048 {
+		return fmt.Errorf("%w: RSA key shorter than 2048 bits", ErrDPoPProof)
 	}
 	if _, err := jws.Verify([]byte(proof), jws.WithKey(alg, key)); err != nil {
 		return fmt.Errorf("%w: signature", ErrDPoPProof)
