@@ -69,6 +69,11 @@ type RequestInfo struct {
 	// never the credential headers, which an authentication middleware may
 	// have removed.
 	Auth string
+	// ClientCert is the client's verified TLS certificate, recorded by
+	// mtls.Identify; nil when there was none or no such middleware ran.
+	// It is also the subject (Auth "mtls") when no other authentication
+	// ran before it.
+	ClientCert *ClientCert
 	// AuthFailure is a short code from a fixed set when authentication or
 	// authorization refused the request ("missing_token", "invalid_token",
 	// "expired", "insufficient_scope", ...), usable as a metric label.
@@ -140,9 +145,9 @@ type RateLimitInfo struct {
 
 // Child returns a new RequestInfo for a sub-request made on behalf of this
 // one (an aggregation call): it inherits the request-level fields (Start,
-// RequestID, the client decision, Route, Pattern, Subject and Auth) and none
-// of the upstream ones, so that concurrent sub-requests each record their
-// own story.
+// RequestID, the client decision, Route, Pattern, Subject, Auth and
+// ClientCert) and none of the upstream ones, so that concurrent
+// sub-requests each record their own story.
 func (i *RequestInfo) Child() *RequestInfo {
 	return &RequestInfo{
 		Start:        i.Start,
@@ -158,6 +163,7 @@ func (i *RequestInfo) Child() *RequestInfo {
 		GRPCService:  i.GRPCService,
 		GRPCMethod:   i.GRPCMethod,
 		Critical:     i.Critical,
+		ClientCert:   i.ClientCert,
 		identified:   i.identified,
 		connStripped: i.connStripped,
 	}

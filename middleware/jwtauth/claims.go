@@ -32,7 +32,15 @@ type Claims struct {
 	Scopes []string
 
 	raw map[string]any
+	x5t string // cnf "x5t#S256": bound to a client certificate (RFC 8705)
+	jkt string // cnf "jkt": bound to a DPoP key (RFC 9449)
 }
+
+// Binding returns the token's confirmation ("cnf") members that bind it
+// to its holder: x5t, the base64url SHA-256 thumbprint of a client
+// certificate (RFC 8705 §3.1), and jkt, the JWK thumbprint of a DPoP key
+// (RFC 9449 §6.1). Empty strings mean an unbound bearer token.
+func (c *Claims) Binding() (x5t, jkt string) { return c.x5t, c.jkt }
 
 // Raw returns every claim of the token as decoded by encoding/json
 // (numbers are float64). The map is shared: do not modify it.
@@ -183,6 +191,22 @@ func NewClaims(raw map[string]any) (*Claims, error) {
 			return nil, ErrMalformed
 		}
 		*f.dst = t
+	}
+	if v, present := raw["cnf"]; present {
+		cnf, ok := v.(map[string]any)
+		if !ok {
+			return nil, ErrMalformed
+		}
+		for _, f := range [...]struct {
+			name string
+			dst  *string
+		}{{"x5t#S256", &c.x5t}, {"jkt", &c.jkt}} {
+			if v, present := cnf[f.name]; present {
+				if *f.dst, ok = v.(string); !ok || *f.dst == "" {
+					return nil, ErrMalformed
+				}
+			}
+		}
 	}
 	if v, present := raw["scope"]; present {
 		c.Scopes = toStrings(v)

@@ -48,4 +48,16 @@
 // forwards chosen claims as headers. Failures answer 401 or 403 with a
 // WWW-Authenticate header as RFC 6750 describes and a problem+json body that
 // tells an attacker nothing; the reason is logged.
+//
+// Tokens bound to their holder are enforced whatever the verifier: a
+// "cnf" with "x5t#S256" (RFC 8705) must be the SHA-256 thumbprint of the
+// TLS client certificate of the request (see pylon.ClientCertTLS and the
+// mtls package), and a "cnf" with "jkt" (RFC 9449) needs the scheme DPoP
+// and a valid proof of that key, checked by a [DPoP] set in
+// [RequireOptions.DPoP]: "typ" dpop+jwt, an allowed asymmetric "alg", a
+// public "jwk" that verifies the signature and whose RFC 7638 thumbprint
+// is the "jkt", "htm" and "htu" of this request, "iat" within the window,
+// a "jti" not seen before (a bounded replay cache), and "ath", the hash
+// of the access token. A bound token presented otherwise gets 401
+// invalid_token.
 package jwtauth

@@ -48,6 +48,20 @@ var (
 	// ErrNoKeys means the verifier has no usable key yet (a lazy start
 	// whose fetches have all failed).
 	ErrNoKeys = errors.New("jwtauth: no keys available")
+	// ErrCertificateBinding means the token is bound to a client
+	// certificate ("cnf" "x5t#S256", RFC 8705) and the request's TLS
+	// connection did not present that certificate.
+	ErrCertificateBinding = errors.New("jwtauth: token not bound to this client certificate")
+	// ErrDPoPBinding means the token is bound to a DPoP key ("cnf"
+	// "jkt", RFC 9449) and was presented without a valid proof of that
+	// key: as a Bearer token, without a DPoP header, or with a proof by
+	// another key; or a token presented with the DPoP scheme is not
+	// DPoP-bound.
+	ErrDPoPBinding = errors.New("jwtauth: token not bound to this DPoP key")
+	// ErrDPoPProof means the DPoP proof is malformed, signed with an
+	// algorithm not allowed, badly signed, for another method or URL,
+	// outside the iat window, replayed, or for another access token.
+	ErrDPoPProof = errors.New("jwtauth: invalid DPoP proof")
 	// ErrForbidden means the token is valid but a Rule rejected it; the
 	// middleware answers 403 insufficient_scope.
 	ErrForbidden = errors.New("jwtauth: insufficient scope")

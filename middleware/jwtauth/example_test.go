@@ -74,3 +74,40 @@ func ExampleRoles() {
 	fmt.Println(err, admin(claims))
 	// Output: <nil> <nil>
 }
+
+func ExampleNewDPoP() {
+	iss := jwttest.NewIssuer()
+	defer iss.Close()
+	v, err := jwtauth.New(context.Background(), jwtauth.Options{
+		JWKSURL: iss.JWKSURL, Issuer: iss.URL, Audience: []string{jwttest.DefaultAudience},
+		Algorithms: []string{"RS256"}, HTTPClient: iss.Client(),
+	})
+	if err != nil {
+		panic(err)
+	}
+	defer v.Close()
+	dpop, err := jwtauth.NewDPoP(jwtauth.DPoPOptions{})
+	if err != nil {
+		panic(err)
+	}
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	h := jwtauth.RequireWithOptions(v, jwtauth.RequireOptions{DPoP: dpop, Logger: quiet})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusNoContent)
+	}))
+
+	key := jwttest.NewDPoPKey("ES256") // the client's key
+	token := iss.Mint(map[string]any{"cnf": key.Confirmation()})
+	for _, proof := range []string{key.Proof("GET", "http://example.com/orders", token), ""} {
+		r := httptest.NewRequest("GET", "http://example.com/orders", nil)
+		r.Header.Set("Authorization", "DPoP "+token)
+		if proof != "" {
+			r.Header.Set("DPoP", proof)
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		fmt.Println(strings.TrimSpace(fmt.Sprint(w.Code, " ", w.Header().Get("WWW-Authenticate"))))
+	}
+	// Output:
+	// 204
+	// 401 DPoP realm="api", error="invalid_token", algs="ES256 ES384 PS256 RS256 EdDSA"
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"net/http"
 	"testing"
 	"time"
 
@@ -38,6 +39,31 @@ func FuzzVerify(f *testing.F) {
 			if c == nil || c.Issuer != "i" {
 				t.Fatalf("accepted %q with claims %+v", token, c)
 			}
+		}
+	})
+}
+
+// FuzzDPoPProof feeds arbitrary proofs and URLs to the DPoP checks: they
+// must refuse, never panic, and never accept a proof not signed by the
+// bound key.
+func FuzzDPoPProof(f *testing.F) {
+	key := jwttest.NewDPoPKey("ES256")
+	f.Add(key.Proof("GET", "http://example.com/a", "tok"), "/a")
+	f.Add("eyJ0eXAiOiJkcG9wK2p3dCIsImFsZyI6Im5vbmUifQ.e30.", "/%zz")
+	f.Add("a.b.c", "http://x/")
+	d, err := NewDPoP(DPoPOptions{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, proof, target string) {
+		_, _ = normHTU(target)
+		r, err := http.NewRequest("GET", "http://example.com/a", nil)
+		if err != nil {
+			t.Skip()
+		}
+		r.RequestURI = target
+		if d.Verify(r, proof, "tok", "not-the-thumbprint") == nil {
+			t.Fatal("accepted a proof for another key")
 		}
 	})
 }

@@ -3,6 +3,7 @@ package jwtauth
 import (
 	"cmp"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -31,6 +32,13 @@ type RequireOptions struct {
 	// header or cookie) on the request passed on. False strips the
 	// Authorization header and the Header above before the next handler.
 	ForwardAuthorization bool
+	// DPoP, when set, accepts DPoP-bound tokens (RFC 9449):
+	// "Authorization: DPoP <token>" with a proof in the "DPoP" header,
+	// verified by DPoP, the challenge then naming DPoP and its algs. Nil
+	// means the DPoP scheme is not accepted, and every token bound to a
+	// DPoP key ("cnf" "jkt") is refused: such a token is only good with
+	// its proof.
+	DPoP *DPoP
 	// Realm is the realm sent in WWW-Authenticate. Empty means
 	// DefaultRealm.
 	Realm string
@@ -63,6 +71,13 @@ func Require(v TokenVerifier, rules ...Rule) func(http.Handler) http.Handler {
 // verifier's Mechanism) in its Auth, which caches and rate limits after it
 // read. A verifier that answers ErrUnavailable gets 503 without a
 // challenge.
+//
+// Tokens bound to their holder are checked whatever the verifier: one
+// whose "cnf" has "x5t#S256" (RFC 8705) is admitted only over a TLS
+// connection whose client certificate has that SHA-256 thumbprint, and
+// one whose "cnf" has "jkt" only with the scheme DPoP and a valid proof of
+// that key (see RequireOptions.DPoP); both otherwise get 401
+// invalid_token.
 func RequireWithOptions(v TokenVerifier, o RequireOptions) func(http.Handler) http.Handler {
 	if v == nil {
 		panic("jwtauth: RequireWithOptions with a nil Verifier")
@@ -80,6 +95,15 @@ func RequireWithOptions(v TokenVerifier, o RequireOptions) func(http.Handler) ht
 	missing := strings.TrimSuffix("Bearer "+realm, ", ")
 	invalid := "Bearer " + realm + `error="invalid_token"`
 	forbidden := "Bearer " + realm + `error="insufficient_scope"`
+	var dpopInvalid, dpopProof, dpopForbidden string
+	if d := o.DPoP; d != nil {
+		// RFC 9449 §7.1: the DPoP challenge lists the proof algorithms.
+		algs := `, algs="` + d.Algorithms() + `"`
+		missing += ", DPoP " + realm + strings.TrimPrefix(algs, ", ")
+		dpopInvalid = "DPoP " + realm + `error="invalid_token"` + algs
+		dpopProof = "DPoP " + realm + `error="invalid_dpop_proof"` + algs
+		dpopForbidden = "DPoP " + realm + `error="insufficient_scope"` + algs
+	}
 	fwdNames := make([]string, 0, len(o.ForwardClaims))
 	fwdPaths := make([]string, 0, len(o.ForwardClaims))
 	for name, path := range o.ForwardClaims {
@@ -91,7 +115,7 @@ func RequireWithOptions(v TokenVerifier, o RequireOptions) func(http.Handler) ht
 	stage := pylon.Stage{Name: "jwtauth.Require", Roles: pylon.RoleAuthenticate}
 	return func(next http.Handler) http.Handler {
 		return pylon.WithStage(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			token, ok := tokenFrom(r, o.Cookie, headerName)
+			token, isDPoP, ok := tokenFrom(r, o.Cookie, headerName, o.DPoP != nil)
 			if !ok {
 				reject(w, r, log, http.StatusUnauthorized, invalid, ErrMalformed)
 				return
@@ -108,15 +132,28 @@ func RequireWithOptions(v TokenVerifier, o RequireOptions) func(http.Handler) ht
 					reject(w, r, log, http.StatusServiceUnavailable, "", err)
 					return
 				}
-				reject(w, r, log, http.StatusUnauthorized, invalid, err)
+				reject(w, r, log, http.StatusUnauthorized, cmp.Or(when(isDPoP, dpopInvalid), invalid), err)
 				return
+			}
+			if c.x5t != "" || c.jkt != "" || isDPoP {
+				if err := checkBinding(r, o.DPoP, c, token, isDPoP); err != nil {
+					switch {
+					case errors.Is(err, ErrUnavailable):
+						reject(w, r, log, http.StatusServiceUnavailable, "", err)
+					case errors.Is(err, ErrDPoPProof):
+						reject(w, r, log, http.StatusUnauthorized, dpopProof, err)
+					default:
+						reject(w, r, log, http.StatusUnauthorized, cmp.Or(when(c.jkt != "" || isDPoP, dpopInvalid), invalid), err)
+					}
+					return
+				}
 			}
 			for _, rule := range o.Rules {
 				if err := rule(c); err != nil {
 					if !errors.Is(err, ErrForbidden) {
 						err = errors.Join(ErrForbidden, err)
 					}
-					reject(w, r, log, http.StatusForbidden, forbidden, err)
+					reject(w, r, log, http.StatusForbidden, cmp.Or(when(isDPoP, dpopForbidden), forbidden), err)
 					return
 				}
 			}
@@ -128,6 +165,9 @@ func RequireWithOptions(v TokenVerifier, o RequireOptions) func(http.Handler) ht
 			}
 			if !o.ForwardAuthorization {
 				r.Header.Del("Authorization")
+				if isDPoP {
+					r.Header.Del("Dpop")
+				}
 				if headerName != "" {
 					r.Header.Del(headerName)
 				}
@@ -140,34 +180,71 @@ func RequireWithOptions(v TokenVerifier, o RequireOptions) func(http.Handler) ht
 	}
 }
 
+// when returns s when cond holds, else "".
+func when(cond bool, s string) string {
+	if cond {
+		return s
+	}
+	return ""
+}
+
+// checkBinding enforces a token's "cnf": the client certificate of
+// RFC 8705 and the DPoP key of RFC 9449.
+func checkBinding(r *http.Request, d *DPoP, c *Claims, token string, isDPoP bool) error {
+	if c.x5t != "" && certThumbprint(r) != c.x5t {
+		return ErrCertificateBinding
+	}
+	switch {
+	case c.jkt == "" && isDPoP:
+		return fmt.Errorf("%w: DPoP scheme with an unbound token", ErrDPoPBinding)
+	case c.jkt == "":
+		return nil
+	case !isDPoP || d == nil:
+		return fmt.Errorf("%w: presented without its proof", ErrDPoPBinding)
+	}
+	proofs := r.Header["Dpop"]
+	if len(proofs) > 1 {
+		return fmt.Errorf("%w: more than one DPoP header", ErrDPoPProof)
+	}
+	proof := ""
+	if len(proofs) == 1 {
+		proof = proofs[0]
+	}
+	return d.Verify(r, proof, token, c.jkt)
+}
+
 // tokenFrom finds the token: the Authorization header when present (it
-// must then be a single "Bearer" credential), else the header, else the
-// cookie. ok is false for a malformed Authorization header.
-func tokenFrom(r *http.Request, cookie, header string) (token string, ok bool) {
+// must then be a single "Bearer" credential, or "DPoP" when dpop is set),
+// else the header, else the cookie. ok is false for a malformed
+// Authorization header.
+func tokenFrom(r *http.Request, cookie, header string, dpop bool) (token string, isDPoP, ok bool) {
 	if vals := r.Header["Authorization"]; len(vals) > 0 {
 		if len(vals) > 1 {
-			return "", false
+			return "", false, false
 		}
 		scheme, tok, found := strings.Cut(vals[0], " ")
-		if !found || !strings.EqualFold(scheme, "Bearer") {
-			return "", true // another scheme: no bearer token
+		if found && dpop && strings.EqualFold(scheme, "DPoP") {
+			return strings.TrimSpace(tok), true, true
 		}
-		return strings.TrimSpace(tok), true
+		if !found || !strings.EqualFold(scheme, "Bearer") {
+			return "", false, true // another scheme: no bearer token
+		}
+		return strings.TrimSpace(tok), false, true
 	}
 	if header != "" {
 		if vals := r.Header[header]; len(vals) > 0 {
 			if len(vals) > 1 {
-				return "", false
+				return "", false, false
 			}
-			return strings.TrimSpace(vals[0]), true
+			return strings.TrimSpace(vals[0]), false, true
 		}
 	}
 	if cookie != "" {
 		if ck, err := r.Cookie(cookie); err == nil {
-			return ck.Value, true
+			return ck.Value, false, true
 		}
 	}
-	return "", true
+	return "", false, true
 }
 
 // validHeaderValue reports whether s can be sent as a header value without
@@ -209,6 +286,10 @@ func failureCode(reason error) string {
 		return "revoked"
 	case errors.Is(reason, ErrUnknownKey):
 		return "unknown_key"
+	case errors.Is(reason, ErrDPoPProof):
+		return "invalid_dpop_proof"
+	case errors.Is(reason, ErrDPoPBinding), errors.Is(reason, ErrCertificateBinding):
+		return "unbound_token"
 	case errors.Is(reason, ErrNoKeys), errors.Is(reason, ErrJWKS), errors.Is(reason, ErrClosed), errors.Is(reason, ErrUnavailable):
 		return "unavailable"
 	}
