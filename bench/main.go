@@ -9,6 +9,17 @@
 //
 //	go run ./bench                 # wrk when installed, else a Go client
 //	go run ./bench -d 10s -c 64 -rounds 3
+//	go run ./bench -redis          # and the shared-breaker scenario
+//	go run ./bench -redis-only     # that scenario alone
+//
+// With -redis it also starts a redis-server of its own (on a free loopback
+// port; redis-server must be on PATH) and two gateway replicas that share a
+// circuit breaker through it (pylonredis.BreakerStore) on one route and
+// have a plain route beside it. It drives both replicas at once, half the
+// connections each, on the plain route and on the shared-breaker route,
+// alternating, and prints the ratio of their requests/s; then it freezes
+// Redis (SIGSTOP) for one run of the shared route and prints its p99
+// against the store's timeout.
 //
 // The load generator is wrk when it is on PATH (apt-get install wrk), which
 // leaves the Go processes alone with the proxy work; -client=go forces the
@@ -57,8 +68,15 @@ func main() {
 	size := flag.Int("size", 1024, "response body size in bytes")
 	rounds := flag.Int("rounds", 3, "measured runs per proxy, alternating; the median is reported")
 	client := flag.String("client", "auto", "load generator: auto, wrk or go")
+	withRedis := flag.Bool("redis", false, "also run the shared-breaker scenario on a redis-server of its own")
+	redisOnly := flag.Bool("redis-only", false, "run the shared-breaker scenario only (implies -redis)")
+	redisAddr := flag.String("redis-addr", "", "internal: Redis address for the pylon-shared role")
 	flag.Parse()
 
+	if *role == "pylon-shared" {
+		serveShared(*upstreamURL, *redisAddr)
+		return
+	}
 	if *role != "" {
 		serveRole(*role, *upstreamURL, *size)
 		return
@@ -66,6 +84,18 @@ func main() {
 
 	up := startChild("upstream", "", *size)
 	defer up.stop()
+	gen := *client
+	if gen == "auto" {
+		gen = "go"
+		if _, err := exec.LookPath("wrk"); err == nil {
+			gen = "wrk"
+		}
+	}
+	if *redisOnly {
+		fmt.Printf("load: %s, %d connections, %s per run, %d rounds, %d-byte responses\n", gen, *conns, *dur, *rounds, *size)
+		sharedScenario(gen, up.url, *size, *conns, *dur, *rounds)
+		return
+	}
 	base := startChild("httputil", up.url, *size)
 	defer base.stop()
 	pyl := startChild("pylon", up.url, *size)
@@ -76,13 +106,6 @@ func main() {
 	defer cached.stop()
 	direct := &child{url: up.url}
 
-	gen := *client
-	if gen == "auto" {
-		gen = "go"
-		if _, err := exec.LookPath("wrk"); err == nil {
-			gen = "wrk"
-		}
-	}
 	fmt.Printf("load: %s, %d connections, %s per run, %d rounds, %d-byte responses, GOMAXPROCS per process: default\n",
 		gen, *conns, *dur, *rounds, *size)
 
@@ -117,6 +140,9 @@ func main() {
 	fmt.Printf("\nratio pylon/httputil: %.2fx req/s, p99 %s vs %s\n", p.rps/b.rps, p.p99, b.p99)
 	fmt.Printf("ratio whole stack/plain route: %.2fx req/s\n", st.rps/p.rps)
 	fmt.Printf("ratio cached route/direct upstream: %.2fx req/s\n", ca.rps/dir.rps)
+	if *withRedis {
+		sharedScenario(gen, up.url, *size, *conns, *dur, *rounds)
+	}
 }
 
 type result struct {
@@ -277,12 +303,12 @@ type child struct {
 	header string // "Authorization: Bearer ..." for the stack, else empty
 }
 
-func startChild(role, upstream string, size int) *child {
+func startChild(role, upstream string, size int, extra ...string) *child {
 	exe, err := os.Executable()
 	if err != nil {
 		log.Fatal(err)
 	}
-	cmd := exec.Command(exe, "-role", role, "-upstream", upstream, "-size", strconv.Itoa(size))
+	cmd := exec.Command(exe, append([]string{"-role", role, "-upstream", upstream, "-size", strconv.Itoa(size)}, extra...)...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
