@@ -5,7 +5,11 @@ go 1.26.0
 require (
 	github.com/pylon-gateway/pylon v0.0.0
 	github.com/pylon-gateway/pylon/observe v0.0.0
+	github.com/pylon-gateway/pylon/redis v0.0.0
+	github.com/redis/go-redis/v9 v9.23.0
 )
+
+require go.uber.org/atomic v1.12.0 // indirect
 
 require (
 	github.com/beorn7/perks v1.0.1 // indirect
@@ -42,4 +46,5 @@ require (
 replace (
 	github.com/pylon-gateway/pylon => ../
 	github.com/pylon-gateway/pylon/observe => ../observe
+	github.com/pylon-gateway/pylon/redis => ../redis
 )

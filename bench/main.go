@@ -14,6 +14,17 @@
 //
 //	go run ./bench                 # wrk when installed, else a Go client
 //	go run ./bench -d 10s -c 64 -rounds 3
+//	go run ./bench -redis          # and the shared-breaker scenario
+//	go run ./bench -redis-only     # that scenario alone
+//
+// With -redis it also starts a redis-server of its own (on a free loopback
+// port; redis-server must be on PATH) and two gateway replicas that share a
+// circuit breaker through it (pylonredis.BreakerStore) on one route and
+// have a plain route beside it. It drives both replicas at once, half the
+// connections each, on the plain route and on the shared-breaker route,
+// alternating, and prints the ratio of their requests/s; then it freezes
+// Redis (SIGSTOP) for one run of the shared route and prints its p99
+// against the store's timeout.
 //
 // The load generator is wrk when it is on PATH (apt-get install wrk), which
 // leaves the Go processes alone with the proxy work; -client=go forces the
@@ -66,8 +77,15 @@ func main() {
 	client := flag.String("client", "auto", "load generator: auto, wrk or go")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of one server's process to this file")
 	profileRole := flag.String("profile-role", "pylon", "the server -cpuprofile profiles: pylon, pylon-stack, pylon-cache or httputil")
+	withRedis := flag.Bool("redis", false, "also run the shared-breaker scenario on a redis-server of its own")
+	redisOnly := flag.Bool("redis-only", false, "run the shared-breaker scenario only (implies -redis)")
+	redisAddr := flag.String("redis-addr", "", "internal: Redis address for the pylon-shared role")
 	flag.Parse()
 
+	if *role == "pylon-shared" {
+		serveShared(*upstreamURL, *redisAddr)
+		return
+	}
 	if *role != "" {
 		if *cpuprofile != "" {
 			f, err := os.Create(*cpuprofile)
@@ -86,6 +104,18 @@ func main() {
 
 	up := startChild("upstream", "", *size)
 	defer up.stop()
+	gen := *client
+	if gen == "auto" {
+		gen = "go"
+		if _, err := exec.LookPath("wrk"); err == nil {
+			gen = "wrk"
+		}
+	}
+	if *redisOnly {
+		fmt.Printf("load: %s, %d connections, %s per run, %d rounds, %d-byte responses\n", gen, *conns, *dur, *rounds, *size)
+		sharedScenario(gen, up.url, *size, *conns, *dur, *rounds)
+		return
+	}
 	base := startChild("httputil", up.url, *size)
 	defer base.stop()
 	pyl := startChild("pylon", up.url, *size)
@@ -101,13 +131,6 @@ func main() {
 		defer ngx.stop()
 	}
 
-	gen := *client
-	if gen == "auto" {
-		gen = "go"
-		if _, err := exec.LookPath("wrk"); err == nil {
-			gen = "wrk"
-		}
-	}
 	fmt.Printf("load: %s, %d connections, %s per run, %d rounds, %d-byte responses, GOMAXPROCS per process: default\n",
 		gen, *conns, *dur, *rounds, *size)
 
@@ -161,6 +184,9 @@ func main() {
 		}
 	}
 	fmt.Println()
+	if *withRedis {
+		sharedScenario(gen, up.url, *size, *conns, *dur, *rounds)
+	}
 }
 
 type result struct {
@@ -316,7 +342,7 @@ type child struct {
 	header string // "Authorization: Bearer ..." for the stack, else empty
 }
 
-func startChild(role, upstream string, size int) *child {
+func startChild(role, upstream string, size int, extra ...string) *child {
 	exe, err := os.Executable()
 	if err != nil {
 		log.Fatal(err)
@@ -325,7 +351,7 @@ func startChild(role, upstream string, size int) *child {
 	if p := profileFor[role]; p != "" {
 		args = append(args, "-cpuprofile", p)
 	}
-	cmd := exec.Command(exe, args...)
+	cmd := exec.Command(exe, append(args, extra...)...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {

@@ -143,7 +143,10 @@ func (b *Breaker) Reset() error {
 // requests (and starts again on the next one), so Close is needed only to
 // stop it at once, as tests checking for leaked goroutines do. A closed
 // breaker keeps deciding, with its local breaker once its shared state is
-// stale. Close does nothing for a breaker without a Store.
+// stale. With a store that pushes changes (a [SharedWatcher]), Close also
+// ends the breaker's registration with it: a breaker dropped without Close
+// stays registered, and is pushed to, for the life of the store. Close does
+// nothing for a breaker without a Store.
 func (b *Breaker) Close() {
 	if b.sh != nil {
 		b.sh.close()

@@ -43,6 +43,22 @@ type SharedStore interface {
 	Sync(ctx context.Context, name string, req SyncRequest) (SharedState, error)
 }
 
+// SharedWatcher is implemented by a [SharedStore] that pushes changes of
+// state to the processes sharing a breaker (the pylon redis module's store
+// does, with Redis pub/sub). A breaker whose store is a SharedWatcher
+// registers with Watch when it is created and installs each pushed state at
+// once, if its generation is newer than its local copy's: a trip by one
+// replica then reaches the others in the time of one push, not of one
+// SyncInterval. The periodic Sync remains, for the pushes that are lost
+// (a subscription being re-established, for one).
+type SharedWatcher interface {
+	// Watch calls fn with the shared state of the breaker called name after
+	// each of its changes of state, made by any process, until stop is
+	// called. fn must be quick; it may be called from several goroutines.
+	// A Wait in the state counts from the moment fn is called.
+	Watch(name string, fn func(SharedState)) (stop func())
+}
+
 // SharedPolicy is a breaker's trip policy as a [SharedStore] applies it:
 // [Settings] with their defaults filled in.
 type SharedPolicy struct {
@@ -138,6 +154,7 @@ type shared struct {
 	stop     chan struct{}
 	once     sync.Once
 	wg       sync.WaitGroup
+	unwatch  func() // ends the store's pushes; nil without a SharedWatcher
 
 	mu         sync.Mutex // guards the counts below; never held across I/O
 	gen        uint64
@@ -166,7 +183,19 @@ func newShared(b *Breaker, cfg *config, name string) *shared {
 	}
 	s.record = s.done
 	s.cur.Store(&view{state: StateClosed})
+	if w, ok := cfg.store.(SharedWatcher); ok {
+		s.unwatch = w.Watch(name, s.pushed)
+	}
 	return s
+}
+
+// pushed installs a state the store pushed, when it is newer than the
+// local copy. It leaves the failing flag alone: a push says nothing of
+// whether this process's Syncs get through.
+func (s *shared) pushed(st SharedState) {
+	if st.Gen > s.cur.Load().gen {
+		s.install(st)
+	}
 }
 
 // stale reports that a Sync has been under way for longer than its timeout
@@ -347,9 +376,17 @@ func (s *shared) failed(err error) {
 	s.b.logStoreError(err)
 }
 
-// synced installs st as the local copy, unless a newer generation is
-// already installed, and reports the change of state.
+// synced installs the state a Sync returned and records that the store
+// answers.
 func (s *shared) synced(st SharedState) {
+	s.install(st)
+	s.lastOK.Store(mono())
+	s.failing.Store(false)
+}
+
+// install makes st the local copy, unless a newer generation is already
+// installed, and reports the change of state.
+func (s *shared) install(st SharedState) {
 	now := mono()
 	nv := &view{state: st.State, gen: st.Gen}
 	if st.State == StateOpen {
@@ -370,12 +407,15 @@ func (s *shared) synced(st SharedState) {
 			break
 		}
 	}
-	s.lastOK.Store(now)
-	s.failing.Store(false)
 }
 
 // close stops the sync loop and waits for it.
 func (s *shared) close() {
-	s.once.Do(func() { close(s.stop) })
+	s.once.Do(func() {
+		close(s.stop)
+		if s.unwatch != nil {
+			s.unwatch()
+		}
+	})
 	s.wg.Wait()
 }

@@ -5,6 +5,8 @@
 --       open ms, max requests, state TTL ms.
 -- Fields: st (0 closed, 1 half-open, 2 open), gen, until (ms, Redis clock),
 -- consec, oks, probes, and per bucket i: n<i> (bucket number), s<i>, f<i>.
+-- Each change of state is published on the channel named KEYS[1] (channels
+-- and keys are apart) as "state gen ms-left-open".
 -- Returns {state, gen, ms left open, probe granted}.
 local k = KEYS[1]
 local rgen = tonumber(ARGV[1])
@@ -21,6 +23,7 @@ local v = redis.call('HMGET', k, 'st', 'gen', 'until', 'consec', 'oks', 'probes'
 local st, gen, untl = tonumber(v[1]) or 0, tonumber(v[2]) or 0, tonumber(v[3]) or 0
 local consec, oks, probes = tonumber(v[4]) or 0, tonumber(v[5]) or 0, tonumber(v[6]) or 0
 local dirty = false
+local changed = false
 
 local function to(s)
 	st, gen, consec, oks, probes, untl = s, gen + 1, 0, 0, 0, now + openMs
@@ -28,6 +31,7 @@ local function to(s)
 		redis.call('HDEL', k, 'n' .. i, 's' .. i, 'f' .. i)
 	end
 	dirty = true
+	changed = true
 end
 
 -- Open past its period, or half-open with probes that never decided.
@@ -86,4 +90,7 @@ end
 
 local left = 0
 if st == 2 then left = untl - now end
+if changed then
+	redis.call('PUBLISH', k, st .. ' ' .. gen .. ' ' .. left)
+end
 return {st, gen, left, granted}

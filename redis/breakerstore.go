@@ -39,6 +39,12 @@ type BreakerStoreOptions struct {
 	// LogInterval is the least time between two failure reports. Zero
 	// means 10s.
 	LogInterval time.Duration
+	// NoPush turns off the subscription through which the store pushes
+	// each change of state to the breakers of this process (see
+	// [BreakerStore.Watch]); they then learn changes from their periodic
+	// Sync only. The script publishes changes either way. False means
+	// pushes on: one pub/sub connection per store while breakers use it.
+	NoPush bool
 }
 
 // BreakerStore keeps circuit-breaker state in Redis, so that the breakers
@@ -66,9 +72,13 @@ type BreakerStore struct {
 	c    goredis.UniversalClient
 	opts BreakerStoreOptions
 	gate *gate
+	push push
 }
 
-var _ breaker.SharedStore = (*BreakerStore)(nil)
+var (
+	_ breaker.SharedStore   = (*BreakerStore)(nil)
+	_ breaker.SharedWatcher = (*BreakerStore)(nil)
+)
 
 // NewBreakerStore returns a BreakerStore on client c, which the caller
 // owns and closes. It fails on a nil client, and on one whose options leave
@@ -129,7 +139,9 @@ func (s *BreakerStore) Sync(ctx context.Context, name string, req breaker.SyncRe
 	return breaker.SharedState{
 		State: breaker.State(vals[0]),
 		Gen:   uint64(vals[1]),
-		Wait:  time.Duration(vals[2]) * time.Millisecond,
+		Wait:  msDuration(vals[2]),
 		Probe: vals[3] == 1,
 	}, nil
 }
+
+func msDuration(ms int64) time.Duration { return time.Duration(ms) * time.Millisecond }

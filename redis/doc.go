@@ -1,7 +1,10 @@
 // Package pylonredis holds the Redis-backed stores of Pylon, for gateways
 // that run as several replicas and must share state: [RateLimitStore] shares
 // rate limits, [BreakerStore] shares circuit breaker state and [CacheStore]
-// shares cached responses. It lives in the nested module
+// shares cached responses, and [HighRateStore] shares rate limits too high
+// for a round trip per request (local admission against a batch allowance,
+// counts synced in batches, with a stated error bound). Breaker stores push
+// each change of state to the other replicas by pub/sub. It lives in the nested module
 // github.com/pylon-gateway/pylon/redis, so that only programs that import it
 // compile go-redis; the package is named pylonredis so that it does not
 // shadow go-redis's own package redis.
@@ -28,4 +31,10 @@
 //     request share a slot, the rate-limit script is loaded on every node
 //     when the store is created, each breaker is one key, and
 //     CacheStore.DeletePrefix scans every master and deletes key by key.
+//
+// HighRateStore, while Redis is slow or down, admits up to Quota divided by
+// the replica count per window in each replica, and sends the counts when
+// Redis answers again. A BreakerStore's pub/sub subscription lost with its
+// connection is re-established by go-redis; the changes missed meanwhile
+// reach the breakers with their next sync.
 package pylonredis

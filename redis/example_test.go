@@ -65,3 +65,38 @@ func ExampleNewIdempotencyStore() {
 	}
 	_ = idempotency.New(idempotency.Options{Store: store, Required: true})
 }
+
+// A high-rate limit: decisions from memory, counts sent to Redis in
+// batches, with the error bound of [pylonredis.HighRateStore]. (On an
+// in-process miniredis, as above.)
+func ExampleHighRateStore() {
+	mr, err := miniredis.Run()
+	if err != nil {
+		panic(err)
+	}
+	defer mr.Close()
+	client := redis.NewClient(&redis.Options{Addr: mr.Addr(), ContextTimeoutEnabled: true})
+	defer client.Close()
+
+	store, err := pylonredis.NewHighRateStore(client, pylonredis.HighRateOptions{SyncInterval: 50 * time.Millisecond})
+	if err != nil {
+		panic(err)
+	}
+	defer store.Close() // stops its goroutine, sends what is pending
+	limits, err := ratelimit.PrepareLimits(ratelimit.PerSecond(3))
+	if err != nil {
+		panic(err)
+	}
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i := 0; i < 4; i++ {
+		d, err := store.Allow(context.Background(), "ip:192.0.2.1", limits, now)
+		fmt.Println(d.Allowed, err)
+	}
+	fmt.Println("replicas:", store.Replicas())
+	// Output:
+	// true <nil>
+	// true <nil>
+	// true <nil>
+	// false <nil>
+	// replicas: 1
+}
