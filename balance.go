@@ -48,6 +48,10 @@ type Target struct {
 	// Set by an operator (SetDrained): no new requests.
 	drained atomic.Bool
 
+	// Slow start, see slowstart.go: UnixNano at which the target's ramp
+	// began; 0 when it is not ramping.
+	rampFrom atomic.Int64
+
 	// Active health, see health.go.
 	activeDown atomic.Bool
 	checkURL   string
@@ -137,6 +141,7 @@ func (t *Target) ejected(now *lazyNow) bool {
 		return true
 	}
 	if t.ejectedUntil.CompareAndSwap(until, 0) {
+		t.startRamp(now.get(t))
 		t.logReturned()
 	}
 	return false
@@ -161,7 +166,8 @@ func (b *roundRobin) Pick(_ *http.Request, targets []*Target) *Target {
 }
 
 // WeightedRoundRobin returns a Balancer that sends each target a share of
-// requests proportional to its [Target.Weight], spread smoothly (nginx's
+// requests proportional to its [Target.EffectiveWeight] (its
+// [Target.Weight] unless [SlowStart] ramps it), spread smoothly (nginx's
 // smooth weighted round robin: weights 5, 1, 1 give a a b a c a a, not
 // a a a a a b c).
 func WeightedRoundRobin() Balancer {
@@ -196,7 +202,7 @@ func (b *weightedRR) Pick(_ *http.Request, targets []*Target) *Target {
 			c = new(int)
 			b.cur[t] = c
 		}
-		w := t.Weight()
+		w := int(t.effWeight())
 		*c += w
 		total += w
 		if bestCur == nil || *c > *bestCur {
@@ -208,7 +214,8 @@ func (b *weightedRR) Pick(_ *http.Request, targets []*Target) *Target {
 }
 
 // LeastRequests returns a Balancer that picks the target with the fewest
-// outstanding requests ([Target.InFlight]) per unit of [Target.Weight]
+// outstanding requests ([Target.InFlight]) per unit of weight
+// ([Target.EffectiveWeight], which is [Target.Weight] unless [SlowStart] ramps it)
 // (with equal weights: the fewest outstanding requests). Ties are broken
 // round robin, so idle targets share the load. It does not allocate.
 func LeastRequests() Balancer { return new(leastRequests) }
@@ -234,12 +241,12 @@ func (b *leastRequests) Pick(_ *http.Request, targets []*Target) *Target {
 // lessLoaded reports whether a has strictly fewer outstanding requests per
 // unit of weight than b, counting the request about to be sent.
 func lessLoaded(a, b *Target) bool {
-	return (a.inflight.Load()+1)*int64(b.Weight()) < (b.inflight.Load()+1)*int64(a.Weight())
+	return (a.inflight.Load()+1)*b.effWeight() < (b.inflight.Load()+1)*a.effWeight()
 }
 
 // PowerOfTwoChoices returns a Balancer that draws two distinct targets at
 // random and picks the one with fewer outstanding requests per unit of
-// weight. It spreads load nearly as well as [LeastRequests] without
+// weight ([Target.EffectiveWeight]). It spreads load nearly as well as [LeastRequests] without
 // scanning every target, and never sends to the most loaded of three or
 // more. It does not allocate.
 func PowerOfTwoChoices() Balancer { return p2c{} }
@@ -462,7 +469,8 @@ type pool struct {
 	bal    Balancer
 	now    func() time.Time
 	logger *slog.Logger
-	bufs   sync.Pool // *[]*Target scratch slices for picks over a subset
+	bufs   sync.Pool        // *[]*Target scratch slices for picks over a subset
+	slow   *slowStartConfig // nil without SlowStart
 
 	// Target set updates, see targets.go.
 	mu        sync.Mutex         // serializes updates; guards retired
@@ -505,6 +513,14 @@ func newPool(cfg poolConfig) (*pool, error) {
 	}
 	if p.bal == nil {
 		p.bal = RoundRobin()
+	}
+	if ss, ok := p.bal.(*slowStart); ok {
+		c, err := ss.opts.config()
+		if err != nil {
+			return nil, fmt.Errorf("pylon: backend %q: %w", name, err)
+		}
+		_, c.randomPick = ss.inner.(*roundRobin)
+		p.slow = c
 	}
 	if p.now == nil {
 		p.now = time.Now

@@ -364,6 +364,7 @@ func (p *pool) recordCheck(t *Target, reason string) {
 		t.okRun++
 		if t.activeDown.Load() && t.okRun >= p.hc.HealthyThreshold {
 			t.activeDown.Store(false)
+			t.startRamp(p.now().UnixNano())
 			p.logger.Info("pylon: target passed health checks",
 				"backend", p.name, "target", t.str, "checks", t.okRun)
 		}

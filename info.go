@@ -57,6 +57,10 @@ type RequestInfo struct {
 	// UpstreamDuration is the time spent waiting for upstream response
 	// headers, summed over attempts.
 	UpstreamDuration time.Duration
+	// Split is the name of the side of a traffic split (package traffic)
+	// that served the request, "" when no split ran. A name comes from
+	// configuration, so it is usable as a metric label.
+	Split string
 	// ClientCanceled reports that the client went away before the response
 	// was complete (logged as status 499).
 	ClientCanceled bool

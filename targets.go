@@ -167,6 +167,9 @@ func (p *pool) update(eps []Endpoint) error {
 			multiTier = true
 		}
 		if cur[t.str] == nil {
+			if old != nil {
+				t.startRamp(p.now().UnixNano())
+			}
 			delete(p.retired, t.str)
 			t.drainClosed.Store(false)
 			t.removed.Store(false)

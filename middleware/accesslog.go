@@ -247,6 +247,9 @@ func appendLine(a []slog.Attr, rl *[4]slog.Attr, query bool, r *http.Request, in
 	if info.Cache != "" {
 		a = append(a, slog.String("cache", info.Cache))
 	}
+	if info.Split != "" {
+		a = append(a, slog.String("split", info.Split))
+	}
 	if info.Error != "" {
 		a = append(a, slog.String("error", info.Error))
 	}

@@ -7,7 +7,9 @@
 // of the gateway wrote in pylon.RequestInfo (route, backend, attempts,
 // upstream time, rate-limit decision, auth failure); its Transport counts
 // upstream attempts by target; WatchBackends reports target health at
-// scrape time; BreakerStateChange and AggregateCall are hooks for the
+// scrape time, and WatchMirror the counts of a traffic.Mirror;
+// requests served by a side of a traffic.Split are counted by route and
+// side (RequestInfo.Split); BreakerStateChange and AggregateCall are hooks for the
 // breaker and aggregate packages; Handler serves /metrics. Labels carry
 // names from configuration and values from small fixed sets, never paths
 // or subjects. Metric and label names follow the OpenTelemetry HTTP

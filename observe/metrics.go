@@ -123,11 +123,14 @@ type Metrics struct {
 	brState  *prometheus.GaugeVec
 	brTrans  *prometheus.CounterVec
 	targets  *targetCollector
+	split    *prometheus.CounterVec
+	mirrors  *mirrorCollector
 
 	series   cache[seriesKey, *series]
 	routes   cache[routeKey, *routeSeries]
 	authC    cache[routeKey, prometheus.Counter]
 	rlimitC  cache[routeKey, prometheus.Counter]
+	splitC   cache[routeKey, prometheus.Counter]
 	attemptC cache[attemptKey, prometheus.Counter]
 	rpcC     cache[routeKey, prometheus.Observer]
 
@@ -189,11 +192,13 @@ func NewMetrics(reg prometheus.Registerer, opts MetricsOptions) (*Metrics, error
 	m.brState = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pylon_breaker_state",
 		Help: "1 for the circuit breaker's current state, 0 for the others.", ConstLabels: cl}, []string{"breaker", "state"})
 	m.brTrans = counter("pylon_breaker_transitions_total", "Circuit breaker state changes.", "breaker", "from", "to")
+	m.split = counter("pylon_split_requests_total", "Requests served by each side of a traffic split (RequestInfo.Split).", "http_route", "side")
+	m.mirrors = newMirrorCollector(cl)
 	m.targets = newTargetCollector(cl)
 	m.targets.prune = m.pruneAttempts
 
 	for _, c := range []prometheus.Collector{m.duration, m.reqSize, m.respSize, m.active, m.gateway,
-		m.upstream, m.retries, m.attempts, m.rlimit, m.auth, m.aggCalls, m.rpc, m.brState, m.brTrans, m.targets} {
+		m.upstream, m.retries, m.attempts, m.rlimit, m.auth, m.aggCalls, m.rpc, m.brState, m.brTrans, m.targets, m.split, m.mirrors} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrRegister, err)
 		}
@@ -204,6 +209,7 @@ func NewMetrics(reg prometheus.Registerer, opts MetricsOptions) (*Metrics, error
 	m.authC.make = func(k routeKey) prometheus.Counter { return m.auth.WithLabelValues(k.route, k.other) }
 	m.rpcC.make = func(k routeKey) prometheus.Observer { return m.rpc.WithLabelValues(k.route, "grpc", k.other) }
 	m.rlimitC.make = func(k routeKey) prometheus.Counter { return m.rlimit.WithLabelValues(k.route, k.other) }
+	m.splitC.make = func(k routeKey) prometheus.Counter { return m.split.WithLabelValues(k.route, k.other) }
 	m.attemptC.make = func(k attemptKey) prometheus.Counter {
 		return m.attempts.WithLabelValues(k.backend, k.target, k.result)
 	}

@@ -148,4 +148,7 @@ func (m *Metrics) record(r *http.Request, info *pylon.RequestInfo, ww middleware
 		}
 		m.authC.get(routeKey{route: route, other: reason}).Inc()
 	}
+	if info.Split != "" {
+		m.splitC.get(routeKey{route: route, other: info.Split}).Inc()
+	}
 }

@@ -13,12 +13,15 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+
+	"github.com/pylon-gateway/pylon"
 )
 
 // Side is one side of a [Split]: a handler (usually a *pylon.Backend) and
 // its weight.
 type Side struct {
-	// Name names the side in errors. Empty means "side N".
+	// Name names the side in errors and in RequestInfo.Split, which logs
+	// and metrics read. Empty means "side N" (N counting from 0).
 	Name string
 	// Handler serves the side's requests. A *pylon.Backend records its
 	// name in RequestInfo.Backend, so logs and metrics show the side.
@@ -40,7 +43,8 @@ type SplitOptions struct {
 }
 
 // Split returns a handler that sends each request to one of sides, in
-// proportion to their weights. It fails when no side has a weight, a weight
+// proportion to their weights, and records the side's name in the
+// request's pylon.RequestInfo (the Split field). It fails when no side has a weight, a weight
 // is negative, or a handler is nil, naming the side.
 func Split(opts SplitOptions, sides ...Side) (http.Handler, error) {
 	s := &split{key: opts.Key}
@@ -58,6 +62,7 @@ func Split(opts SplitOptions, sides ...Side) (http.Handler, error) {
 		s.total += uint64(sd.Weight)
 		s.cum = append(s.cum, s.total)
 		s.handlers = append(s.handlers, sd.Handler)
+		s.names = append(s.names, name)
 	}
 	if s.total == 0 {
 		return nil, errors.New("traffic: split: no side has a weight")
@@ -79,6 +84,7 @@ type split struct {
 	cum      []uint64 // cumulative weights
 	total    uint64
 	handlers []http.Handler
+	names    []string
 }
 
 func (s *split) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -92,7 +98,11 @@ func (s *split) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	} else {
 		n = rand.Uint64N(s.total)
 	}
-	s.handlers[s.pick(n)].ServeHTTP(w, r)
+	i := s.pick(n)
+	if info := pylon.Info(r.Context()); info != nil {
+		info.Split = s.names[i]
+	}
+	s.handlers[i].ServeHTTP(w, r)
 }
 
 // pick returns the side whose cumulative range holds n.

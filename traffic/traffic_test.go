@@ -167,3 +167,19 @@ func TestMirror(t *testing.T) {
 type counter struct{}
 
 func (counter) ServeHTTP(http.ResponseWriter, *http.Request) {}
+
+func TestSplitRecordsSide(t *testing.T) {
+	h := MustSplit(SplitOptions{}, Side{Name: "stable", Handler: named("stable"), Weight: 1}, Side{Handler: named("side 1"), Weight: 1})
+	seen := map[string]bool{}
+	for range 200 {
+		info := &pylon.RequestInfo{}
+		r := httptest.NewRequest("GET", "/", nil)
+		r = r.WithContext(pylon.NewContext(r.Context(), info))
+		body := serve(h, r).Body.String()
+		assert.Equal(t, body, info.Split, "RequestInfo.Split names the side that served")
+		seen[info.Split] = true
+	}
+	assert.True(t, seen["stable"] && seen["side 1"], "both sides recorded, the unnamed one as \"side 1\": %v", seen)
+	// Outside a Gateway (no RequestInfo) the split still serves.
+	assert.NotEmpty(t, serve(h, httptest.NewRequest("GET", "/", nil)).Body.String())
+}
