@@ -3,8 +3,8 @@ module github.com/pylon-gateway/pylon/bench
 go 1.26.0
 
 require (
-	github.com/pylon-gateway/pylon v0.0.0
-	github.com/pylon-gateway/pylon/observe v0.0.0
+	github.com/pylon-gateway/pylon v0.2.0
+	github.com/pylon-gateway/pylon/observe v0.2.0
 )
 
 require (
@@ -39,7 +39,3 @@ require (
 	google.golang.org/protobuf v1.36.12 // indirect
 )
 
-replace (
-	github.com/pylon-gateway/pylon => ../
-	github.com/pylon-gateway/pylon/observe => ../observe
-)
