@@ -58,12 +58,12 @@ func BenchmarkProxy(b *testing.B) {
 		benchProxy(b, rp)
 	})
 	b.Run("backend", func(b *testing.B) {
-		be := MustBackend("bench", opts)
+		be := MustNewBackend("bench", opts)
 		defer be.Close()
 		benchProxy(b, be)
 	})
 	b.Run("gateway", func(b *testing.B) {
-		be := MustBackend("bench", opts)
+		be := MustNewBackend("bench", opts)
 		defer be.Close()
 		g := New(Options{})
 		g.Route("GET /orders/{id}").To(be)

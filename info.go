@@ -154,6 +154,11 @@ type CallInfo struct {
 
 type infoKey struct{}
 
+// StatusClientClosedRequest is the status that logs and metrics record for
+// a request whose client went away before the response was complete
+// (nginx's 499). It is never sent to a client.
+const StatusClientClosedRequest = 499
+
 // Info returns the RequestInfo stored in ctx, or nil when there is none (a
 // handler used outside a Gateway).
 func Info(ctx context.Context) *RequestInfo {

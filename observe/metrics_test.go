@@ -111,7 +111,7 @@ func newFixture(t *testing.T, opts observe.MetricsOptions) *fixture {
 	})
 	m.WatchBackends(orders, orders)
 	gw := pylon.New(pylon.Options{})
-	gw.Use(m.Middleware())
+	gw.Use(m.Middleware)
 	gw.Route("GET /orders/{id}").Name("order").Use(stage).To(orders)
 	gw.Route("POST /orders").Name("create").Use(stage).To(orders)
 	gw.Route("GET /fail").Name("fail").To(flaky)

@@ -171,10 +171,10 @@ func build(cfg config) (_ *app, err error) {
 	// counts every request, refused ones included.
 	stats := admin.NewStats(admin.StatsOptions{})
 	limits := ratelimit.NewMemoryStore(ratelimit.MemoryOptions{})
-	gw := pylon.New(pylon.Options{Logger: a.logger})
+	gw := pylon.New(pylon.Options{})
 	gw.Use(
 		stats.Middleware,
-		metrics.Middleware(),
+		metrics.Middleware,
 		middleware.RequestID,
 		middleware.Recover(a.logger),
 		middleware.AccessLogWithOptions(middleware.AccessLogOptions{
@@ -197,7 +197,7 @@ func build(cfg config) (_ *app, err error) {
 			Rules:  []jwtauth.Rule{jwtauth.Scopes(scope)},
 			Logger: a.logger,
 		}),
-		ratelimit.NewWithOptions(ratelimit.Options{
+		ratelimit.MustNewWithOptions(ratelimit.Options{
 			Limits: []ratelimit.Limit{ratelimit.PerSecond(ratePerSecond).WithBurst(rateBurst)},
 			Key:    ratelimit.Compose(ratelimit.BySubject, ratelimit.ByRoute),
 			Store:  limits,
@@ -211,7 +211,7 @@ func build(cfg config) (_ *app, err error) {
 	api.Route("GET /payments/{order}").Name("payment").Timeout(2 * time.Second).
 		Rewrite("/payments/{order}").To(payments)
 	api.Route("GET /orders/{id}/summary").Name("order-summary").Timeout(2 * time.Second).
-		Handler(aggregate.NewWithOptions(aggregate.Options{
+		Handler(aggregate.MustNewWithOptions(aggregate.Options{
 			ErrorsMember: "_errors",
 			OnCall: func(r *http.Request, res aggregate.CallResult) {
 				metrics.AggregateCall(routeName(r), res.Key, callOutcome(res))

@@ -26,7 +26,7 @@ func main() {
 		panic(err)
 	}
 	gw := pylon.New(pylon.Options{})
-	gw.Use(metrics.Middleware(), middleware.RequestID, gz)
+	gw.Use(metrics.Middleware, middleware.RequestID, gz)
 	gw.Handle("GET /hello", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "hello")
 	}))
