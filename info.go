@@ -91,6 +91,7 @@ type RequestInfo struct {
 	connStripped    bool     // the headers the client's Connection named were removed on arrival
 	unfolded        *url.URL // the URL as sent, while routing on its folded path
 	strippedPrefix  string   // the path prefix the route removed, for Location
+	addedPrefix     string   // the path prefix a group's RewritePrefix put in its place
 	requestTrailers bool     // the route forwards request trailers
 }
 

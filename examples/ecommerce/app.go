@@ -191,7 +191,8 @@ func build(cfg config) (_ *app, err error) {
 	gw.Route("GET /metrics").Name("metrics").Handler(metrics.Handler())
 
 	// The API: a token with the "shop" scope, then a budget per subject
-	// and route.
+	// and route. The services do not know the "/api" prefix: the group
+	// strips it from every route (and puts it back in Location headers).
 	api := gw.Group("/api",
 		jwtauth.RequireWithOptions(verifier, jwtauth.RequireOptions{
 			Rules:  []jwtauth.Rule{jwtauth.Scopes(scope)},
@@ -203,13 +204,10 @@ func build(cfg config) (_ *app, err error) {
 			Store:  limits,
 			Now:    cfg.Now,
 		}),
-	)
-	api.Route("GET /products/{id}").Name("product").Timeout(2 * time.Second).
-		Rewrite("/products/{id}").To(products)
-	api.Route("GET /orders/{id}").Name("order").Timeout(2 * time.Second).
-		Rewrite("/orders/{id}").To(orders)
-	api.Route("GET /payments/{order}").Name("payment").Timeout(2 * time.Second).
-		Rewrite("/payments/{order}").To(payments)
+	).StripPrefix()
+	api.Route("GET /products/{id}").Name("product").Timeout(2 * time.Second).To(products)
+	api.Route("GET /orders/{id}").Name("order").Timeout(2 * time.Second).To(orders)
+	api.Route("GET /payments/{order}").Name("payment").Timeout(2 * time.Second).To(payments)
 	api.Route("GET /orders/{id}/summary").Name("order-summary").Timeout(2 * time.Second).
 		Handler(aggregate.MustNewWithOptions(aggregate.Options{
 			ErrorsMember: "_errors",
