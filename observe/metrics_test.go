@@ -527,3 +527,11 @@ func TestSeriesFollowSetTargets(t *testing.T) {
 		}
 	}
 }
+
+func TestNewMetricsTypedNilRegistry(t *testing.T) {
+	var reg *prometheus.Registry
+	m, err := observe.NewMetrics(reg, observe.MetricsOptions{})
+	if !errors.Is(err, observe.ErrNilRegistry) || m != nil {
+		t.Fatalf("NewMetrics((*Registry)(nil)) = %v, %v; want nil, ErrNilRegistry", m, err)
+	}
+}
