@@ -236,16 +236,6 @@ func NewBackend(name string, opts BackendOptions) (*Backend, error) {
 	return b, nil
 }
 
-// MustBackend is like NewBackend but panics on error. It is meant for
-// main.go, where a misconfigured backend should stop the program at start.
-func MustBackend(name string, opts BackendOptions) *Backend {
-	b, err := NewBackend(name, opts)
-	if err != nil {
-		panic(err)
-	}
-	return b
-}
-
 // Name returns the backend's name.
 func (b *Backend) Name() string { return b.name }
 

@@ -62,12 +62,12 @@ func BenchmarkProxy(b *testing.B) {
 		benchProxy(b, rp)
 	})
 	b.Run("backend", func(b *testing.B) {
-		be := MustBackend("bench", opts)
+		be := MustNewBackend("bench", opts)
 		defer be.Close()
 		benchProxy(b, be)
 	})
 	b.Run("gateway", func(b *testing.B) {
-		be := MustBackend("bench", opts)
+		be := MustNewBackend("bench", opts)
 		defer be.Close()
 		g := New(Options{})
 		g.Route("GET /orders/{id}").To(be)
@@ -148,17 +148,17 @@ func BenchmarkProxyRawUpstream(b *testing.B) {
 	b.Run("backend-std", func(b *testing.B) {
 		tr := stdTransport(opts)
 		defer tr.CloseIdleConnections()
-		be := MustBackend("bench", BackendOptions{Targets: opts.Targets, Transport: tr})
+		be := MustNewBackend("bench", BackendOptions{Targets: opts.Targets, Transport: tr})
 		defer be.Close()
 		benchProxy(b, be)
 	})
 	b.Run("backend", func(b *testing.B) {
-		be := MustBackend("bench", opts)
+		be := MustNewBackend("bench", opts)
 		defer be.Close()
 		benchProxy(b, be)
 	})
 	b.Run("gateway", func(b *testing.B) {
-		be := MustBackend("bench", opts)
+		be := MustNewBackend("bench", opts)
 		defer be.Close()
 		g := New(Options{})
 		g.Route("GET /orders/{id}").To(be)

@@ -118,7 +118,7 @@ func (s *stack) auth() pylon.Middleware {
 func (s *stack) token(sub string) string { return s.idp.Mint(map[string]any{"sub": sub}) }
 
 func backendFor(t *testing.T, name string, up *recorder) *pylon.Backend {
-	b := pylon.MustBackend(name, pylon.BackendOptions{Targets: []string{up.URL}})
+	b := pylon.MustNewBackend(name, pylon.BackendOptions{Targets: []string{up.URL}})
 	t.Cleanup(func() { b.Close() })
 	return b
 }
@@ -198,7 +198,7 @@ func TestCompositionOneClientDecision(t *testing.T) {
 			s := newStack(t, pylon.Options{Trust: tc.trust})
 			var key string
 			s.gw.Route("GET /items").
-				Use(ratelimit.New(ratelimit.ByIP, ratelimit.PerMinute(100)),
+				Use(ratelimit.MustNew(ratelimit.ByIP, ratelimit.PerMinute(100)),
 					func(next http.Handler) http.Handler {
 						return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 							key = pylon.Info(r.Context()).RateLimit.Key
@@ -369,7 +369,7 @@ func TestCompositionPerSubjectLimit(t *testing.T) {
 
 	s := newStack(t, pylon.Options{})
 	s.gw.Group("/api", s.auth()).Route("GET /orders").
-		Use(ratelimit.New(ratelimit.BySubject, ratelimit.PerMinute(1))).
+		Use(ratelimit.MustNew(ratelimit.BySubject, ratelimit.PerMinute(1))).
 		To(backendFor(t, "orders", up))
 	require.NoError(t, s.gw.Err())
 	for _, u := range users {
@@ -382,7 +382,7 @@ func TestCompositionPerSubjectLimit(t *testing.T) {
 	for _, wrong := range []string{"global", "group", "route"} {
 		t.Run(wrong, func(t *testing.T) {
 			s := newStack(t, pylon.Options{})
-			limit := ratelimit.New(ratelimit.BySubject, ratelimit.PerMinute(2))
+			limit := ratelimit.MustNew(ratelimit.BySubject, ratelimit.PerMinute(2))
 			b := backendFor(t, "orders-"+wrong, up)
 			switch wrong {
 			case "global":
@@ -407,12 +407,12 @@ func TestCompositionPerSubjectLimit(t *testing.T) {
 	// A composed key that includes the subject needs it too.
 	s3 := newStack(t, pylon.Options{})
 	s3.gw.Route("GET /api/orders").
-		Use(ratelimit.New(ratelimit.Compose(ratelimit.ByRoute, ratelimit.BySubject), ratelimit.PerMinute(2)), s3.auth()).
+		Use(ratelimit.MustNew(ratelimit.Compose(ratelimit.ByRoute, ratelimit.BySubject), ratelimit.PerMinute(2)), s3.auth()).
 		To(backendFor(t, "orders-composed", up))
 	require.ErrorContains(t, s3.gw.Err(), "runs before jwtauth.Require")
 	// A key that does not need a subject may run anywhere.
 	s4 := newStack(t, pylon.Options{})
-	s4.gw.Route("GET /api/orders").Use(ratelimit.New(ratelimit.ByIP, ratelimit.PerMinute(2)), s4.auth()).
+	s4.gw.Route("GET /api/orders").Use(ratelimit.MustNew(ratelimit.ByIP, ratelimit.PerMinute(2)), s4.auth()).
 		To(backendFor(t, "orders-ip", up))
 	require.NoError(t, s4.gw.Err())
 }
@@ -438,10 +438,10 @@ func TestCompositionReadmeStack(t *testing.T) {
 	t.Cleanup(func() { c.Close() })
 	api := s.gw.Group("/api", s.auth())
 	api.Route("GET /orders/{id}").
-		Use(ratelimit.New(ratelimit.BySubject, ratelimit.PerMinute(3)), br.Middleware, c.Middleware).
+		Use(ratelimit.MustNew(ratelimit.BySubject, ratelimit.PerMinute(3)), br.Middleware, c.Middleware).
 		Timeout(2 * time.Second).
 		To(ob)
-	api.Route("GET /orders/{id}/summary").Handler(aggregate.New(
+	api.Route("GET /orders/{id}/summary").Handler(aggregate.MustNew(
 		aggregate.Get("order", ob, "/orders/{id}"),
 		aggregate.Get("payment", pb, "/payments/{id}").Optional(),
 	))

@@ -20,7 +20,7 @@ func ExampleBackendOptions_h2c() {
 	go func() { _ = upstream.Serve(ln) }()
 	defer upstream.Close()
 
-	svc := pylon.MustBackend("svc", pylon.BackendOptions{Targets: []string{"h2c://" + ln.Addr().String()}})
+	svc := pylon.MustNewBackend("svc", pylon.BackendOptions{Targets: []string{"h2c://" + ln.Addr().String()}})
 	defer svc.Close()
 	gw := pylon.New(pylon.Options{})
 	gw.Route("/").To(svc)

@@ -14,7 +14,7 @@ import (
 // by Run) before the gateway serves.
 func ExampleGateway_Err_chainOrder() {
 	auth := apikey.Require(apikey.Static(map[string]string{"k1": "alice"}))
-	limit := ratelimit.New(ratelimit.BySubject, ratelimit.PerSecond(10))
+	limit := ratelimit.MustNew(ratelimit.BySubject, ratelimit.PerSecond(10))
 	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})
 
 	gw := pylon.New(pylon.Options{})
@@ -45,7 +45,7 @@ func ExampleWithStage() {
 		})
 		return pylon.WithStage(h, pylon.Stage{Name: "myAuth", Roles: pylon.RoleAuthenticate})
 	}
-	limit := ratelimit.New(ratelimit.BySubject, ratelimit.PerSecond(10))
+	limit := ratelimit.MustNew(ratelimit.BySubject, ratelimit.PerSecond(10))
 	gw := pylon.New(pylon.Options{})
 	gw.Use(limit)
 	gw.Route("GET /me").Use(myAuth).Handler(http.NotFoundHandler())

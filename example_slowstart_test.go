@@ -10,7 +10,7 @@ import (
 // A target added while the backend serves starts at a tenth of its weight
 // and ramps to the whole of it over the window.
 func ExampleSlowStart() {
-	orders := pylon.MustBackend("orders", pylon.BackendOptions{
+	orders := pylon.MustNewBackend("orders", pylon.BackendOptions{
 		Targets:  []string{"http://10.0.0.5:8080", "http://10.0.0.6:8080"},
 		Balancer: pylon.SlowStart(pylon.LeastRequests(), pylon.SlowStartOptions{Window: time.Minute}),
 	})

@@ -19,7 +19,7 @@ func Example() {
 	}))
 	defer orders.Close()
 
-	backend := pylon.MustBackend("orders", pylon.BackendOptions{Targets: []string{orders.URL}})
+	backend := pylon.MustNewBackend("orders", pylon.BackendOptions{Targets: []string{orders.URL}})
 	defer backend.Close()
 
 	gw := pylon.New(pylon.Options{})
@@ -49,7 +49,7 @@ func Example() {
 // Routes lists the route table, for printing at start-up or asserting in a
 // test.
 func ExampleGateway_Routes() {
-	users := pylon.MustBackend("users", pylon.BackendOptions{Targets: []string{"http://10.0.0.7:8080"}})
+	users := pylon.MustNewBackend("users", pylon.BackendOptions{Targets: []string{"http://10.0.0.7:8080"}})
 	defer users.Close()
 
 	gw := pylon.New(pylon.Options{})

@@ -38,7 +38,7 @@ func Example_wiring() {
 	defer verifier.Close()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 
-	orders := pylon.MustBackend("orders", pylon.BackendOptions{
+	orders := pylon.MustNewBackend("orders", pylon.BackendOptions{
 		Targets:  []string{upstream.URL},
 		Balancer: pylon.LeastRequests(),
 		Retries:  2,
@@ -50,13 +50,12 @@ func Example_wiring() {
 	defer responses.Close()
 
 	gw := pylon.New(pylon.Options{
-		Logger: logger,
-		Trust:  pylon.Trust{Proxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}},
+		Trust: pylon.Trust{Proxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}},
 	})
 	gw.Use(middleware.RequestID, middleware.Recover(logger), middleware.AccessLog(logger))
 	api := gw.Group("/api/v1", jwtauth.Require(verifier))
 	api.Route("GET /orders/{id}").
-		Use(ratelimit.New(ratelimit.BySubject, ratelimit.PerSecond(10)), ordersBreaker.Middleware, responses.Middleware).
+		Use(ratelimit.MustNew(ratelimit.BySubject, ratelimit.PerSecond(10)), ordersBreaker.Middleware, responses.Middleware).
 		Timeout(2 * time.Second).
 		To(orders)
 	gw.Route("GET /v2/items/{id}").Rewrite("/items/{id}").To(orders)

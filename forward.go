@@ -252,16 +252,51 @@ func isHex(c byte) bool {
 	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
-// rewriteLocation maps a Location that points at the target itself back to
-// the gateway: the client's host and scheme, the target's base path removed
-// and a prefix the route stripped put back.
+// rewriteLocation maps a Location that points at the target back to the
+// gateway: the target's base path removed, a prefix a group's RewritePrefix
+// added removed, and a prefix the route stripped put back. An absolute
+// Location naming the target's host gets the client's host and scheme; a
+// relative one (RFC 9110 §10.2.2 allows any URI reference) is resolved
+// against the upstream request's URL first, then stays relative to the
+// client's host, as an absolute path. A Location naming another host, or a
+// relative one that the mapping leaves as it is, is left untouched.
 func rewriteLocation(loc string, target *url.URL, base *url.URL, r *http.Request, info *RequestInfo) (string, bool) {
-	if !strings.HasPrefix(loc, "http://") && !strings.HasPrefix(loc, "https://") {
+	u, err := url.Parse(loc)
+	if err != nil || u.Opaque != "" {
 		return "", false
 	}
-	u, err := url.Parse(loc)
-	if err != nil || !strings.EqualFold(u.Host, target.Host) {
+	absolute := u.Scheme != "" || u.Host != ""
+	if absolute {
+		if u.Scheme != "" && !strings.EqualFold(u.Scheme, "http") && !strings.EqualFold(u.Scheme, "https") ||
+			!strings.EqualFold(u.Host, target.Host) {
+			return "", false
+		}
+	} else {
+		if u.Path == "" {
+			return "", false // "?page=2" or "#top": the client resolves it as well as we could
+		}
+		u = target.ResolveReference(u)
+	}
+	path := u.Path
+	if bp := strings.TrimSuffix(base.Path, "/"); bp != "" && hasPathPrefix(path, bp) {
+		path = path[len(bp):]
+	}
+	if info != nil && info.addedPrefix != "" && hasPathPrefix(path, info.addedPrefix) {
+		path = path[len(info.addedPrefix):]
+	}
+	if info != nil && info.strippedPrefix != "" {
+		path = info.strippedPrefix + path
+	}
+	if path == "" {
+		path = "/"
+	}
+	if !absolute && path == u.Path && loc[0] == '/' {
 		return "", false
+	}
+	u.Path, u.RawPath = path, ""
+	if !absolute {
+		u.Scheme, u.Host, u.User = "", "", nil
+		return u.String(), true
 	}
 	u.Scheme, u.Host = "http", r.Host
 	if r.TLS != nil {
@@ -270,13 +305,11 @@ func rewriteLocation(loc string, target *url.URL, base *url.URL, r *http.Request
 	if info != nil && info.identified {
 		u.Scheme, u.Host = info.Scheme, info.Host
 	}
-	if bp := strings.TrimSuffix(base.Path, "/"); bp != "" && strings.HasPrefix(u.Path, bp) {
-		u.Path = u.Path[len(bp):]
-		u.RawPath = ""
-	}
-	if info != nil && info.strippedPrefix != "" {
-		u.Path = info.strippedPrefix + u.Path
-		u.RawPath = ""
-	}
 	return u.String(), true
+}
+
+// hasPathPrefix reports whether path begins with prefix at a segment
+// boundary ("/api" begins "/api" and "/api/x", not "/apix").
+func hasPathPrefix(path, prefix string) bool {
+	return strings.HasPrefix(path, prefix) && (len(path) == len(prefix) || path[len(prefix)] == '/')
 }

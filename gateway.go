@@ -3,7 +3,6 @@ package pylon
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"net/url"
 	"slices"
@@ -19,10 +18,6 @@ type Middleware = func(http.Handler) http.Handler
 // Options configures a [Gateway]. Every field's zero value is a safe
 // default.
 type Options struct {
-	// Logger receives the configuration errors that Err reports, one line
-	// each, so that they reach the logs of a program that exits on them.
-	// Nil means no logging.
-	Logger *slog.Logger
 	// Trust says which peers are proxies whose forwarding headers are
 	// believed. It is the one trust setting: the Gateway decides once per
 	// request who the client is (address, scheme, host) and records it in
@@ -60,7 +55,6 @@ type Options struct {
 // (Run does). A Gateway must not be changed while it serves.
 type Gateway struct {
 	opts     Options
-	logger   *slog.Logger
 	mux      *http.ServeMux
 	mws      []Middleware
 	router   http.Handler      // the ambiguous-path check, then mux
@@ -77,12 +71,8 @@ type Gateway struct {
 func New(opts Options) *Gateway {
 	g := &Gateway{
 		opts:    opts,
-		logger:  opts.Logger,
 		mux:     http.NewServeMux(),
 		entries: make(map[string]*entry),
-	}
-	if g.logger == nil {
-		g.logger = slog.New(slog.DiscardHandler)
 	}
 	// The catch-all entry answers what no route matches: 404, or 405 with
 	// Allow when the path exists for other methods, both as problem JSON.
@@ -125,8 +115,11 @@ func (g *Gateway) Group(prefix string, mws ...Middleware) *Group {
 // Err reports every configuration error: invalid or conflicting patterns,
 // routes without a target, bad rewrite templates, and chains in an unsafe
 // order (see [Role]: a cache or a per-subject rate limit before the
-// authentication of the same route). Each error names its route. Run refuses to serve a Gateway whose Err is not nil; call Err
-// yourself before serving it otherwise.
+// authentication of the same route). Each error names its route. Err has
+// no side effects: it logs nothing and may be called any number of times.
+// Run refuses to serve a Gateway whose Err is not nil and returns that
+// error, unlogged, for the program to report once; call Err yourself before
+// serving a Gateway otherwise.
 func (g *Gateway) Err() error {
 	errs := slices.Clone(g.errs)
 	names := make(map[string]bool, len(g.routes))
@@ -141,9 +134,6 @@ func (g *Gateway) Err() error {
 		if rt.done {
 			errs = append(errs, checkStages(rt.name, slices.Concat(g.stages, rt.stages))...)
 		}
-	}
-	for _, err := range errs {
-		g.logger.Error("pylon: configuration error", "error", err.Error())
 	}
 	return errors.Join(errs...)
 }
@@ -366,4 +356,16 @@ func muxHandle(mux *http.ServeMux, pattern string, h http.Handler) (err error) {
 	}()
 	mux.Handle(pattern, h)
 	return nil
+}
+
+// MustNewBackend is NewBackend for start-up wiring: it panics where
+// NewBackend fails, so that a misconfigured backend stops the program before
+// it serves. Like every Must function in Pylon, it is named after the
+// constructor it wraps.
+func MustNewBackend(name string, opts BackendOptions) *Backend {
+	b, err := NewBackend(name, opts)
+	if err != nil {
+		panic(err)
+	}
+	return b
 }

@@ -119,7 +119,7 @@ func TestGroups(t *testing.T) {
 }
 
 func TestRoutesTable(t *testing.T) {
-	b := MustBackend("orders", BackendOptions{Targets: []string{"http://127.0.0.1:1"}})
+	b := MustNewBackend("orders", BackendOptions{Targets: []string{"http://127.0.0.1:1"}})
 	defer b.Close()
 	g := New(Options{})
 	g.Route("GET /orders/{id}").Name("order").Header("X-V", "2").Query("q", "").Timeout(3e9).To(b)

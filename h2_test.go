@@ -104,7 +104,7 @@ func TestBackendH2CTarget(t *testing.T) {
 		}
 	}
 	base := startServer(t, up)
-	b := MustBackend("grpc", BackendOptions{Targets: []string{strings.Replace(base, "http://", "h2c://", 1)}})
+	b := MustNewBackend("grpc", BackendOptions{Targets: []string{strings.Replace(base, "http://", "h2c://", 1)}})
 	defer b.Close()
 	for range 5 {
 		rec := httptest.NewRecorder()
@@ -129,7 +129,7 @@ func TestBackendTLSSettings(t *testing.T) {
 	_, port, _ := net.SplitHostPort(strings.TrimPrefix(up.URL, "https://"))
 
 	t.Run("private CA, client certificate, server name", func(t *testing.T) {
-		b := MustBackend("tls", BackendOptions{
+		b := MustNewBackend("tls", BackendOptions{
 			Targets: []string{"https://127.0.0.1:" + port},
 			TLS:     UpstreamTLS{CAFile: ca, Certificates: client, ServerName: "example.com"},
 		})
@@ -139,7 +139,7 @@ func TestBackendTLSSettings(t *testing.T) {
 		assert.Equal(t, "HTTP/2.0", rec.Body.String())
 	})
 	t.Run("no client certificate", func(t *testing.T) {
-		b := MustBackend("tls", BackendOptions{
+		b := MustNewBackend("tls", BackendOptions{
 			Targets: []string{"https://127.0.0.1:" + port},
 			TLS:     UpstreamTLS{CAFile: ca, ServerName: "example.com"},
 		})
@@ -163,7 +163,7 @@ func TestBackendRefusesExtendedConnect(t *testing.T) {
 		assert.Nil(t, r.Header[":protocol"])
 	}))
 	defer up.Close()
-	b := MustBackend("ws", BackendOptions{Targets: []string{up.URL}, Outlier: OutlierDetection{ConsecutiveFailures: 1}})
+	b := MustNewBackend("ws", BackendOptions{Targets: []string{up.URL}, Outlier: OutlierDetection{ConsecutiveFailures: 1}})
 	defer b.Close()
 
 	r := httptest.NewRequest(http.MethodConnect, "/chat", nil)
@@ -201,7 +201,7 @@ func TestWrappedNewTransportSpeaksH2C(t *testing.T) {
 	defer tr.CloseIdleConnections()
 	wrapped := &countingRT{rt: tr}
 	opts.Transport = wrapped
-	b := MustBackend("grpc", opts)
+	b := MustNewBackend("grpc", opts)
 	defer b.Close()
 	rec := httptest.NewRecorder()
 	b.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
@@ -224,7 +224,7 @@ func TestBackendH2CRespectsTheTargetsStreamLimit(t *testing.T) {
 		}
 	}
 	base := startServer(t, up)
-	b := MustBackend("grpc", BackendOptions{Targets: []string{strings.Replace(base, "http://", "h2c://", 1)}})
+	b := MustNewBackend("grpc", BackendOptions{Targets: []string{strings.Replace(base, "http://", "h2c://", 1)}})
 	defer b.Close()
 	// One request first: the connection is up and the target's SETTINGS
 	// are known.

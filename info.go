@@ -120,6 +120,7 @@ type RequestInfo struct {
 	connStripped       bool     // the headers the client's Connection named were removed on arrival
 	unfolded           *url.URL // the URL as sent, while routing on its folded path
 	strippedPrefix     string   // the path prefix the route removed, for Location
+	addedPrefix        string   // the path prefix a group's RewritePrefix put in its place
 	requestTrailers    bool     // the route forwards request trailers
 }
 
@@ -190,6 +191,11 @@ type CallInfo struct {
 }
 
 type infoKey struct{}
+
+// StatusClientClosedRequest is the status that logs and metrics record for
+// a request whose client went away before the response was complete
+// (nginx's 499). It is never sent to a client.
+const StatusClientClosedRequest = 499
 
 // Info returns the RequestInfo stored in ctx, or nil when there is none (a
 // handler used outside a Gateway).

@@ -77,7 +77,7 @@ func TestDefaultChainKeepsStreamsAndUpgrades(t *testing.T) {
 
 	logs := &syncBuffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, nil))
-	b := pylon.MustBackend("svc", pylon.BackendOptions{Targets: []string{up.URL}})
+	b := pylon.MustNewBackend("svc", pylon.BackendOptions{Targets: []string{up.URL}})
 	defer b.Close()
 	g := pylon.New(pylon.Options{})
 	g.Use(middleware.RequestID, middleware.Recover(logger), middleware.AccessLog(logger))

@@ -20,7 +20,7 @@ func TestBackendRelaysEarlyHints(t *testing.T) {
 		_, _ = io.WriteString(w, "page")
 	}))
 	defer up.Close()
-	b := MustBackend("up", BackendOptions{Targets: []string{up.URL}})
+	b := MustNewBackend("up", BackendOptions{Targets: []string{up.URL}})
 	defer b.Close()
 	front := httptest.NewServer(b)
 	defer front.Close()

@@ -690,7 +690,7 @@ func TestNewBackendErrors(t *testing.T) {
 			assert.Contains(t, err.Error(), `"orders"`)
 		})
 	}
-	assert.Panics(t, func() { MustBackend("", BackendOptions{}) })
+	assert.Panics(t, func() { MustNewBackend("", BackendOptions{}) })
 }
 
 func TestPassiveEjectionThroughTheProxy(t *testing.T) {

@@ -16,6 +16,46 @@ type Group struct {
 	parent *Group
 	prefix string
 	mws    []Middleware
+	strip  bool   // StripPrefix or RewritePrefix: routes forward without the prefix
+	to     string // RewritePrefix: what they forward with instead
+}
+
+// StripPrefix makes the group's routes forward without the group's full
+// prefix (its parents' included): in group "/api/v1", "GET /orders/{id}"
+// matches "/api/v1/orders/42" and forwards "/orders/42". It applies to
+// routes started in the group (and its nested groups) after the call; a
+// route's own StripPrefix or Rewrite replaces it. A Location header the
+// target answers with gets the prefix back, absolute or relative.
+func (gr *Group) StripPrefix() *Group {
+	gr.strip, gr.to = true, ""
+	return gr
+}
+
+// RewritePrefix makes the group's routes forward with prefix to in place of
+// the group's full prefix: in group "/api/v1" with RewritePrefix("/v1"),
+// "/api/v1/orders/42" forwards "/v1/orders/42". to must begin with '/';
+// "/" is StripPrefix. Like StripPrefix, it applies to routes started after
+// the call, a route's own StripPrefix or Rewrite replaces it, and Location
+// headers are mapped back.
+func (gr *Group) RewritePrefix(to string) *Group {
+	to = strings.TrimSuffix(to, "/")
+	if to != "" && to[0] != '/' {
+		gr.g.errs = append(gr.g.errs, fmt.Errorf("pylon: group %q: RewritePrefix %q must start with '/'", gr.fullPrefix(), to))
+		return gr
+	}
+	gr.strip, gr.to = true, to
+	return gr
+}
+
+// pathPolicy returns the nearest group's StripPrefix or RewritePrefix: the
+// prefix to strip and the one to put in its place.
+func (gr *Group) pathPolicy() (strip, to string, ok bool) {
+	for g := gr; g != nil; g = g.parent {
+		if g.strip {
+			return g.fullPrefix(), g.to, true
+		}
+	}
+	return "", "", false
 }
 
 // Route starts a route in the group. The group's prefix is put in front of
@@ -76,8 +116,12 @@ type Route struct {
 	timeout  time.Duration
 	maxBody  int64
 	strip    string
-	rewrite  *pathTemplate
-	trailers bool // request trailers are forwarded
+	// addPrefix is put in front of the stripped path (a group's
+	// RewritePrefix); inherited says strip came from the group.
+	addPrefix string
+	inherited bool
+	rewrite   *pathTemplate
+	trailers  bool // request trailers are forwarded
 
 	handler    http.Handler
 	stages     []Stage // of the group and route chain, for checkStages
@@ -107,6 +151,10 @@ func (g *Gateway) newRoute(gr *Group, pattern string) *Route {
 	}
 	rt.name = rt.pattern
 	g.routes = append(g.routes, rt)
+	if strip, to, ok := gr.pathPolicy(); ok {
+		rt.StripPrefix(strip)
+		rt.addPrefix, rt.inherited = to, true
+	}
 	return rt
 }
 
@@ -201,7 +249,7 @@ func (rt *Route) StripPrefix(prefix string) *Route {
 		rt.errorf("StripPrefix %q is not a prefix of path %q", prefix, rt.path)
 		return rt
 	}
-	rt.strip = prefix
+	rt.strip, rt.addPrefix, rt.inherited = prefix, "", false
 	return rt
 }
 
@@ -216,6 +264,9 @@ func (rt *Route) Rewrite(template string) *Route {
 		return rt
 	}
 	rt.rewrite = t
+	if rt.inherited {
+		rt.strip, rt.addPrefix, rt.inherited = "", "", false
+	}
 	return rt
 }
 
@@ -322,8 +373,14 @@ func (h *rewriter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var ok bool
 	if h.rt.strip != "" {
 		u.Path, u.RawPath, ok = stripPrefix(r.URL, h.rt.strip, h.rt.g.opts.CaseInsensitivePaths)
+		if add := h.rt.addPrefix; ok && add != "" {
+			u.Path = add + u.Path
+			if u.RawPath != "" {
+				u.RawPath = add + u.RawPath
+			}
+		}
 		if info := Info(r.Context()); ok && info != nil {
-			info.strippedPrefix = h.rt.strip
+			info.strippedPrefix, info.addedPrefix = h.rt.strip, h.rt.addPrefix
 		}
 	} else {
 		u.Path, u.RawPath = h.rt.rewrite.fill(r)

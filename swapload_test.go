@@ -30,7 +30,7 @@ func TestSwapUnderLoad(t *testing.T) {
 		defer u.Close()
 		urls = append(urls, u.URL)
 	}
-	b := MustBackend("orders", BackendOptions{Targets: urls[:2],
+	b := MustNewBackend("orders", BackendOptions{Targets: urls[:2],
 		Balancer: SlowStart(LeastRequests(), SlowStartOptions{Window: time.Second})})
 	defer b.Close()
 	front := httptest.NewServer(b)

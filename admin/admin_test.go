@@ -49,8 +49,8 @@ func newFixture(t *testing.T, auth Authorizer) *fixture {
 	f := &fixture{clock: newClock(), logs: new(bytes.Buffer)}
 	f.stats = NewStats(StatsOptions{Now: f.clock.Now})
 	f.guard = breaker.MustPerTarget(breaker.Settings{Name: "payments", ConsecutiveFailures: 1, Logger: slog.New(slog.DiscardHandler)})
-	f.orders = pylon.MustBackend("orders", pylon.BackendOptions{Targets: []string{up.URL, "http://127.0.0.1:1"}, Retries: 1})
-	f.payments = pylon.MustBackend("payments", pylon.BackendOptions{Targets: []string{"http://127.0.0.1:2"}, Guard: f.guard,
+	f.orders = pylon.MustNewBackend("orders", pylon.BackendOptions{Targets: []string{up.URL, "http://127.0.0.1:1"}, Retries: 1})
+	f.payments = pylon.MustNewBackend("payments", pylon.BackendOptions{Targets: []string{"http://127.0.0.1:2"}, Guard: f.guard,
 		Outlier: pylon.OutlierDetection{ConsecutiveFailures: -1}})
 	t.Cleanup(func() { f.orders.Close(); f.payments.Close() })
 	f.brk = breaker.MustNew(breaker.Settings{Name: "search", ConsecutiveFailures: 1, Logger: slog.New(slog.DiscardHandler)})

@@ -17,7 +17,7 @@ import (
 func Example() {
 	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	defer upstream.Close()
-	orders := pylon.MustBackend("orders", pylon.BackendOptions{Targets: []string{upstream.URL}})
+	orders := pylon.MustNewBackend("orders", pylon.BackendOptions{Targets: []string{upstream.URL}})
 	defer orders.Close()
 
 	stats := admin.NewStats(admin.StatsOptions{})

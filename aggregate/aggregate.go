@@ -138,28 +138,33 @@ type compiled struct {
 // defaultHeaders are forwarded to calls unless Call.Headers says otherwise.
 var defaultHeaders = []string{"Authorization", "X-Request-Id", "Traceparent", "Tracestate"}
 
-// New returns an aggregate of calls with default Options. It panics when
-// the calls are misconfigured (duplicate or invalid keys, bad templates,
-// unknown or cyclic dependencies, key collisions), with a message naming
-// the call: like regexp.MustCompile, it is meant for main.go, where a
-// misconfigured gateway should stop at start-up. Use Compile to get the
-// error instead.
-func New(calls ...*Call) *Handler {
+// New returns an aggregate of calls with default Options, or an error naming
+// the first misconfigured call (duplicate or invalid keys, bad templates,
+// unknown or cyclic dependencies, key collisions). See [NewWithOptions].
+func New(calls ...*Call) (*Handler, error) {
 	return NewWithOptions(Options{}, calls...)
 }
 
-// NewWithOptions is New with Options. It panics on misconfiguration.
-func NewWithOptions(opts Options, calls ...*Call) *Handler {
-	h, err := Compile(opts, calls...)
+// MustNew is New for start-up wiring: it panics where New fails, with a
+// message naming the call, so that a misconfigured gateway stops before it
+// serves (like regexp.MustCompile).
+func MustNew(calls ...*Call) *Handler {
+	return MustNewWithOptions(Options{}, calls...)
+}
+
+// MustNewWithOptions is NewWithOptions for start-up wiring: it panics where
+// NewWithOptions fails.
+func MustNewWithOptions(opts Options, calls ...*Call) *Handler {
+	h, err := NewWithOptions(opts, calls...)
 	if err != nil {
 		panic(err)
 	}
 	return h
 }
 
-// Compile returns an aggregate of calls, or an error naming the first
-// misconfigured call.
-func Compile(opts Options, calls ...*Call) (*Handler, error) {
+// NewWithOptions returns an aggregate of calls configured by opts, or an
+// error naming the first misconfigured call.
+func NewWithOptions(opts Options, calls ...*Call) (*Handler, error) {
 	if opts.MaxCalls < 0 || opts.MaxBodyBytes < 0 || opts.MaxRequestBytes < 0 || opts.CallTimeout < 0 {
 		return nil, errors.New("aggregate: negative limit in Options")
 	}
@@ -272,12 +277,13 @@ func compile(c *Call, opts Options, keys map[string]int) (*compiled, error) {
 	switch t := c.target.(type) {
 	case nil:
 		return nil, errors.New("nil target")
-	case http.Handler:
-		cc.handler = t
-	case http.RoundTripper:
-		cc.rt = t
+	case remote:
+		if t.rt == nil {
+			return nil, errors.New("Remote with a nil RoundTripper")
+		}
+		cc.rt = t.rt
 	default:
-		return nil, fmt.Errorf("target %T is neither an http.Handler nor an http.RoundTripper", c.target)
+		cc.handler = t
 	}
 	if n, ok := c.target.(interface{ Name() string }); ok {
 		cc.backend = n.Name()

@@ -90,7 +90,7 @@ func TestCallsOverlap(t *testing.T) {
 	a := upstream(t, "a", barrier(`{"n":1}`))
 	b := upstream(t, "b", barrier(`{"n":2}`))
 	c := upstream(t, "c", barrier(`{"n":3}`))
-	h := aggregate.New(
+	h := aggregate.MustNew(
 		aggregate.Get("a", a, "/a/{id}"),
 		aggregate.Get("b", b, "/b/{id}").Timeout(5*time.Second),
 		aggregate.Get("c", c, "/c/{id}"),
@@ -120,7 +120,7 @@ func TestDependencyChain(t *testing.T) {
 		}
 		jsonBody(`{"status":"paid","order":"`+r.URL.Query().Get("order")+`"}`)(w, r)
 	})
-	h := aggregate.New(
+	h := aggregate.MustNew(
 		aggregate.Get("order", order, "/orders/{id}"),
 		aggregate.Get("customer", customers, "/customers/{order.customer_id}"),
 		aggregate.Get("payment", payments, "/payments?order={id}"),
@@ -146,7 +146,7 @@ func TestDependencyChain(t *testing.T) {
 		jsonBody(`{"status":"paid","order":"`+r.URL.Query().Get("order")+`"}`)(w, r)
 	})
 	order = upstream(t, "orders", jsonBody(`{"id":"7","customer":{"id":"c 42?"}}`))
-	h = aggregate.New(
+	h = aggregate.MustNew(
 		aggregate.Get("order", order, "/orders/{id}"),
 		aggregate.Get("customer", customers2, "/customers/{order.customer.id}"),
 		aggregate.Get("payment", payments2, "/payments?order={id}"),
@@ -192,7 +192,7 @@ func TestDependencyFailure(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := aggregate.NewWithOptions(aggregate.Options{ErrorsMember: "_errors"}, tt.calls...)
+			h := aggregate.MustNewWithOptions(aggregate.Options{ErrorsMember: "_errors"}, tt.calls...)
 			rec := get(t, h, "GET /", "/")
 			if rec.Code != tt.code || (tt.body != "" && rec.Body.String() != tt.body) {
 				t.Fatalf("got %d %s", rec.Code, rec.Body)
@@ -282,7 +282,7 @@ func TestShaping(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			rec := get(t, aggregate.NewWithOptions(tt.opts, tt.calls...), "GET /", "/")
+			rec := get(t, aggregate.MustNewWithOptions(tt.opts, tt.calls...), "GET /", "/")
 			if rec.Code != 200 || rec.Body.String() != tt.want+"\n" {
 				t.Fatalf("got %d\n%s\nwant\n%s", rec.Code, rec.Body, tt.want)
 			}
@@ -320,7 +320,7 @@ func TestDeterministicOrder(t *testing.T) {
 			calls[i] = aggregate.Get(fmt.Sprintf("c%d", i), h, "/")
 		}
 		calls[1].Merge().Deny("z")
-		return get(t, aggregate.New(calls...), "GET /", "/").Body.Bytes()
+		return get(t, aggregate.MustNew(calls...), "GET /", "/").Body.Bytes()
 	}
 	want := mk([]int{0, 1, 2})
 	for _, order := range [][]int{{2, 1, 0}, {1, 2, 0}, {0, 2, 1}} {
@@ -362,8 +362,8 @@ func TestConfigErrors(t *testing.T) {
 		{"relative path", aggregate.Options{}, []*aggregate.Call{aggregate.Get("a", b, "x")}, "must start with '/'"},
 		{"rest wildcard in query", aggregate.Options{}, []*aggregate.Call{aggregate.Get("a", b, "/x?q={p...}")}, "only be used in the path"},
 		{"nil target", aggregate.Options{}, []*aggregate.Call{aggregate.Get("a", nil, "/")}, "nil target"},
-		{"wrong target", aggregate.Options{}, []*aggregate.Call{aggregate.Get("a", 42, "/")}, "neither"},
-		{"round tripper needs URL", aggregate.Options{}, []*aggregate.Call{aggregate.Get("a", http.DefaultTransport, "/x")}, "absolute"},
+		{"nil round tripper", aggregate.Options{}, []*aggregate.Call{aggregate.Get("a", aggregate.Remote(nil), "/")}, "nil RoundTripper"},
+		{"round tripper needs URL", aggregate.Options{}, []*aggregate.Call{aggregate.Get("a", aggregate.Remote(http.DefaultTransport), "/x")}, "absolute"},
 		{"bad method", aggregate.Options{}, []*aggregate.Call{aggregate.Request("GE T", "a", b, "/")}, "invalid method"},
 		{"empty allow path", aggregate.Options{}, []*aggregate.Call{aggregate.Get("a", b, "/").Allow("x..y")}, "empty field name"},
 		{"rename twice to one name", aggregate.Options{}, []*aggregate.Call{aggregate.Get("a", b, "/").Rename("x", "z").Rename("y", "z")}, `two fields renamed to "z"`},
@@ -374,7 +374,7 @@ func TestConfigErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := aggregate.Compile(tt.opts, tt.calls...)
+			_, err := aggregate.NewWithOptions(tt.opts, tt.calls...)
 			if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.HasPrefix(err.Error(), "aggregate: ") {
 				t.Fatalf("err = %v, want it to contain %q", err, tt.want)
 			}
@@ -383,7 +383,7 @@ func TestConfigErrors(t *testing.T) {
 					t.Error("NewWithOptions did not panic")
 				}
 			}()
-			aggregate.NewWithOptions(tt.opts, tt.calls...)
+			aggregate.MustNewWithOptions(tt.opts, tt.calls...)
 		})
 	}
 }
@@ -392,24 +392,24 @@ func TestMergeConflict(t *testing.T) {
 	a := upstream(t, "a", jsonBody(`{"id":1,"name":"x"}`))
 	b := upstream(t, "b", jsonBody(`{"id":2,"other":"y"}`))
 	// Required: the later call fails, 502.
-	rec := get(t, aggregate.New(aggregate.Get("a", a, "/").Merge(), aggregate.Get("b", b, "/").Merge()), "GET /", "/")
+	rec := get(t, aggregate.MustNew(aggregate.Get("a", a, "/").Merge(), aggregate.Get("b", b, "/").Merge()), "GET /", "/")
 	if rec.Code != 502 || !strings.Contains(problem(t, rec).Detail, `"b"`) {
 		t.Fatalf("got %d %s", rec.Code, rec.Body)
 	}
 	// Optional: left out, marked, the first call's value kept.
-	h := aggregate.NewWithOptions(aggregate.Options{ErrorsMember: "_errors"},
+	h := aggregate.MustNewWithOptions(aggregate.Options{ErrorsMember: "_errors"},
 		aggregate.Get("a", a, "/").Merge(), aggregate.Get("b", b, "/").Merge().Optional())
 	rec = get(t, h, "GET /", "/")
 	if rec.Code != 200 || rec.Body.String() != `{"id":1,"name":"x","_errors":{"b":"conflict"}}`+"\n" || rec.Header().Get("Pylon-Partial") != "b" {
 		t.Fatalf("got %d %v %s", rec.Code, rec.Header(), rec.Body)
 	}
 	// A group key written after a merged member of the same name.
-	rec = get(t, aggregate.New(aggregate.Get("a", a, "/").Merge(), aggregate.Get("name", b, "/")), "GET /", "/")
+	rec = get(t, aggregate.MustNew(aggregate.Get("a", a, "/").Merge(), aggregate.Get("name", b, "/")), "GET /", "/")
 	if rec.Code != 502 {
 		t.Fatalf("got %d %s", rec.Code, rec.Body)
 	}
 	// No collision: deny the shared field.
-	rec = get(t, aggregate.New(aggregate.Get("a", a, "/").Merge(), aggregate.Get("b", b, "/").Merge().Deny("id")), "GET /", "/")
+	rec = get(t, aggregate.MustNew(aggregate.Get("a", a, "/").Merge(), aggregate.Get("b", b, "/").Merge().Deny("id")), "GET /", "/")
 	if rec.Code != 200 || rec.Body.String() != `{"id":1,"name":"x","other":"y"}`+"\n" {
 		t.Fatalf("got %d %s", rec.Code, rec.Body)
 	}
@@ -495,7 +495,7 @@ func TestFailures(t *testing.T) {
 			return c
 		}
 		t.Run(tt.backend+"/required", func(t *testing.T) {
-			rec := get(t, aggregate.New(aggregate.Get("ok", ok, "/"), call()), "GET /", "/")
+			rec := get(t, aggregate.MustNew(aggregate.Get("ok", ok, "/"), call()), "GET /", "/")
 			if rec.Code != tt.code {
 				t.Fatalf("got %d %s", rec.Code, rec.Body)
 			}
@@ -508,7 +508,7 @@ func TestFailures(t *testing.T) {
 			}
 		})
 		t.Run(tt.backend+"/optional", func(t *testing.T) {
-			h := aggregate.NewWithOptions(aggregate.Options{ErrorsMember: "_errors"},
+			h := aggregate.MustNewWithOptions(aggregate.Options{ErrorsMember: "_errors"},
 				aggregate.Get("ok", ok, "/"), call().Optional())
 			rec := get(t, h, "GET /", "/")
 			want := `{"ok":{"ok":true},"_errors":{"thing":"` + tt.reason + `"}}` + "\n"
@@ -525,14 +525,14 @@ func TestFailures(t *testing.T) {
 func TestPartialWithoutErrorsMember(t *testing.T) {
 	ok := upstream(t, "ok", jsonBody(`{"ok":true}`))
 	bad := upstream(t, "bad", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(503) })
-	h := aggregate.NewWithOptions(aggregate.Options{PartialHeader: "X-Partial"},
+	h := aggregate.MustNewWithOptions(aggregate.Options{PartialHeader: "X-Partial"},
 		aggregate.Get("a", bad, "/").Optional(), aggregate.Get("b", ok, "/"), aggregate.Get("c", bad, "/").Optional())
 	rec := get(t, h, "GET /", "/")
 	if rec.Code != 200 || rec.Body.String() != `{"b":{"ok":true}}`+"\n" || rec.Header().Get("X-Partial") != "a, c" {
 		t.Fatalf("got %d %v %s", rec.Code, rec.Header(), rec.Body)
 	}
 	// Every call optional and failed: an empty, partial answer.
-	h = aggregate.NewWithOptions(aggregate.Options{ErrorsMember: "errors"}, aggregate.Get("a", bad, "/").Optional())
+	h = aggregate.MustNewWithOptions(aggregate.Options{ErrorsMember: "errors"}, aggregate.Get("a", bad, "/").Optional())
 	rec = get(t, h, "GET /", "/")
 	if rec.Code != 200 || rec.Body.String() != `{"errors":{"a":"unavailable"}}`+"\n" {
 		t.Fatalf("got %d %s", rec.Code, rec.Body)
@@ -546,7 +546,7 @@ func TestSingleCallStatusPassThrough(t *testing.T) {
 				w.WriteHeader(code)
 				io.WriteString(w, `{"a":1}`)
 			})
-			rec := get(t, aggregate.New(aggregate.Get("b", b, "/")), "GET /", "/")
+			rec := get(t, aggregate.MustNew(aggregate.Get("b", b, "/")), "GET /", "/")
 			if rec.Code != code {
 				t.Fatalf("got %d %s", rec.Code, rec.Body)
 			}
@@ -570,7 +570,7 @@ func TestInjection(t *testing.T) {
 		jsonBody(`{}`)(w, r)
 	}
 	b := upstream(t, "b", rec)
-	h := aggregate.New(
+	h := aggregate.MustNew(
 		aggregate.Get("item", b, "/items/{id}/detail"),
 		aggregate.Get("pay", b, "/payments?order={id}&page={?page}"),
 	)
@@ -655,7 +655,7 @@ func TestTimeoutLeavesNoGoroutine(t *testing.T) {
 	})
 	ok := upstream(t, "ok", jsonBody(`{}`))
 	gw := pylon.New(pylon.Options{})
-	gw.Route("GET /x/{id}").Timeout(100 * time.Millisecond).Handler(aggregate.New(
+	gw.Route("GET /x/{id}").Timeout(100 * time.Millisecond).Handler(aggregate.MustNew(
 		aggregate.Get("ok", ok, "/"),
 		aggregate.Get("slow", hang, "/slow/{id}"), // under the route deadline
 	))
@@ -704,7 +704,7 @@ func TestThroughGateway(t *testing.T) {
 			mu.Unlock()
 		})
 	})
-	gw.Route("GET /orders/{id}/summary").Handler(aggregate.NewWithOptions(aggregate.Options{
+	gw.Route("GET /orders/{id}/summary").Handler(aggregate.MustNewWithOptions(aggregate.Options{
 		OnCall: func(r *http.Request, res aggregate.CallResult) {
 			mu.Lock()
 			results = append(results, res)
@@ -772,8 +772,8 @@ func TestRoundTripperAndUnsafeMethod(t *testing.T) {
 	defer srv.Close()
 	tr := &http.Transport{}
 	defer tr.CloseIdleConnections()
-	h := aggregate.NewWithOptions(aggregate.Options{MaxRequestBytes: 64},
-		aggregate.Request(http.MethodPost, "audit", tr, srv.URL+"/audit/{id}").ForwardBody(),
+	h := aggregate.MustNewWithOptions(aggregate.Options{MaxRequestBytes: 64},
+		aggregate.Request(http.MethodPost, "audit", aggregate.Remote(tr), srv.URL+"/audit/{id}").ForwardBody(),
 		aggregate.Get("echo", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			io.WriteString(w, `"`+r.Method+`"`)
 		}), "/"),
@@ -798,7 +798,7 @@ func TestRoundTripperAndUnsafeMethod(t *testing.T) {
 }
 
 func TestHandlerPanicFailsTheCall(t *testing.T) {
-	h := aggregate.NewWithOptions(aggregate.Options{ErrorsMember: "_e"},
+	h := aggregate.MustNewWithOptions(aggregate.Options{ErrorsMember: "_e"},
 		aggregate.Get("p", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { panic("oops") }), "/").Optional(),
 		aggregate.Get("a", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { panic(http.ErrAbortHandler) }), "/").Optional(),
 	)
@@ -810,7 +810,7 @@ func TestHandlerPanicFailsTheCall(t *testing.T) {
 
 func TestClientGone(t *testing.T) {
 	started := make(chan struct{})
-	h := aggregate.New(aggregate.Get("a", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := aggregate.MustNew(aggregate.Get("a", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		close(started)
 		<-r.Context().Done()
 	}), "/"))
@@ -827,7 +827,7 @@ func TestClientGone(t *testing.T) {
 
 func TestHead(t *testing.T) {
 	b := upstream(t, "b", jsonBody(`{"a":1}`))
-	h := aggregate.New(aggregate.Get("b", b, "/"))
+	h := aggregate.MustNew(aggregate.Get("b", b, "/"))
 	w := httptest.NewRecorder()
 	h.ServeHTTP(w, httptest.NewRequest("HEAD", "/", nil))
 	if w.Code != 200 || w.Body.Len() != 0 || w.Header().Get("Content-Length") != "14" {
@@ -838,7 +838,7 @@ func TestHead(t *testing.T) {
 func TestCallsRecordedInRequestInfo(t *testing.T) {
 	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte(`{"a":1}`)) })
 	bad := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(500) })
-	h := aggregate.New(
+	h := aggregate.MustNew(
 		aggregate.Get("first", ok, "/first"),
 		aggregate.Get("second", bad, "/second").Optional(),
 	)

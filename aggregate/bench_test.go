@@ -63,7 +63,7 @@ func BenchmarkMerge(b *testing.B) {
 					c.Allow("id", "status", "items.sku", "items.qty")
 				}
 			}
-			h := aggregate.New(calls...)
+			h := aggregate.MustNew(calls...)
 			req := httptest.NewRequest("GET", "/x/1", nil)
 			req.SetPathValue("id", "1")
 			b.Run(name, func(b *testing.B) {
@@ -102,12 +102,12 @@ func BenchmarkFanOut(b *testing.B) {
 		}
 	}
 	b.Run("direct-1", func(b *testing.B) { run(b, a) })
-	b.Run("aggregate-1", func(b *testing.B) { run(b, aggregate.New(aggregate.Get("a", a, "/a/{id}"))) })
+	b.Run("aggregate-1", func(b *testing.B) { run(b, aggregate.MustNew(aggregate.Get("a", a, "/a/{id}"))) })
 	b.Run("aggregate-3", func(b *testing.B) {
-		run(b, aggregate.New(aggregate.Get("a", a, "/a/{id}"), aggregate.Get("b", c, "/b/{id}"), aggregate.Get("c", d, "/c/{id}")))
+		run(b, aggregate.MustNew(aggregate.Get("a", a, "/a/{id}"), aggregate.Get("b", c, "/b/{id}"), aggregate.Get("c", d, "/c/{id}")))
 	})
 	b.Run("sequential-3", func(b *testing.B) {
-		run(b, aggregate.New(aggregate.Get("a", a, "/a/{id}"), aggregate.Get("b", c, "/b/{a.id}"), aggregate.Get("c", d, "/c/{b.id}")))
+		run(b, aggregate.MustNew(aggregate.Get("a", a, "/a/{id}"), aggregate.Get("b", c, "/b/{a.id}"), aggregate.Get("c", d, "/c/{b.id}")))
 	})
 }
 
@@ -129,10 +129,10 @@ func BenchmarkLatency(b *testing.B) {
 	b1, b2, b3 := delayed("b1", time.Millisecond), delayed("b2", 2*time.Millisecond), delayed("b3", 3*time.Millisecond)
 	gw := pylon.New(pylon.Options{})
 	gw.Route("GET /slowest/{id}").To(b3)
-	gw.Route("GET /agg/{id}").Handler(aggregate.New(
+	gw.Route("GET /agg/{id}").Handler(aggregate.MustNew(
 		aggregate.Get("a", b1, "/a/{id}"), aggregate.Get("b", b2, "/b/{id}"), aggregate.Get("c", b3, "/c/{id}"),
 	))
-	gw.Route("GET /seq/{id}").Handler(aggregate.New(
+	gw.Route("GET /seq/{id}").Handler(aggregate.MustNew(
 		aggregate.Get("a", b1, "/a/{id}"), aggregate.Get("b", b2, "/b/{a.ok}"), aggregate.Get("c", b3, "/c/{b.ok}"),
 	))
 	srv := httptest.NewServer(gw)

@@ -2,23 +2,26 @@ package aggregate
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"time"
+
+	"github.com/pylon-gateway/pylon"
 )
 
 // Call describes one upstream call of an aggregate: its key, its target, its
 // method and path template, how its answer is shaped and placed in the
 // merged document, and what its failure means. Build it with [Get] or
 // [Request]; its methods set options and return the call, so they chain.
-// Mistakes are reported when the aggregate is built ([Compile], or a panic
-// from [New]), naming the call's key.
+// Mistakes are reported when the aggregate is built ([New] returns them,
+// [MustNew] panics with them), naming the call's key.
 //
 // A Call is a description: the aggregate copies what it needs when it is
 // built, so one Call may be shared by several aggregates (a web and a
 // mobile one) and must not be changed afterwards.
 type Call struct {
 	key         string
-	target      any
+	target      http.Handler
 	method      string
 	path        string
 	optional    bool
@@ -41,8 +44,10 @@ type Call struct {
 // Get returns a GET call named key to target along path.
 //
 // target is a *pylon.Backend or any other http.Handler (called in process,
-// with a request of its own), or an http.RoundTripper (then path must be an
-// absolute URL, "http://payments.internal/payments?order={id}").
+// with a request of its own), or an upstream reached through an
+// http.RoundTripper with [Remote] (then path must be an absolute URL,
+// "http://payments.internal/payments?order={id}"). A nil target is
+// reported when the aggregate is built.
 //
 // path is a template. Its placeholders are filled, escaped, for each request:
 //
@@ -58,7 +63,7 @@ type Call struct {
 // A value is escaped for where it stands: in the path it stays one segment
 // (and "", ".", "..", or a value holding '/', '\' or NUL is refused), in the
 // query it stays one value, so no value can add segments or parameters.
-func Get(key string, target any, path string) *Call {
+func Get(key string, target http.Handler, path string) *Call {
 	return Request(http.MethodGet, key, target, path)
 }
 
@@ -67,12 +72,41 @@ func Get(key string, target any, path string) *Call {
 // written here, once per incoming request, with no retry of its own, and a
 // failing required call cancels the others, which may leave such a call
 // half done. Use ForwardBody to send the incoming request's body.
-func Request(method, key string, target any, path string) *Call {
+func Request(method, key string, target http.Handler, path string) *Call {
 	c := &Call{key: key, target: target, method: method, path: path}
 	if method == "" {
 		c.errs = append(c.errs, fmt.Errorf("empty method"))
 	}
 	return c
+}
+
+// Remote returns a call target that sends each call through rt, to the
+// absolute URL its path template names, instead of calling a handler in
+// process. Served as an http.Handler outside an aggregate, it round-trips
+// the request as it is (its URL must then be absolute) and copies the
+// answer.
+func Remote(rt http.RoundTripper) http.Handler {
+	return remote{rt: rt}
+}
+
+type remote struct{ rt http.RoundTripper }
+
+func (t remote) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if t.rt == nil {
+		pylon.Error(w, r, http.StatusInternalServerError, "aggregate: Remote with a nil RoundTripper")
+		return
+	}
+	resp, err := t.rt.RoundTrip(r)
+	if err != nil {
+		pylon.Error(w, r, http.StatusBadGateway, "upstream unreachable")
+		return
+	}
+	defer resp.Body.Close()
+	for k, vs := range resp.Header {
+		w.Header()[k] = vs
+	}
+	w.WriteHeader(resp.StatusCode)
+	_, _ = io.Copy(w, resp.Body)
 }
 
 // Optional marks the call optional: its failure leaves its data out of a

@@ -5,7 +5,7 @@
 //
 // An aggregate is an http.Handler, used as a route's target:
 //
-//	gw.Route("GET /orders/{id}/summary").Timeout(2 * time.Second).Handler(aggregate.New(
+//	gw.Route("GET /orders/{id}/summary").Timeout(2 * time.Second).Handler(aggregate.MustNew(
 //		aggregate.Get("order", orders, "/orders/{id}"),
 //		aggregate.Get("customer", customers, "/customers/{order.customer_id}"),
 //		aggregate.Get("payment", payments, "/payments?order={id}").Optional(),
@@ -32,9 +32,10 @@
 // their reasons.
 //
 // Configuration errors (duplicate keys, unknown or cyclic dependencies, bad
-// templates or paths) are found when the aggregate is built: Compile
-// returns them, New and NewWithOptions panic with them, like
-// regexp.MustCompile, so that a misconfigured gateway stops at start-up.
+// templates or paths) are found when the aggregate is built: New and
+// NewWithOptions return them, MustNew and MustNewWithOptions panic with
+// them, like regexp.MustCompile, so that a misconfigured gateway stops at
+// start-up.
 //
 // Calls to a *pylon.Backend run in process: each call is a new request with
 // a RequestInfo of its own (so concurrent calls never share one), answered

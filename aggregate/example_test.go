@@ -16,7 +16,7 @@ func service(name, body string) (*pylon.Backend, func()) {
 		w.Header().Set("Content-Type", "application/json")
 		io.WriteString(w, body)
 	}))
-	b := pylon.MustBackend(name, pylon.BackendOptions{Targets: []string{srv.URL}})
+	b := pylon.MustNewBackend(name, pylon.BackendOptions{Targets: []string{srv.URL}})
 	return b, func() { b.Close(); srv.Close() }
 }
 
@@ -48,7 +48,7 @@ func Example() {
 	defer stop3()
 
 	gw := pylon.New(pylon.Options{})
-	gw.Route("GET /orders/{id}/summary").Handler(aggregate.New(
+	gw.Route("GET /orders/{id}/summary").Handler(aggregate.MustNew(
 		aggregate.Get("order", orders, "/orders/{id}").Deny("customer_id"),
 		aggregate.Get("customer", customers, "/customers/{order.customer_id}").Allow("name"),
 		aggregate.Get("payment", payments, "/payments?order={id}").Optional(),
@@ -69,7 +69,7 @@ func ExampleOptions_errorsMember() {
 	broken, stop2 := service("reviews", `<html>oops</html>`)
 	defer stop2()
 
-	h := aggregate.NewWithOptions(aggregate.Options{ErrorsMember: "_errors"},
+	h := aggregate.MustNewWithOptions(aggregate.Options{ErrorsMember: "_errors"},
 		aggregate.Get("order", orders, "/orders/{id}").Merge(),
 		aggregate.Get("reviews", broken, "/reviews?order={id}").Optional(),
 	)
@@ -91,8 +91,8 @@ func ExampleOptions_allow() {
 	defer stop()
 
 	product := aggregate.Get("product", products, "/products/{id}")
-	web := aggregate.New(product)
-	mobile := aggregate.NewWithOptions(aggregate.Options{
+	web := aggregate.MustNew(product)
+	mobile := aggregate.MustNewWithOptions(aggregate.Options{
 		Allow:  []string{"product.id", "product.name", "product.images.url"},
 		Rename: map[string]string{"product.images": "thumbs"},
 	}, product)
@@ -112,10 +112,10 @@ func ExampleOptions_allow() {
 	// {"product":{"id":"p1","name":"Lamp","thumbs":[{"url":"/1.jpg"},{"url":"/2.jpg"}]}}
 }
 
-// Compile reports a misconfiguration instead of panicking.
-func ExampleCompile() {
+// NewWithOptions reports a misconfiguration as an error; MustNew panics.
+func ExampleNewWithOptions() {
 	h := http.NotFoundHandler()
-	_, err := aggregate.Compile(aggregate.Options{},
+	_, err := aggregate.NewWithOptions(aggregate.Options{},
 		aggregate.Get("a", h, "/a/{b.id}"),
 		aggregate.Get("b", h, "/b/{a.id}"),
 	)

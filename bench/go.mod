@@ -3,9 +3,9 @@ module github.com/pylon-gateway/pylon/bench
 go 1.26.0
 
 require (
-	github.com/pylon-gateway/pylon v0.0.0
-	github.com/pylon-gateway/pylon/observe v0.0.0
-	github.com/pylon-gateway/pylon/redis v0.0.0
+	github.com/pylon-gateway/pylon v0.2.0
+	github.com/pylon-gateway/pylon/observe v0.2.0
+	github.com/pylon-gateway/pylon/redis v0.2.0
 	github.com/redis/go-redis/v9 v9.23.0
 )
 
@@ -43,8 +43,3 @@ require (
 	google.golang.org/protobuf v1.36.12 // indirect
 )
 
-replace (
-	github.com/pylon-gateway/pylon => ../
-	github.com/pylon-gateway/pylon/observe => ../observe
-	github.com/pylon-gateway/pylon/redis => ../redis
-)

@@ -265,7 +265,7 @@ func serveRole(role, upstream string, size int) {
 
 // plainGateway is one route to one backend, nothing else.
 func plainGateway(upstream string) http.Handler {
-	b := pylon.MustBackend("bench", pylon.BackendOptions{Targets: []string{upstream}})
+	b := pylon.MustNewBackend("bench", pylon.BackendOptions{Targets: []string{upstream}})
 	g := pylon.New(pylon.Options{})
 	g.Route("GET /bench").To(b)
 	return g
@@ -274,7 +274,7 @@ func plainGateway(upstream string) http.Handler {
 // cachedGateway is the plain route behind a response cache that keeps the
 // upstream's answer for a minute (the upstream sends no cache headers).
 func cachedGateway(upstream string) http.Handler {
-	b := pylon.MustBackend("bench", pylon.BackendOptions{Targets: []string{upstream}})
+	b := pylon.MustNewBackend("bench", pylon.BackendOptions{Targets: []string{upstream}})
 	c := cache.MustNew(cache.Options{MaxBytes: 64 << 20, DefaultTTL: time.Minute})
 	g := pylon.New(pylon.Options{})
 	g.Route("GET /bench").Use(c.Middleware).To(b)
@@ -302,13 +302,13 @@ func stackGateway(upstream string) (http.Handler, string) {
 		log.Fatal(err)
 	}
 	logger := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	b := pylon.MustBackend("bench", pylon.BackendOptions{Targets: []string{upstream}})
+	b := pylon.MustNewBackend("bench", pylon.BackendOptions{Targets: []string{upstream}})
 	g := pylon.New(pylon.Options{})
-	g.Use(metrics.Middleware(), middleware.RequestID, middleware.Recover(logger),
+	g.Use(metrics.Middleware, middleware.RequestID, middleware.Recover(logger),
 		middleware.AccessLog(logger))
 	g.Route("GET /bench").
 		Use(jwtauth.Require(verifier),
-			ratelimit.New(ratelimit.BySubject, ratelimit.PerSecond(1_000_000)),
+			ratelimit.MustNew(ratelimit.BySubject, ratelimit.PerSecond(1_000_000)),
 			breaker.MustNew(breaker.Settings{Name: "bench"}).Middleware).
 		To(b)
 	return g, token

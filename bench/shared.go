@@ -41,7 +41,7 @@ func serveShared(upstream, addr string) {
 	}
 	br := breaker.MustNew(breaker.Settings{Name: "bench", Store: store, Logger: quiet})
 	defer br.Close()
-	b := pylon.MustBackend("bench", pylon.BackendOptions{Targets: []string{upstream}, Transport: sameTransport()})
+	b := pylon.MustNewBackend("bench", pylon.BackendOptions{Targets: []string{upstream}, Transport: sameTransport()})
 	g := pylon.New(pylon.Options{})
 	g.Route("GET /bench").To(b)
 	g.Route("GET /shared").Use(br.Middleware).To(b)

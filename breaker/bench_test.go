@@ -74,7 +74,7 @@ func (f rtFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r)
 // then done.
 func BenchmarkTargetGuardClosed(b *testing.B) {
 	g := MustPerTarget(Settings{Logger: quiet})
-	be := pylon.MustBackend("orders", pylon.BackendOptions{Targets: []string{"http://127.0.0.1:1"}})
+	be := pylon.MustNewBackend("orders", pylon.BackendOptions{Targets: []string{"http://127.0.0.1:1"}})
 	defer be.Close()
 	t := be.Targets()[0]
 	r := benchRequest()

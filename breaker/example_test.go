@@ -57,7 +57,7 @@ func ExamplePerTarget() {
 	}))
 	defer up.Close()
 
-	orders := pylon.MustBackend("orders", pylon.BackendOptions{
+	orders := pylon.MustNewBackend("orders", pylon.BackendOptions{
 		Targets: []string{up.URL},
 		Guard: breaker.MustPerTarget(breaker.Settings{
 			Name:                "orders",

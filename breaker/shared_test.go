@@ -204,13 +204,22 @@ func TestSharedStateStoreHangs(t *testing.T) {
 			for range 50 {
 				start := time.Now()
 				do(h)
-				if time.Since(start) > 10*time.Millisecond {
+				// A request held by the hung store would wait until the
+				// test ends; a second is far beyond any scheduling delay of
+				// a loaded machine and far below that.
+				if time.Since(start) > time.Second {
 					slow.Add(1)
 				}
 			}
 		})
 	}
-	wg.Wait()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("requests are still waiting for a hung store")
+	}
 	if slow.Load() > 0 {
 		t.Fatalf("%d requests waited for a hung store", slow.Load())
 	}

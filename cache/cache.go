@@ -164,7 +164,8 @@ type Options struct {
 	// is nil.
 	Now func() time.Time
 	// Logger receives store errors and background refresh failures. Nil
-	// means no logging.
+	// means slog.Default(), as everywhere in Pylon; to silence it, pass
+	// slog.New(slog.DiscardHandler).
 	Logger *slog.Logger
 }
 
@@ -329,7 +330,7 @@ func New(opts Options) (*Cache, error) {
 	}
 	c.logger = opts.Logger
 	if c.logger == nil {
-		c.logger = slog.New(slog.DiscardHandler)
+		c.logger = slog.Default()
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	return c, nil

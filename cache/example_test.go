@@ -19,7 +19,7 @@ func Example() {
 		fmt.Fprint(w, `{"id":42}`)
 	}))
 	defer products.Close()
-	backend := pylon.MustBackend("products", pylon.BackendOptions{Targets: []string{products.URL}})
+	backend := pylon.MustNewBackend("products", pylon.BackendOptions{Targets: []string{products.URL}})
 	defer backend.Close()
 
 	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC) // a fixed clock keeps the output stable

@@ -21,7 +21,7 @@ func gateway(t *testing.T, c *cache.Cache, upstream http.Handler) (url string, l
 	t.Helper()
 	up := httptest.NewServer(upstream)
 	t.Cleanup(up.Close)
-	b := pylon.MustBackend("up", pylon.BackendOptions{Targets: []string{up.URL}})
+	b := pylon.MustNewBackend("up", pylon.BackendOptions{Targets: []string{up.URL}})
 	t.Cleanup(func() { _ = b.Close() })
 	last = &atomic.Value{}
 	record := func(next http.Handler) http.Handler {

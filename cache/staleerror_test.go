@@ -98,7 +98,7 @@ func TestStaleIfErrorThroughGateway(t *testing.T) {
 				<-r.Context().Done()
 			}))
 			defer up.Close()
-			b := pylon.MustBackend("up", pylon.BackendOptions{Targets: []string{up.URL}})
+			b := pylon.MustNewBackend("up", pylon.BackendOptions{Targets: []string{up.URL}})
 			defer b.Close()
 			clk := newClock()
 			c := newTestCache(t, Options{Now: clk.Now})

@@ -64,7 +64,8 @@ type Options struct {
 	// briefly answers with nothing is more often broken than right.
 	AllowEmpty bool
 	// Logger receives updates, refresh errors (once per failed refresh)
-	// and ignored empty sets. Nil means no logging.
+	// and ignored empty sets. Nil means slog.Default(), as everywhere in
+	// Pylon; to silence it, pass slog.New(slog.DiscardHandler).
 	Logger *slog.Logger
 	// OnUpdate, when set, is called after each set applied to the Backend
 	// (tests and metrics use it). Nil means nothing is called.
@@ -89,7 +90,7 @@ type Keeper struct {
 func Keep(b *pylon.Backend, src Source, opts Options) *Keeper {
 	log := opts.Logger
 	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+		log = slog.Default()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	k := &Keeper{cancel: cancel, done: make(chan struct{})}

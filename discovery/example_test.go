@@ -32,7 +32,7 @@ func Example() {
 	// The backend starts with a placeholder; discovery replaces it. For
 	// DNS: discovery.DNS("orders.internal", discovery.DNSOptions{Port: 8080})
 	// or discovery.SRV("_http._tcp.orders.internal", discovery.DNSOptions{}).
-	orders := pylon.MustBackend("orders", pylon.BackendOptions{Targets: []string{"http://placeholder.invalid"}})
+	orders := pylon.MustNewBackend("orders", pylon.BackendOptions{Targets: []string{"http://placeholder.invalid"}})
 	defer orders.Close()
 	applied := make(chan []pylon.Endpoint, 1)
 	k := discovery.Keep(orders, discovery.Poll(registry{urls: []string{upstream.URL}}, discovery.PollOptions{}), discovery.Options{

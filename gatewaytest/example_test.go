@@ -13,7 +13,7 @@ import (
 // newGateway is the wiring under test: GET /orders/{id} is proxied to the
 // orders backend, with request IDs; a bad ID is a 400 problem.
 func newGateway(t gatewaytest.TB, orders string) *pylon.Gateway {
-	backend := pylon.MustBackend("orders", pylon.BackendOptions{Targets: []string{orders}})
+	backend := pylon.MustNewBackend("orders", pylon.BackendOptions{Targets: []string{orders}})
 	t.Cleanup(func() { backend.Close() })
 	gw := pylon.New(pylon.Options{})
 	gw.Use(middleware.RequestID)

@@ -24,7 +24,7 @@ func ExampleWeb() {
 	go func() { _ = upstream.Serve(ln) }()
 	defer upstream.Stop()
 
-	svc := pylon.MustBackend("test", pylon.BackendOptions{Targets: []string{"h2c://" + ln.Addr().String()}})
+	svc := pylon.MustNewBackend("test", pylon.BackendOptions{Targets: []string{"h2c://" + ln.Addr().String()}})
 	defer svc.Close()
 	gw := pylon.New(pylon.Options{})
 	gw.Use(middleware.CORS(middleware.CORSOptions{

@@ -172,7 +172,7 @@ func h2c(addr string) string { return "h2c://" + addr }
 
 func TestProxiesEveryKindOfCall(t *testing.T) {
 	up, _ := startUpstream(t, &testServer{})
-	c := dial(t, front(t, pylon.MustBackend("test", pylon.BackendOptions{Targets: []string{h2c(up)}})))
+	c := dial(t, front(t, pylon.MustNewBackend("test", pylon.BackendOptions{Targets: []string{h2c(up)}})))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
@@ -268,7 +268,7 @@ func TestGatewayErrorsSpeakGRPC(t *testing.T) {
 		if o.Targets == nil {
 			o.Targets = []string{h2c(up)}
 		}
-		return pylon.MustBackend("test", o)
+		return pylon.MustNewBackend("test", o)
 	}
 	for _, tc := range []struct {
 		name  string
@@ -318,7 +318,7 @@ func TestGatewayErrorsSpeakGRPC(t *testing.T) {
 func TestDeadlines(t *testing.T) {
 	s := &testServer{deadlines: make(chan time.Duration, 10)}
 	up, _ := startUpstream(t, s)
-	b := pylon.MustBackend("test", pylon.BackendOptions{Targets: []string{h2c(up)}, Outlier: pylon.OutlierDetection{ConsecutiveFailures: 1}})
+	b := pylon.MustNewBackend("test", pylon.BackendOptions{Targets: []string{h2c(up)}, Outlier: pylon.OutlierDetection{ConsecutiveFailures: 1}})
 	gw := pylon.New(pylon.Options{})
 	gw.Route("/grpc.testing.TestService/UnaryCall").To(b)
 	gw.Route("/grpc.testing.TestService/EmptyCall").Timeout(300 * time.Millisecond).To(b)
@@ -376,7 +376,7 @@ func TestRouteTimeoutIsForwarded(t *testing.T) {
 		}
 		return h(ctx, req)
 	}))
-	b := pylon.MustBackend("test", pylon.BackendOptions{Targets: []string{h2c(up)}})
+	b := pylon.MustNewBackend("test", pylon.BackendOptions{Targets: []string{h2c(up)}})
 	t.Cleanup(func() { _ = b.Close() })
 	gw := pylon.New(pylon.Options{})
 	gw.Route("/grpc.testing.TestService/").Timeout(300 * time.Millisecond).To(b)
@@ -398,7 +398,7 @@ func TestClassificationByGRPCStatus(t *testing.T) {
 	} {
 		t.Run(tc.code.String(), func(t *testing.T) {
 			up, _ := startUpstream(t, &testServer{code: tc.code})
-			b := pylon.MustBackend("test", pylon.BackendOptions{Targets: []string{h2c(up)}, Outlier: pylon.OutlierDetection{ConsecutiveFailures: 2}})
+			b := pylon.MustNewBackend("test", pylon.BackendOptions{Targets: []string{h2c(up)}, Outlier: pylon.OutlierDetection{ConsecutiveFailures: 2}})
 			c := dial(t, front(t, b))
 			for range 2 {
 				_, err := c.UnaryCall(context.Background(), &testpb.SimpleRequest{})
@@ -414,7 +414,7 @@ func TestRetriesUnavailableOnAnotherTarget(t *testing.T) {
 	good := &testServer{}
 	badAddr, _ := startUpstream(t, bad)
 	goodAddr, _ := startUpstream(t, good)
-	b := pylon.MustBackend("test", pylon.BackendOptions{
+	b := pylon.MustNewBackend("test", pylon.BackendOptions{
 		Targets: []string{h2c(badAddr), h2c(goodAddr)}, Retries: 1, RetryBufferBytes: 64 << 10,
 		RetryBackoff: -1, Outlier: pylon.OutlierDetection{ConsecutiveFailures: -1},
 	})
@@ -455,7 +455,7 @@ func TestGRPCHealthChecks(t *testing.T) {
 			}
 			up, hs := startUpstream(t, &testServer{}, opts...)
 			hs.SetServingStatus("grpc.testing.TestService", healthpb.HealthCheckResponse_SERVING)
-			b := pylon.MustBackend("test", pylon.BackendOptions{
+			b := pylon.MustNewBackend("test", pylon.BackendOptions{
 				Targets: []string{scheme + up}, TLS: tlsOpt,
 				HealthCheck: pylon.HealthCheck{GRPC: true, GRPCService: "grpc.testing.TestService", Interval: 10 * time.Millisecond, UnhealthyThreshold: 1, HealthyThreshold: 1},
 			})
@@ -510,7 +510,7 @@ func (s *syncBuffer) String() string {
 
 func TestAccessLogCarriesGRPC(t *testing.T) {
 	up, _ := startUpstream(t, &testServer{})
-	b := pylon.MustBackend("test", pylon.BackendOptions{Targets: []string{h2c(up)}})
+	b := pylon.MustNewBackend("test", pylon.BackendOptions{Targets: []string{h2c(up)}})
 	t.Cleanup(func() { _ = b.Close() })
 	var logs syncBuffer
 	gw := pylon.New(pylon.Options{})
@@ -565,7 +565,7 @@ func TestBreakerJudgesByGRPCStatus(t *testing.T) {
 				} else {
 					mws = append(mws, breaker.MustNew(s).Middleware)
 				}
-				c := dial(t, front(t, pylon.MustBackend("test", opts), mws...))
+				c := dial(t, front(t, pylon.MustNewBackend("test", opts), mws...))
 				for range 2 {
 					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 					if tc.sleep != "" {
@@ -589,7 +589,7 @@ func TestBreakerJudgesByGRPCStatus(t *testing.T) {
 func TestTLSOnBothSides(t *testing.T) {
 	upCert, upPool := selfSigned(t, "orders.internal")
 	up, _ := startUpstream(t, &testServer{}, ggrpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{upCert}})))
-	b := pylon.MustBackend("test", pylon.BackendOptions{
+	b := pylon.MustNewBackend("test", pylon.BackendOptions{
 		Targets: []string{"https://" + up},
 		TLS:     pylon.UpstreamTLS{RootCAs: upPool, ServerName: "orders.internal"},
 	})
@@ -618,7 +618,7 @@ func TestTLSOnBothSides(t *testing.T) {
 
 func TestSilentClientStreamOutlivesBodyIdleTimeout(t *testing.T) {
 	up, _ := startUpstream(t, &testServer{})
-	b := pylon.MustBackend("test", pylon.BackendOptions{Targets: []string{h2c(up)}})
+	b := pylon.MustNewBackend("test", pylon.BackendOptions{Targets: []string{h2c(up)}})
 	t.Cleanup(func() { _ = b.Close() })
 	gw := pylon.New(pylon.Options{})
 	gw.Route("/grpc.testing.TestService/").To(b)

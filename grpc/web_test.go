@@ -78,7 +78,7 @@ func decodeTextChunks(t *testing.T, s string) []byte {
 
 func webGateway(t *testing.T) string {
 	up, _ := startUpstream(t, &testServer{})
-	b := pylon.MustBackend("test", pylon.BackendOptions{Targets: []string{h2c(up)}})
+	b := pylon.MustNewBackend("test", pylon.BackendOptions{Targets: []string{h2c(up)}})
 	t.Cleanup(func() { _ = b.Close() })
 	gw := pylon.New(pylon.Options{})
 	gw.Use(middleware.CORS(middleware.CORSOptions{

@@ -13,11 +13,6 @@ import (
 	"github.com/pylon-gateway/pylon"
 )
 
-// StatusClientClosedRequest is the status an access-log line records for a
-// request whose client went away before the response was complete (nginx's
-// 499). It is never sent to a client.
-const StatusClientClosedRequest = 499
-
 // AccessLogOptions configure [AccessLogWithOptions].
 type AccessLogOptions struct {
 	// Logger receives the lines. Nil means slog.Default().
@@ -104,7 +99,7 @@ func AccessLogWithOptions(o AccessLogOptions) func(http.Handler) http.Handler {
 						status = http.StatusInternalServerError
 					}
 				case info.ClientCanceled || (!ww.WroteHeader() && !ww.Hijacked() && r.Context().Err() == context.Canceled):
-					status = StatusClientClosedRequest
+					status = pylon.StatusClientClosedRequest
 				case ww.Hijacked() && !ww.WroteHeader():
 					status = info.UpstreamStatus
 					if status == 0 {

@@ -28,7 +28,7 @@ func BenchmarkMetricsMiddleware(b *testing.B) {
 		b.Fatal(err)
 	}
 	body := []byte("hello")
-	h := m.Middleware()(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := m.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		info := pylon.Info(r.Context())
 		info.Route = "GET /orders/{id}"
 		info.Backend, info.Attempts, info.UpstreamDuration = "orders", 1, time.Millisecond
@@ -55,7 +55,7 @@ func BenchmarkMetricsMiddlewareParallel(b *testing.B) {
 		b.Fatal(err)
 	}
 	body := []byte("hello")
-	h := m.Middleware()(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := m.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		info := pylon.Info(r.Context())
 		info.Route = "GET /orders/{id}"
 		info.Backend, info.Attempts, info.UpstreamDuration = "orders", 1, time.Millisecond

@@ -33,10 +33,10 @@
 //
 //	opts := pylon.BackendOptions{Targets: targets}
 //	opts.Transport = tracer.Transport(metrics.Transport(pylon.NewTransport(opts)))
-//	orders := pylon.MustBackend("orders", opts)
+//	orders := pylon.MustNewBackend("orders", opts)
 //	metrics.WatchBackends(orders)
 //
 //	gw := pylon.New(pylon.Options{})
-//	gw.Use(tracer.Middleware(), metrics.Middleware(), middleware.RequestID, ...)
+//	gw.Use(tracer.Middleware, metrics.Middleware, middleware.RequestID, ...)
 //	gw.Handle("GET /metrics", metrics.Handler())
 package observe

@@ -30,12 +30,12 @@ func ExampleNewMetrics() {
 	transport := pylon.NewTransport(opts)
 	defer transport.CloseIdleConnections()
 	opts.Transport = metrics.Transport(transport)
-	orders := pylon.MustBackend("orders", opts)
+	orders := pylon.MustNewBackend("orders", opts)
 	defer orders.Close()
 	metrics.WatchBackends(orders)
 
 	gw := pylon.New(pylon.Options{})
-	gw.Use(metrics.Middleware())
+	gw.Use(metrics.Middleware)
 	gw.Route("GET /orders/{id}").Name("order").To(orders)
 	gw.Handle("GET /metrics", metrics.Handler())
 
@@ -73,11 +73,11 @@ func ExampleNewTracer() {
 	transport := pylon.NewTransport(opts)
 	defer transport.CloseIdleConnections()
 	opts.Transport = tracer.Transport(transport)
-	orders := pylon.MustBackend("orders", opts)
+	orders := pylon.MustNewBackend("orders", opts)
 	defer orders.Close()
 
 	gw := pylon.New(pylon.Options{})
-	gw.Use(tracer.Middleware())
+	gw.Use(tracer.Middleware)
 	gw.Route("GET /orders/{id}").Name("order").To(orders)
 
 	r := httptest.NewRequest("GET", "/orders/1", nil)

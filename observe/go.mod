@@ -2,12 +2,10 @@ module github.com/pylon-gateway/pylon/observe
 
 go 1.26.0
 
-replace github.com/pylon-gateway/pylon => ../
-
 require (
 	github.com/prometheus/client_golang v1.25.0
 	github.com/prometheus/client_model v0.6.3
-	github.com/pylon-gateway/pylon v0.0.0-00010101000000-000000000000
+	github.com/pylon-gateway/pylon v0.2.0
 	go.opentelemetry.io/otel v1.47.0
 	go.opentelemetry.io/otel/sdk v1.47.0
 	go.opentelemetry.io/otel/trace v1.47.0

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"reflect"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -34,6 +35,12 @@ var authReasons = []string{
 // ErrRegister is wrapped by the error NewMetrics returns when a collector
 // cannot be registered (most often: registered twice with one registry).
 var ErrRegister = errors.New("observe: cannot register metrics")
+
+// ErrNilRegistry is returned by NewMetrics for a Registerer that is a nil
+// pointer (a *prometheus.Registry variable never assigned), which would
+// otherwise panic at the first registration. An untyped nil is
+// prometheus.DefaultRegisterer.
+var ErrNilRegistry = errors.New("observe: nil registry pointer")
 
 // MetricsOptions configures [NewMetrics]. Every field's zero value is a safe
 // default.
@@ -140,10 +147,14 @@ type Metrics struct {
 // NewMetrics creates the metrics and registers them with reg. A nil reg
 // means prometheus.DefaultRegisterer. It fails, wrapping [ErrRegister], when
 // a metric cannot be registered (for example when reg already holds one of
-// the same name).
+// the same name), and with [ErrNilRegistry] for a nil pointer such as a
+// (*prometheus.Registry)(nil).
 func NewMetrics(reg prometheus.Registerer, opts MetricsOptions) (*Metrics, error) {
 	if reg == nil {
 		reg = prometheus.DefaultRegisterer
+	}
+	if v := reflect.ValueOf(reg); v.Kind() == reflect.Pointer && v.IsNil() {
+		return nil, ErrNilRegistry
 	}
 	m := &Metrics{opts: opts}
 	if g, ok := reg.(prometheus.Gatherer); ok {

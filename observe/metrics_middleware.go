@@ -11,12 +11,7 @@ import (
 	"github.com/pylon-gateway/pylon/middleware"
 )
 
-// StatusClientClosedRequest is the status recorded for a request whose
-// client went away before the response was complete (nginx's 499). It is
-// never sent to a client.
-const StatusClientClosedRequest = 499
-
-// Middleware returns the middleware that records the request series (see
+// Middleware is the middleware that records the request series (see
 // [Metrics]). Put it in the Gateway's global chain (gw.Use), so that it
 // sees every request, routed or not; it reads the route, backend, attempts,
 // upstream time, rate-limit decision and auth failure from
@@ -25,10 +20,8 @@ const StatusClientClosedRequest = 499
 // A request whose client went away is recorded with status 499. A request
 // whose handler panicked without writing a header is recorded with status
 // 500 (the panic goes on up the chain).
-func (m *Metrics) Middleware() func(http.Handler) http.Handler {
-	return func(next http.Handler) http.Handler {
-		return &metricsHandler{m: m, next: next}
-	}
+func (m *Metrics) Middleware(next http.Handler) http.Handler {
+	return &metricsHandler{m: m, next: next}
 }
 
 type metricsHandler struct {
@@ -82,7 +75,7 @@ func (m *Metrics) record(r *http.Request, info *pylon.RequestInfo, ww middleware
 			status = http.StatusInternalServerError
 		}
 	case info.ClientCanceled || (!ww.WroteHeader() && !ww.Hijacked() && r.Context().Err() == context.Canceled):
-		status = StatusClientClosedRequest
+		status = pylon.StatusClientClosedRequest
 	case ww.Hijacked() && !ww.WroteHeader():
 		status = http.StatusSwitchingProtocols
 	case status == 0:
@@ -129,7 +122,7 @@ func (m *Metrics) record(r *http.Request, info *pylon.RequestInfo, ww middleware
 		code := "UNKNOWN" // no status: the call was cut short
 		if info.HasGRPCStatus() {
 			code = pylon.GRPCCode(info.GRPCStatus).String()
-		} else if status == StatusClientClosedRequest {
+		} else if status == pylon.StatusClientClosedRequest {
 			code = "CANCELLED"
 		}
 		m.rpcC.get(routeKey{route: route, other: code}).Observe(total.Seconds())

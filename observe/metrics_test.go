@@ -111,7 +111,7 @@ func newFixture(t *testing.T, opts observe.MetricsOptions) *fixture {
 	})
 	m.WatchBackends(orders, orders)
 	gw := pylon.New(pylon.Options{})
-	gw.Use(m.Middleware())
+	gw.Use(m.Middleware)
 	gw.Route("GET /orders/{id}").Name("order").Use(stage).To(orders)
 	gw.Route("POST /orders").Name("create").Use(stage).To(orders)
 	gw.Route("GET /fail").Name("fail").To(flaky)
@@ -525,5 +525,13 @@ func TestSeriesFollowSetTargets(t *testing.T) {
 		if count(name, b) != 1 {
 			t.Errorf("%s: the kept target lost its series", name)
 		}
+	}
+}
+
+func TestNewMetricsTypedNilRegistry(t *testing.T) {
+	var reg *prometheus.Registry
+	m, err := observe.NewMetrics(reg, observe.MetricsOptions{})
+	if !errors.Is(err, observe.ErrNilRegistry) || m != nil {
+		t.Fatalf("NewMetrics((*Registry)(nil)) = %v, %v; want nil, ErrNilRegistry", m, err)
 	}
 }

@@ -44,10 +44,10 @@ func TestRPCSemanticConventions(t *testing.T) {
 	up := grpcUpstream(t)
 	roots := x509.NewCertPool()
 	roots.AddCert(up.Certificate())
-	b := pylon.MustBackend("svc", pylon.BackendOptions{Targets: []string{up.URL}, TLS: pylon.UpstreamTLS{RootCAs: roots}})
+	b := pylon.MustNewBackend("svc", pylon.BackendOptions{Targets: []string{up.URL}, TLS: pylon.UpstreamTLS{RootCAs: roots}})
 	t.Cleanup(func() { _ = b.Close() })
 	gw := pylon.New(pylon.Options{})
-	gw.Use(m.Middleware(), observe.Tracing(tp))
+	gw.Use(m.Middleware, observe.NewTracer(tp, observe.TracingOptions{}).Middleware)
 	gw.Route("/pkg.Svc/").Name("svc").To(b)
 
 	for _, path := range []string{"/pkg.Svc/Get", "/other.Svc/Call"} {

@@ -64,19 +64,7 @@ func NewTracer(tp trace.TracerProvider, opts TracingOptions) *Tracer {
 	return &Tracer{tracer: tp.Tracer(instrumentationName), prop: prop}
 }
 
-// Tracing returns a middleware that makes a server span for each request
-// with spans from tp. It is NewTracer(tp, TracingOptions{}).Middleware();
-// build the Tracer yourself to trace upstream attempts with its Transport.
-func Tracing(tp trace.TracerProvider) func(http.Handler) http.Handler {
-	return NewTracer(tp, TracingOptions{}).Middleware()
-}
-
-// TracingWithOptions is like [Tracing] with options.
-func TracingWithOptions(tp trace.TracerProvider, opts TracingOptions) func(http.Handler) http.Handler {
-	return NewTracer(tp, opts).Middleware()
-}
-
-// Middleware returns the middleware that makes a server span for each
+// Middleware is the middleware that makes a server span for each
 // request, the child of the trace context the request carries (W3C
 // traceparent and tracestate), and puts it in the request's context, where
 // the Transport's client spans find their parent. Put it first in the
@@ -89,10 +77,8 @@ func TracingWithOptions(tp trace.TracerProvider, opts TracingOptions) func(http.
 // attempts, rate limiting, auth failure, breaker, cache). Responses with
 // status 500 and above mark the span as an error; a client that went away
 // is recorded as pylon.client_canceled, without a status code.
-func (t *Tracer) Middleware() func(http.Handler) http.Handler {
-	return func(next http.Handler) http.Handler {
-		return &tracingHandler{t: t, next: next}
-	}
+func (t *Tracer) Middleware(next http.Handler) http.Handler {
+	return &tracingHandler{t: t, next: next}
 }
 
 type tracingHandler struct {

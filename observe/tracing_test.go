@@ -66,7 +66,7 @@ func newTracingFixture(t *testing.T, targets func(up string) []string) *tracingF
 	t.Cleanup(func() { _ = b.Close() })
 
 	f.gw = pylon.New(pylon.Options{})
-	f.gw.Use(f.tracer.Middleware())
+	f.gw.Use(f.tracer.Middleware)
 	f.gw.Route("GET /orders/{id}").Name("order").To(b)
 	f.gw.Route("GET /fail").Name("fail").To(b)
 	f.srv = httptest.NewServer(f.gw)

@@ -33,8 +33,8 @@ func TestMetricsSplitAndMirror(t *testing.T) {
 	m.WatchMirror("orders-shadow", mirror)
 
 	gw := pylon.New(pylon.Options{})
-	gw.Use(m.Middleware())
-	gw.Route("POST /orders").Name("orders").Use(mirror.Middleware()).Handler(split)
+	gw.Use(m.Middleware)
+	gw.Route("POST /orders").Name("orders").Use(mirror.Middleware).Handler(split)
 	sides := map[string]int{}
 	for i, body := range []string{"a", "b", "c", "too large"} {
 		r := httptest.NewRequest("POST", "/orders", strings.NewReader(body))

@@ -115,7 +115,7 @@ func TestAdaptiveUnderContention(t *testing.T) {
 	)
 	up := contended(t, base, knee)
 	serve := func(g pylon.Guard) string {
-		b := pylon.MustBackend("up", pylon.BackendOptions{Targets: []string{up.URL}, Guard: g,
+		b := pylon.MustNewBackend("up", pylon.BackendOptions{Targets: []string{up.URL}, Guard: g,
 			Outlier: pylon.OutlierDetection{ConsecutiveFailures: -1}})
 		t.Cleanup(func() { b.Close() })
 		gw := pylon.New(pylon.Options{})

@@ -24,7 +24,7 @@ func Example() {
 
 	breakers := breaker.MustPerTarget(breaker.Settings{Name: "shop"})
 	defer breakers.Close()
-	shop := pylon.MustBackend("shop", pylon.BackendOptions{
+	shop := pylon.MustNewBackend("shop", pylon.BackendOptions{
 		Targets: []string{upstream.URL},
 		Guard: pylon.Guards(
 			overload.MustPerBackend(overload.Limits{Name: "shop", MaxInFlight: 100, MaxQueued: 10, MaxWait: 50 * time.Millisecond}),

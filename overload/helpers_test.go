@@ -118,7 +118,7 @@ func checkShed(t *testing.T, r result, status int) {
 // with mws on the route, and returns its URL.
 func gateway(t *testing.T, g pylon.Guard, targets []string, mws ...pylon.Middleware) (*pylon.Gateway, string) {
 	t.Helper()
-	b := pylon.MustBackend("up", pylon.BackendOptions{Targets: targets, Guard: g, Balancer: pylon.LeastRequests(),
+	b := pylon.MustNewBackend("up", pylon.BackendOptions{Targets: targets, Guard: g, Balancer: pylon.LeastRequests(),
 		Outlier: pylon.OutlierDetection{ConsecutiveFailures: -1}})
 	t.Cleanup(func() { b.Close() })
 	gw := pylon.New(pylon.Options{})

@@ -194,7 +194,7 @@ func TestPerClientBySubjectBeforeAuthRefused(t *testing.T) {
 
 func TestProbesNeverShed(t *testing.T) {
 	up := newHoldBackend(t)
-	b := pylon.MustBackend("up", pylon.BackendOptions{Targets: []string{up.srv.URL},
+	b := pylon.MustNewBackend("up", pylon.BackendOptions{Targets: []string{up.srv.URL},
 		Guard: overload.MustPerBackend(overload.Limits{MaxInFlight: 1})})
 	t.Cleanup(func() { b.Close() })
 	gw := pylon.New(pylon.Options{})

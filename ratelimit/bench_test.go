@@ -60,7 +60,7 @@ func BenchmarkMemoryDecisionParallel(b *testing.B) {
 // BenchmarkMiddleware is the whole middleware for an admitted request keyed
 // by IP, headers included.
 func BenchmarkMiddleware(b *testing.B) {
-	h := ratelimit.NewWithOptions(ratelimit.Options{
+	h := ratelimit.MustNewWithOptions(ratelimit.Options{
 		Limits: []ratelimit.Limit{ratelimit.PerSecond(1_000_000_000 / 1000).WithBurst(1_000_000)},
 	})(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
 	r := httptest.NewRequest("GET", "/", nil)

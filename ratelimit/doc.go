@@ -5,7 +5,7 @@
 // [New] and [NewWithOptions] return a func(http.Handler) http.Handler
 // middleware for a route, a group or a whole gateway. Requests are counted
 // per client key ([ByIP], [ByHeader], [BySubject], [ByRoute], [Compose])
-// against one or several [Limit]s that must all pass (say 10 per second and
+// against one or several limits ([Limit]) that must all pass (say 10 per second and
 // 1000 per hour), with per-key overrides. Over a limit the client gets 429
 // Too Many Requests as an application/problem+json document with
 // Retry-After, and responses carry the RateLimit-Policy and RateLimit

@@ -17,7 +17,7 @@ func Example() {
 		io.WriteString(w, "hello\n")
 	})
 	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC) // injected for a stable output
-	limit := ratelimit.NewWithOptions(ratelimit.Options{
+	limit := ratelimit.MustNewWithOptions(ratelimit.Options{
 		Limits: []ratelimit.Limit{ratelimit.PerSecond(2), ratelimit.PerHour(100).Named("hourly")},
 		Key:    ratelimit.ByIP,
 		Now:    func() time.Time { return now },

@@ -26,10 +26,13 @@ const maxKeyLen = 128
 
 // ByIP keys requests by client IP address: IPv4 addresses as they are,
 // IPv6 addresses grouped by their /64 prefix (one subscriber's network),
-// IPv4-mapped IPv6 addresses as IPv4. The address is the one the gateway
-// the Gateway decided in RequestInfo.ClientIP (from Options.Trust), or
-// else the connection's peer from Request.RemoteAddr.
-var ByIP KeyFunc = ByIPPrefix(32, 64)
+// IPv4-mapped IPv6 addresses as IPv4. The address is the one the Gateway
+// decided in RequestInfo.ClientIP (from Options.Trust), or else the
+// connection's peer from Request.RemoteAddr. It is ByIPPrefix(32, 64), and,
+// like BySubject and ByRoute, a KeyFunc itself.
+func ByIP(r *http.Request) (string, bool) { return byIP(r) }
+
+var byIP = ByIPPrefix(32, 64)
 
 // ByIPPrefix keys requests by the network of the client IP address: the
 // first v4Bits bits of an IPv4 address and the first v6Bits bits of an IPv6

@@ -77,10 +77,29 @@ type Options struct {
 }
 
 // New returns a middleware that limits requests by key to the given limits,
-// keeping buckets in memory. It panics when a limit is invalid, so that a
-// misconfigured gateway fails at start-up. See [NewWithOptions].
-func New(key KeyFunc, limits ...Limit) func(http.Handler) http.Handler {
+// keeping buckets in memory. It fails when no limit is given or a limit is
+// invalid (ErrInvalidLimit). See [NewWithOptions].
+func New(key KeyFunc, limits ...Limit) (pylon.Middleware, error) {
 	return NewWithOptions(Options{Key: key, Limits: limits})
+}
+
+// MustNew is New for start-up wiring: it panics where New fails, so that a
+// misconfigured gateway stops before it serves.
+func MustNew(key KeyFunc, limits ...Limit) pylon.Middleware {
+	return must(New(key, limits...))
+}
+
+// MustNewWithOptions is NewWithOptions for start-up wiring: it panics where
+// NewWithOptions fails.
+func MustNewWithOptions(opts Options) pylon.Middleware {
+	return must(NewWithOptions(opts))
+}
+
+func must(mw pylon.Middleware, err error) pylon.Middleware {
+	if err != nil {
+		panic(err)
+	}
+	return mw
 }
 
 type limiter struct {
@@ -119,11 +138,12 @@ type limiter struct {
 // the verdict and, for the most restrictive limit, the quota and the
 // requests remaining.
 //
-// It panics when Options.Limits is empty or holds an invalid Limit.
-func NewWithOptions(opts Options) func(http.Handler) http.Handler {
+// It fails when Options.Limits is empty or holds an invalid Limit
+// (ErrInvalidLimit), or when Options.MissingKey is not a known policy.
+func NewWithOptions(opts Options) (pylon.Middleware, error) {
 	limits, err := prepareLimits(opts.Limits)
 	if err != nil {
-		panic(err)
+		return nil, err
 	}
 	if opts.Key == nil {
 		opts.Key = ByIP
@@ -132,7 +152,7 @@ func NewWithOptions(opts Options) func(http.Handler) http.Handler {
 		opts.Store = NewMemoryStore(MemoryOptions{})
 	}
 	if opts.MissingKey < MissingKeyReject401 || opts.MissingKey > MissingKeyShared {
-		panic(fmt.Sprintf("ratelimit: unknown MissingKey policy %d", opts.MissingKey))
+		return nil, fmt.Errorf("ratelimit: unknown MissingKey policy %d", opts.MissingKey)
 	}
 	l := &limiter{opts: opts, limits: limits, policy: policyField(limits), now: opts.Now}
 	if l.now == nil {
@@ -143,7 +163,7 @@ func NewWithOptions(opts Options) func(http.Handler) http.Handler {
 	}
 	return func(next http.Handler) http.Handler {
 		return &handler{l: l, next: next}
-	}
+	}, nil
 }
 
 // handler is the middleware's handler; its Stage tells the Gateway when

@@ -35,7 +35,7 @@ func withInfo(r *http.Request, info *pylon.RequestInfo) *http.Request {
 
 func TestMiddlewareHeadersAnd429(t *testing.T) {
 	c := &clock{epoch}
-	h := ratelimit.NewWithOptions(ratelimit.Options{
+	h := ratelimit.MustNewWithOptions(ratelimit.Options{
 		Limits: []ratelimit.Limit{ratelimit.PerSecond(2), ratelimit.PerHour(100).Named("hourly")},
 		Now:    c.now,
 	})(okHandler)
@@ -90,7 +90,7 @@ func TestMiddlewareHeadersAnd429(t *testing.T) {
 }
 
 func TestMiddlewareCORSPreflightNotCounted(t *testing.T) {
-	h := ratelimit.New(ratelimit.ByIP, ratelimit.PerMinute(1))(okHandler)
+	h := ratelimit.MustNew(ratelimit.ByIP, ratelimit.PerMinute(1))(okHandler)
 	for i := 0; i < 5; i++ {
 		r := httptest.NewRequest("OPTIONS", "/", nil)
 		r.Header.Set("Origin", "https://app.example")
@@ -121,7 +121,7 @@ func TestMiddlewareMissingKey(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := ratelimit.NewWithOptions(ratelimit.Options{
+			h := ratelimit.MustNewWithOptions(ratelimit.Options{
 				Limits:     []ratelimit.Limit{ratelimit.PerMinute(1)},
 				Key:        ratelimit.ByHeader("X-API-Key", ratelimit.CaseSensitive),
 				MissingKey: tt.policy,
@@ -147,7 +147,7 @@ func TestMiddlewareMissingKey(t *testing.T) {
 
 func TestMiddlewareOverrides(t *testing.T) {
 	premium := []ratelimit.Limit{ratelimit.PerMinute(3).Named("premium")}
-	h := ratelimit.NewWithOptions(ratelimit.Options{
+	h := ratelimit.MustNewWithOptions(ratelimit.Options{
 		Limits: []ratelimit.Limit{ratelimit.PerMinute(1)},
 		Key:    ratelimit.ByHeader("X-API-Key", ratelimit.CaseSensitive),
 		Overrides: func(key string) ([]ratelimit.Limit, bool) {
@@ -188,7 +188,7 @@ func (openStore) Allow(_ context.Context, _ string, limits []ratelimit.Limit, _ 
 
 func TestMiddlewareStoreOutcomes(t *testing.T) {
 	t.Run("store error is 503 without detail", func(t *testing.T) {
-		h := ratelimit.NewWithOptions(ratelimit.Options{Limits: []ratelimit.Limit{ratelimit.PerSecond(1)}, Store: failingStore{}})(okHandler)
+		h := ratelimit.MustNewWithOptions(ratelimit.Options{Limits: []ratelimit.Limit{ratelimit.PerSecond(1)}, Store: failingStore{}})(okHandler)
 		rec := do(h, httptest.NewRequest("GET", "/", nil))
 		if rec.Code != 503 {
 			t.Fatalf("status %d, want 503", rec.Code)
@@ -198,7 +198,7 @@ func TestMiddlewareStoreOutcomes(t *testing.T) {
 		}
 	})
 	t.Run("undecided allow sends no RateLimit", func(t *testing.T) {
-		h := ratelimit.NewWithOptions(ratelimit.Options{Limits: []ratelimit.Limit{ratelimit.PerSecond(1)}, Store: openStore{}})(okHandler)
+		h := ratelimit.MustNewWithOptions(ratelimit.Options{Limits: []ratelimit.Limit{ratelimit.PerSecond(1)}, Store: openStore{}})(okHandler)
 		rec := do(h, httptest.NewRequest("GET", "/", nil))
 		if rec.Code != 200 || rec.Header().Get("RateLimit") != "" || rec.Header().Get("RateLimit-Policy") == "" {
 			t.Fatalf("status %d, headers %v", rec.Code, rec.Header())
@@ -227,7 +227,7 @@ func TestMiddlewareHeaderOptions(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			tt.opts.Limits = []ratelimit.Limit{ratelimit.PerSecond(5)}
 			tt.opts.Now = (&clock{epoch}).now
-			h := ratelimit.NewWithOptions(tt.opts)(okHandler)
+			h := ratelimit.MustNewWithOptions(tt.opts)(okHandler)
 			var rec *httptest.ResponseRecorder
 			for i := 0; i < 6; i++ {
 				rec = do(h, httptest.NewRequest("GET", "/", nil))
@@ -245,7 +245,7 @@ func TestMiddlewareHeaderOptions(t *testing.T) {
 }
 
 func TestMiddlewareSkip(t *testing.T) {
-	h := ratelimit.NewWithOptions(ratelimit.Options{
+	h := ratelimit.MustNewWithOptions(ratelimit.Options{
 		Limits: []ratelimit.Limit{ratelimit.PerMinute(1)},
 		Skip:   func(r *http.Request) bool { return r.URL.Path == "/healthz" },
 	})(okHandler)
@@ -256,7 +256,7 @@ func TestMiddlewareSkip(t *testing.T) {
 	}
 }
 
-func TestNewPanicsOnBadConfig(t *testing.T) {
+func TestNewRefusesBadConfig(t *testing.T) {
 	tests := []struct {
 		name string
 		opts ratelimit.Options
@@ -268,12 +268,15 @@ func TestNewPanicsOnBadConfig(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			if mw, err := ratelimit.NewWithOptions(tt.opts); err == nil || mw != nil {
+				t.Fatalf("NewWithOptions = %v, %v; want nil and an error", mw != nil, err)
+			}
 			defer func() {
 				if recover() == nil {
-					t.Fatal("no panic")
+					t.Fatal("MustNewWithOptions: no panic")
 				}
 			}()
-			ratelimit.NewWithOptions(tt.opts)
+			ratelimit.MustNewWithOptions(tt.opts)
 		})
 	}
 }

@@ -47,7 +47,7 @@ func ExampleRateLimitStore() {
 	fmt.Println(store.Key("ip:192.0.2.1", limits[0].Name))
 
 	// The store plugs into the middleware:
-	_ = ratelimit.NewWithOptions(ratelimit.Options{Limits: limits, Store: store})
+	_ = ratelimit.MustNewWithOptions(ratelimit.Options{Limits: limits, Store: store})
 	// Output:
 	// true 1 0s <nil>
 	// true 0 0s <nil>

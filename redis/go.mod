@@ -2,11 +2,9 @@ module github.com/pylon-gateway/pylon/redis
 
 go 1.26.0
 
-replace github.com/pylon-gateway/pylon => ../
-
 require (
 	github.com/alicebob/miniredis/v2 v2.40.0
-	github.com/pylon-gateway/pylon v0.0.0-00010101000000-000000000000
+	github.com/pylon-gateway/pylon v0.2.0
 	github.com/redis/go-redis/v9 v9.23.0
 	github.com/sony/gobreaker/v2 v2.4.0
 	go.uber.org/goleak v1.3.0

@@ -93,7 +93,7 @@ func TestSharedLimitTwoInstances(t *testing.T) {
 	var gateways [2]http.Handler
 	for i := range gateways {
 		store := newStore(t, newClient(t, sharedAddr), pylonredis.RateLimitOptions{Prefix: pfx, OnFailure: pylonredis.FailClosed, Timeout: 2 * time.Second})
-		gateways[i] = ratelimit.NewWithOptions(ratelimit.Options{
+		gateways[i] = ratelimit.MustNewWithOptions(ratelimit.Options{
 			Limits: []ratelimit.Limit{limit},
 			Key:    ratelimit.ByHeader("X-API-Key", ratelimit.CaseSensitive),
 			Store:  store,

@@ -27,7 +27,7 @@ func Example() {
 	fault := traffic.MustFault(traffic.FaultOptions{AbortPercent: 100, Header: "X-Fault"})
 
 	gw := pylon.New(pylon.Options{})
-	gw.Route("GET /orders").Use(fault, mirror.Middleware()).Handler(split)
+	gw.Route("GET /orders").Use(fault, mirror.Middleware).Handler(split)
 
 	for _, hdr := range []string{"", "X-Fault"} {
 		r := httptest.NewRequest("GET", "/orders", nil)

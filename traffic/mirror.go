@@ -9,8 +9,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/pylon-gateway/pylon"
 )
 
 // MirrorOptions configures a [Mirror]. Every field's zero value is a safe
@@ -99,32 +97,31 @@ func (m *Mirror) Stats() MirrorStats {
 // Close waits for the shadow requests in flight (each bounded by Timeout).
 func (m *Mirror) Close() { m.wg.Wait() }
 
-// Middleware returns the middleware that mirrors the requests it serves.
-func (m *Mirror) Middleware() pylon.Middleware {
-	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if m.opts.Percent < 0 || !hit(m.opts.Percent) {
-				next.ServeHTTP(w, r)
-				return
-			}
-			body, ok := m.buffer(r)
-			if !ok {
-				m.tooLarge.Add(1)
-				next.ServeHTTP(w, r)
-				return
-			}
-			select {
-			case m.sem <- struct{}{}:
-				m.mirrored.Add(1)
-				m.wg.Add(1)
-				s, cancel := m.shadowRequest(r, body)
-				go m.send(s, cancel)
-			default:
-				m.dropped.Add(1)
-			}
+// Middleware is the middleware that mirrors the requests it serves:
+// gw.Use(m.Middleware).
+func (m *Mirror) Middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if m.opts.Percent < 0 || !hit(m.opts.Percent) {
 			next.ServeHTTP(w, r)
-		})
-	}
+			return
+		}
+		body, ok := m.buffer(r)
+		if !ok {
+			m.tooLarge.Add(1)
+			next.ServeHTTP(w, r)
+			return
+		}
+		select {
+		case m.sem <- struct{}{}:
+			m.mirrored.Add(1)
+			m.wg.Add(1)
+			s, cancel := m.shadowRequest(r, body)
+			go m.send(s, cancel)
+		default:
+			m.dropped.Add(1)
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // buffer reads r's body (at most MaxBodyBytes) so that both sides get it,

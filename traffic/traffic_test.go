@@ -128,7 +128,7 @@ func TestMirror(t *testing.T) {
 		b, _ := io.ReadAll(r.Body)
 		io.WriteString(w, "primary "+string(b))
 	})
-	h := m.Middleware()(echo)
+	h := m.Middleware(echo)
 
 	// The primary answers while the shadow is still busy.
 	rec := serve(h, httptest.NewRequest("POST", "http://api.test/orders", strings.NewReader("hello")))
@@ -153,7 +153,7 @@ func TestMirror(t *testing.T) {
 	count := &counter{}
 	m2, err := NewMirror(count, MirrorOptions{Percent: 20, MaxConcurrent: 1000})
 	require.NoError(t, err)
-	h2 := m2.Middleware()(echo)
+	h2 := m2.Middleware(echo)
 	for range 5000 {
 		serve(h2, httptest.NewRequest("GET", "/", nil))
 	}

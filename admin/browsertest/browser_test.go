@@ -95,7 +95,7 @@ func newUpstream(t *testing.T) *upstream {
 
 func TestPageShowsUnhealthyTargetAfterRefresh(t *testing.T) {
 	good, flaky := newUpstream(t), newUpstream(t)
-	orders := pylon.MustBackend("orders", pylon.BackendOptions{
+	orders := pylon.MustNewBackend("orders", pylon.BackendOptions{
 		Targets:     []string{good.srv.URL, flaky.srv.URL},
 		HealthCheck: pylon.HealthCheck{Path: "/healthz", Interval: 20 * time.Millisecond, UnhealthyThreshold: 1, HealthyThreshold: 1},
 	})

@@ -93,7 +93,7 @@ func TestSourceFollowsSlices(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := pylon.MustBackend("orders", pylon.BackendOptions{Targets: []string{"http://192.0.2.1:1"}})
+	b := pylon.MustNewBackend("orders", pylon.BackendOptions{Targets: []string{"http://192.0.2.1:1"}})
 	defer b.Close()
 	k := discovery.Keep(b, src, discovery.Options{})
 	defer k.Stop()

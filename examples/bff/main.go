@@ -42,9 +42,9 @@ func main() {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
 	// The demo services, each on its own loopback port.
-	products := pylon.MustBackend("products", pylon.BackendOptions{Targets: []string{serve(productsService())}})
-	reviews := pylon.MustBackend("reviews", pylon.BackendOptions{Targets: []string{serve(reviewsService())}})
-	orders := pylon.MustBackend("orders", pylon.BackendOptions{Targets: []string{serve(ordersService())}})
+	products := pylon.MustNewBackend("products", pylon.BackendOptions{Targets: []string{serve(productsService())}})
+	reviews := pylon.MustNewBackend("reviews", pylon.BackendOptions{Targets: []string{serve(reviewsService())}})
+	orders := pylon.MustNewBackend("orders", pylon.BackendOptions{Targets: []string{serve(ordersService())}})
 	defer products.Close()
 	defer reviews.Close()
 	defer orders.Close()
@@ -100,7 +100,7 @@ func main() {
 
 // newGateway builds a gateway with an access log and the given routes.
 func newGateway(logger *slog.Logger, routes func(gw *pylon.Gateway)) *pylon.Gateway {
-	gw := pylon.New(pylon.Options{Logger: logger})
+	gw := pylon.New(pylon.Options{})
 	gw.Use(accessLog(logger))
 	routes(gw)
 	if err := gw.Err(); err != nil {
@@ -114,12 +114,12 @@ func newGateway(logger *slog.Logger, routes func(gw *pylon.Gateway)) *pylon.Gate
 func webRoutes(products, reviews, orders *pylon.Backend) func(*pylon.Gateway) {
 	return func(gw *pylon.Gateway) {
 		opts := aggregate.Options{ErrorsMember: "_errors"}
-		gw.Route("GET /products/{id}").Timeout(2 * time.Second).Handler(aggregate.NewWithOptions(opts,
+		gw.Route("GET /products/{id}").Timeout(2 * time.Second).Handler(aggregate.MustNewWithOptions(opts,
 			aggregate.Get("product", products, "/products/{id}").PassNotFound(),
 			aggregate.Get("reviews", reviews, "/reviews?product={id}").Optional(),
 			aggregate.Get("related", products, "/categories/{product.category}/top?exclude={id}").Optional(),
 		))
-		gw.Route("GET /orders/{id}").Timeout(2 * time.Second).Handler(aggregate.NewWithOptions(opts,
+		gw.Route("GET /orders/{id}").Timeout(2 * time.Second).Handler(aggregate.MustNewWithOptions(opts,
 			aggregate.Get("order", orders, "/orders/{id}").PassNotFound().Merge(),
 			aggregate.Get("lead_product", products, "/products/{order.items.0}").Optional(),
 		))
@@ -131,7 +131,7 @@ func webRoutes(products, reviews, orders *pylon.Backend) func(*pylon.Gateway) {
 // (Options.Allow), whichever reads better.
 func mobileRoutes(products, reviews, orders *pylon.Backend) func(*pylon.Gateway) {
 	return func(gw *pylon.Gateway) {
-		gw.Route("GET /products/{id}").Timeout(2 * time.Second).Handler(aggregate.NewWithOptions(
+		gw.Route("GET /products/{id}").Timeout(2 * time.Second).Handler(aggregate.MustNewWithOptions(
 			aggregate.Options{ErrorsMember: "_errors"},
 			aggregate.Get("product", products, "/products/{id}").PassNotFound().
 				Allow("id", "name", "price", "images.thumb").Rename("images", "thumbs"),
@@ -140,7 +140,7 @@ func mobileRoutes(products, reviews, orders *pylon.Backend) func(*pylon.Gateway)
 			aggregate.Get("related", products, "/categories/{product.category}/top?exclude={id}").Optional().
 				Allow("id", "name"),
 		))
-		gw.Route("GET /orders/{id}").Timeout(2 * time.Second).Handler(aggregate.NewWithOptions(
+		gw.Route("GET /orders/{id}").Timeout(2 * time.Second).Handler(aggregate.MustNewWithOptions(
 			aggregate.Options{
 				ErrorsMember: "_errors",
 				Allow:        []string{"id", "status", "total", "eta", "lead_product.name", "lead_product.images.thumb"},

@@ -67,7 +67,7 @@ func main() {
 		phases = append(phases, eps)
 	}
 
-	orders := pylon.MustBackend("orders", pylon.BackendOptions{
+	orders := pylon.MustNewBackend("orders", pylon.BackendOptions{
 		Targets:  []string{urls["blue"]},
 		Balancer: pylon.SlowStart(pylon.WeightedRoundRobin(), pylon.SlowStartOptions{Window: 10 * time.Second}),
 		Logger:   logger,
@@ -84,7 +84,7 @@ func main() {
 	}})
 	defer keeper.Stop()
 
-	gw := pylon.New(pylon.Options{Logger: logger})
+	gw := pylon.New(pylon.Options{})
 	gw.Use(middleware.RequestID, middleware.AccessLog(logger))
 	gw.Route("GET /").To(orders)
 

@@ -171,10 +171,10 @@ func build(cfg config) (_ *app, err error) {
 	// counts every request, refused ones included.
 	stats := admin.NewStats(admin.StatsOptions{})
 	limits := ratelimit.NewMemoryStore(ratelimit.MemoryOptions{})
-	gw := pylon.New(pylon.Options{Logger: a.logger})
+	gw := pylon.New(pylon.Options{})
 	gw.Use(
 		stats.Middleware,
-		metrics.Middleware(),
+		metrics.Middleware,
 		middleware.RequestID,
 		middleware.Recover(a.logger),
 		middleware.AccessLogWithOptions(middleware.AccessLogOptions{
@@ -191,27 +191,25 @@ func build(cfg config) (_ *app, err error) {
 	gw.Route("GET /metrics").Name("metrics").Handler(metrics.Handler())
 
 	// The API: a token with the "shop" scope, then a budget per subject
-	// and route.
+	// and route. The services do not know the "/api" prefix: the group
+	// strips it from every route (and puts it back in Location headers).
 	api := gw.Group("/api",
 		jwtauth.RequireWithOptions(verifier, jwtauth.RequireOptions{
 			Rules:  []jwtauth.Rule{jwtauth.Scopes(scope)},
 			Logger: a.logger,
 		}),
-		ratelimit.NewWithOptions(ratelimit.Options{
+		ratelimit.MustNewWithOptions(ratelimit.Options{
 			Limits: []ratelimit.Limit{ratelimit.PerSecond(ratePerSecond).WithBurst(rateBurst)},
 			Key:    ratelimit.Compose(ratelimit.BySubject, ratelimit.ByRoute),
 			Store:  limits,
 			Now:    cfg.Now,
 		}),
-	)
-	api.Route("GET /products/{id}").Name("product").Timeout(2 * time.Second).
-		Rewrite("/products/{id}").To(products)
-	api.Route("GET /orders/{id}").Name("order").Timeout(2 * time.Second).
-		Rewrite("/orders/{id}").To(orders)
-	api.Route("GET /payments/{order}").Name("payment").Timeout(2 * time.Second).
-		Rewrite("/payments/{order}").To(payments)
+	).StripPrefix()
+	api.Route("GET /products/{id}").Name("product").Timeout(2 * time.Second).To(products)
+	api.Route("GET /orders/{id}").Name("order").Timeout(2 * time.Second).To(orders)
+	api.Route("GET /payments/{order}").Name("payment").Timeout(2 * time.Second).To(payments)
 	api.Route("GET /orders/{id}/summary").Name("order-summary").Timeout(2 * time.Second).
-		Handler(aggregate.NewWithOptions(aggregate.Options{
+		Handler(aggregate.MustNewWithOptions(aggregate.Options{
 			ErrorsMember: "_errors",
 			OnCall: func(r *http.Request, res aggregate.CallResult) {
 				metrics.AggregateCall(routeName(r), res.Key, callOutcome(res))

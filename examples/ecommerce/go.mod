@@ -4,8 +4,8 @@ go 1.26.0
 
 require (
 	github.com/prometheus/client_golang v1.25.0
-	github.com/pylon-gateway/pylon v0.0.0
-	github.com/pylon-gateway/pylon/observe v0.0.0
+	github.com/pylon-gateway/pylon v0.2.0
+	github.com/pylon-gateway/pylon/observe v0.2.0
 	go.uber.org/goleak v1.3.0
 )
 
@@ -40,7 +40,3 @@ require (
 	google.golang.org/protobuf v1.36.12 // indirect
 )
 
-replace (
-	github.com/pylon-gateway/pylon => ../..
-	github.com/pylon-gateway/pylon/observe => ../../observe
-)

@@ -36,7 +36,7 @@ func main() {
 	green := demoService("green")
 	dead := deadAddr()
 
-	orders := pylon.MustBackend("orders", pylon.BackendOptions{
+	orders := pylon.MustNewBackend("orders", pylon.BackendOptions{
 		Targets: []string{blue, green, dead},
 		Retries: 2, // GETs that hit the dead target go to a live one
 		Outlier: pylon.OutlierDetection{ConsecutiveFailures: 2, BaseEjectionTime: 30 * time.Second},
@@ -44,7 +44,7 @@ func main() {
 	})
 	defer orders.Close()
 
-	gw := pylon.New(pylon.Options{Logger: logger})
+	gw := pylon.New(pylon.Options{})
 	gw.Use(middleware.RequestID, middleware.Recover(logger), middleware.AccessLog(logger))
 	gw.Route("GET /orders/{id}").Name("order").Timeout(2 * time.Second).To(orders)
 	gw.Route("GET /v2/orders/{id}").Name("order-v2").Rewrite("/orders/{id}").To(orders)

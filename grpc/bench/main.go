@@ -59,7 +59,7 @@ func main() {
 	go func() { _ = srv.Serve(up) }()
 	defer srv.Stop()
 
-	b := pylon.MustBackend("bench", pylon.BackendOptions{Targets: []string{"h2c://" + up.Addr().String()}})
+	b := pylon.MustNewBackend("bench", pylon.BackendOptions{Targets: []string{"h2c://" + up.Addr().String()}})
 	defer b.Close()
 	gw := pylon.New(pylon.Options{})
 	gw.Route("/grpc.testing.TestService/").To(b)

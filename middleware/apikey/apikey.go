@@ -76,8 +76,9 @@ type Options struct {
 	// Forward keeps the key header on the request passed on. False (the
 	// default) deletes it, so the key never reaches an upstream.
 	Forward bool
-	// Logger receives the reason of each rejection. Nil means
-	// slog.Default().
+	// Logger receives the reason of each rejection at Debug level (the
+	// rejection is recorded in pylon.RequestInfo and logged once, by the
+	// access log). Nil means slog.Default().
 	Logger *slog.Logger
 }
 
@@ -138,7 +139,7 @@ func RequireWithOptions(o Options) func(http.Handler) http.Handler {
 				} else {
 					w.Header().Set("WWW-Authenticate", challenge)
 				}
-				log.LogAttrs(r.Context(), slog.LevelInfo, "apikey: request rejected",
+				log.LogAttrs(r.Context(), slog.LevelDebug, "apikey: request rejected",
 					slog.Int("status", status), slog.String("reason", err.Error()),
 					slog.String("method", r.Method), slog.String("path", r.URL.Path))
 				if info := pylon.Info(r.Context()); info != nil && info.Error == "" {

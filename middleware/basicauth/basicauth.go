@@ -120,8 +120,9 @@ type Options struct {
 	// False (the default) deletes it, so the password never reaches an
 	// upstream.
 	Forward bool
-	// Logger receives the reason of each rejection. Nil means
-	// slog.Default().
+	// Logger receives the reason of each rejection at Debug level (the
+	// rejection is recorded in pylon.RequestInfo and logged once, by the
+	// access log). Nil means slog.Default().
 	Logger *slog.Logger
 }
 
@@ -178,7 +179,7 @@ func RequireWithOptions(o Options) pylon.Middleware {
 				} else {
 					w.Header().Set("WWW-Authenticate", challenge)
 				}
-				log.LogAttrs(r.Context(), slog.LevelInfo, "basicauth: request rejected",
+				log.LogAttrs(r.Context(), slog.LevelDebug, "basicauth: request rejected",
 					slog.Int("status", status), slog.String("reason", err.Error()),
 					slog.String("method", r.Method), slog.String("path", r.URL.Path))
 				if info := pylon.Info(r.Context()); info != nil && info.Error == "" {

@@ -7,6 +7,9 @@ require (
 	github.com/klauspost/compress v1.20.4
 )
 
-require go.uber.org/goleak v1.3.0
+require (
+	github.com/pylon-gateway/pylon v0.2.0
+	go.uber.org/goleak v1.3.0
+)
 
 require github.com/go-chi/chi/v5 v5.5.0

@@ -108,7 +108,8 @@ type Options struct {
 	// CacheSize bounds the cache in entries. Zero means 10000.
 	CacheSize int
 
-	// Logger receives refusals and service failures. Nil means
+	// Logger receives service failures at Warn level and refusals at Debug
+	// level (a refusal is logged once, by the access log). Nil means
 	// slog.Default().
 	Logger *slog.Logger
 	// Now returns the current time, for the cache. Nil means time.Now.
@@ -233,7 +234,7 @@ func (a *authz) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 		}
 	}
 	if !d.allowed {
-		a.log.LogAttrs(r.Context(), slog.LevelInfo, "extauthz: request denied",
+		a.log.LogAttrs(r.Context(), slog.LevelDebug, "extauthz: request denied",
 			slog.Int("status", d.status), slog.String("method", r.Method), slog.String("path", r.URL.Path))
 		if info != nil && info.Error == "" {
 			info.Error, info.AuthFailure = ErrDenied.Error(), "denied"

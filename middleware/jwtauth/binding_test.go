@@ -28,7 +28,7 @@ func TestCertificateBoundTokens(t *testing.T) {
 
 	var subject, auth string
 	var cert *pylon.ClientCert
-	gw := pylon.New(pylon.Options{Logger: quiet})
+	gw := pylon.New(pylon.Options{})
 	gw.Route("GET /api/").Use(mtls.Identify, RequireWithOptions(v, RequireOptions{Logger: quiet})).Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		info := pylon.Info(r.Context())
 		subject, auth, cert = info.Subject, info.Auth, info.ClientCert

@@ -43,7 +43,7 @@
 // [Require] turns a Verifier (or any [TokenVerifier], such as the
 // introspect package's for opaque tokens) into a middleware: it takes the token from
 // "Authorization: Bearer" (and optionally a cookie or header), applies the
-// [Rule]s (scopes, roles, predicates), stores the [Claims] in the request
+// rules ([Rule]: scopes, roles, predicates), stores the [Claims] in the request
 // context ([FromContext]) and the subject in pylon's RequestInfo, and
 // forwards chosen claims as headers. Failures answer 401 or 403 with a
 // WWW-Authenticate header as RFC 6750 describes and a problem+json body that

@@ -42,8 +42,10 @@ type RequireOptions struct {
 	// Realm is the realm sent in WWW-Authenticate. Empty means
 	// DefaultRealm.
 	Realm string
-	// Logger receives the reason of each rejection at Info level.
-	// Nil means slog.Default().
+	// Logger receives the reason of each rejection at Debug level: the
+	// rejection itself is one event, recorded in pylon.RequestInfo (Error,
+	// AuthFailure) and logged once by the access log. Nil means the
+	// Verifier's Options.Logger when v is a *Verifier, else slog.Default().
 	Logger *slog.Logger
 }
 
@@ -87,6 +89,11 @@ func RequireWithOptions(v TokenVerifier, o RequireOptions) func(http.Handler) ht
 		mech = m.Mechanism()
 	}
 	log := o.Logger
+	if log == nil {
+		if vl, ok := v.(interface{ logger() *slog.Logger }); ok {
+			log = vl.logger()
+		}
+	}
 	if log == nil {
 		log = slog.Default()
 	}
@@ -259,7 +266,7 @@ func validHeaderValue(s string) bool {
 }
 
 func reject(w http.ResponseWriter, r *http.Request, log *slog.Logger, status int, challenge string, reason error) {
-	log.LogAttrs(r.Context(), slog.LevelInfo, "jwtauth: request rejected",
+	log.LogAttrs(r.Context(), slog.LevelDebug, "jwtauth: request rejected",
 		slog.Int("status", status), slog.String("reason", reason.Error()),
 		slog.String("method", r.Method), slog.String("path", r.URL.Path))
 	if info := pylon.Info(r.Context()); info != nil && info.Error == "" {

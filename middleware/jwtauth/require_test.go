@@ -77,7 +77,7 @@ func TestRequire(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var logs bytes.Buffer
-			tt.opts.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+			tt.opts.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 			var s seen
 			h := RequireWithOptions(v, tt.opts)(s.handler())
 			r := httptest.NewRequest("GET", "/orders/1", nil)

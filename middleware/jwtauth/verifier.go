@@ -543,3 +543,7 @@ func truncate(s string) string {
 	}
 	return s
 }
+
+// logger is the logger the Verifier was given, which Require uses when its
+// own options name none.
+func (v *Verifier) logger() *slog.Logger { return v.log }

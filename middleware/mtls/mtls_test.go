@@ -48,8 +48,8 @@ func (s *seen) capture(next http.Handler) http.Handler {
 func gatewayTLS(t *testing.T, ca *tlstest.CA, require bool, mws ...pylon.Middleware) (*httptest.Server, *gatewaytest.Backend) {
 	t.Helper()
 	up := gatewaytest.NewBackend(t)
-	gw := pylon.New(pylon.Options{Logger: quiet})
-	gw.Route("GET /api/").Use(mws...).To(pylon.MustBackend("api", pylon.BackendOptions{Targets: []string{up.URL}}))
+	gw := pylon.New(pylon.Options{})
+	gw.Route("GET /api/").Use(mws...).To(pylon.MustNewBackend("api", pylon.BackendOptions{Targets: []string{up.URL}}))
 	if err := gw.Err(); err != nil {
 		t.Fatal(err)
 	}
