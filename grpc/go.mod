@@ -3,7 +3,7 @@ module github.com/pylon-gateway/pylon/grpc
 go 1.26.0
 
 require (
-	github.com/pylon-gateway/pylon v0.0.0
+	github.com/pylon-gateway/pylon v0.2.0
 	github.com/stretchr/testify v1.12.1
 	go.uber.org/goleak v1.3.0
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260817212433-ac3dfec99bb1
@@ -18,4 +18,3 @@ require (
 	golang.org/x/text v0.43.0 // indirect
 )
 
-replace github.com/pylon-gateway/pylon => ../

@@ -3,7 +3,7 @@ module github.com/pylon-gateway/pylon/discovery/kubernetes
 go 1.26.0
 
 require (
-	github.com/pylon-gateway/pylon v0.0.0
+	github.com/pylon-gateway/pylon v0.2.0
 	go.uber.org/goleak v1.3.0
 	k8s.io/api v0.37.2
 	k8s.io/apimachinery v0.37.2
@@ -57,4 +57,3 @@ require (
 	sigs.k8s.io/yaml v1.6.0 // indirect
 )
 
-replace github.com/pylon-gateway/pylon => ../..
