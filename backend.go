@@ -138,6 +138,9 @@ type BackendOptions struct {
 	// DialTimeout, ResponseHeaderTimeout, MaxConnsPerTarget, DisableHTTP2,
 	// TLS and HTTP2 then do not apply, and it sees h2c:// targets' requests
 	// with the scheme "h2c", which one built on NewTransport handles.
+	// When it has a CloseIdleConnections() method (a *Transport has, and so
+	// do observe's wrapping transports, forwarding to the one they wrap),
+	// Backend.Close calls it.
 	Transport http.RoundTripper
 	// Logger receives ejections, returns and upstream errors. Nil means no
 	// logging.
@@ -243,12 +246,17 @@ func (b *Backend) Name() string { return b.name }
 // or last given to SetTargets. Callers must not modify the slice.
 func (b *Backend) Targets() []*Target { return b.pool.targets() }
 
-// Close stops active health checks and closes idle upstream connections of a
-// transport the backend built itself. In-flight requests are not cut.
+// Close stops active health checks and closes idle upstream connections:
+// those of a transport the backend built itself, or of
+// BackendOptions.Transport when it has a CloseIdleConnections() method
+// (wrapped transports such as observe's forward it to the one they wrap).
+// In-flight requests are not cut.
 func (b *Backend) Close() error {
 	b.pool.close()
 	if b.closeIdle != nil {
 		b.closeIdle()
+	} else if c, ok := b.transport.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
 	}
 	return nil
 }

@@ -188,6 +188,10 @@ type CallInfo struct {
 	Duration time.Duration
 	// Error is a short, log-only reason when the call failed.
 	Error string
+	// Outcome is the call's outcome from a fixed set, usable as a metric
+	// label: "ok", "timeout", "skipped" (not made, or stopped, because
+	// another call failed) or "error".
+	Outcome string
 }
 
 type infoKey struct{}

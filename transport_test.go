@@ -3,6 +3,7 @@ package pylon
 import (
 	"io"
 	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -57,4 +58,28 @@ func TestDefaultTransport(t *testing.T) {
 	own := &http.Transport{}
 	b = backend(t, BackendOptions{Targets: []string{"http://127.0.0.1:1"}, Transport: own})
 	assert.Same(t, own, b.transport)
+}
+
+// closeCounter is a user transport with a CloseIdleConnections method.
+type closeCounter struct {
+	http.RoundTripper
+	n atomic.Int32
+}
+
+func (c *closeCounter) CloseIdleConnections() { c.n.Add(1) }
+
+// TestBackendCloseUserTransport checks that Backend.Close closes the idle
+// connections of a transport the user gave when it can.
+func TestBackendCloseUserTransport(t *testing.T) {
+	rt := &closeCounter{RoundTripper: http.DefaultTransport}
+	b, err := NewBackend("b", BackendOptions{Targets: []string{"http://127.0.0.1:1"}, Transport: rt})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := rt.n.Load(); got != 1 {
+		t.Errorf("CloseIdleConnections called %d times, want 1", got)
+	}
 }

@@ -507,7 +507,8 @@ func (h *Handler) report(r *http.Request, results []result) {
 	for i, c := range h.calls {
 		res := &results[i]
 		if info != nil {
-			ci := pylon.CallInfo{Key: c.key, Backend: c.backend, Target: res.target, Status: res.status, Duration: res.dur}
+			ci := pylon.CallInfo{Key: c.key, Backend: c.backend, Target: res.target, Status: res.status, Duration: res.dur,
+				Outcome: outcome(res.err)}
 			if res.err != nil {
 				ci.Error = res.err.Error()
 			}

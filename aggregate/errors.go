@@ -67,3 +67,16 @@ func Reason(err error) string {
 	}
 	return "unavailable"
 }
+
+// outcome is pylon.CallInfo.Outcome for a call's error.
+func outcome(err error) string {
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.Is(err, ErrTimeout):
+		return "timeout"
+	case errors.Is(err, ErrCanceled), errors.Is(err, ErrDependency):
+		return "skipped"
+	}
+	return "error"
+}

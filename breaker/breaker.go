@@ -176,6 +176,7 @@ func (b *Breaker) changed(name string, from, to State) {
 	if b.cfg.onChange != nil {
 		b.cfg.onChange(name, from, to)
 	}
+	b.cfg.watch.notify(name, from, to)
 }
 
 // refusal turns gobreaker's refusal into ours, with the time to wait.

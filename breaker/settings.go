@@ -133,6 +133,7 @@ type config struct {
 	isFailure    func(*http.Request, int, error) bool
 	fallback     http.Handler
 	onChange     func(string, State, State)
+	watch        watchers // see WatchState
 	logger       *slog.Logger
 	store        SharedStore
 	syncInterval time.Duration

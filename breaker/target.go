@@ -199,6 +199,7 @@ func (g *TargetGuard) breaker(t *pylon.Target) *Breaker {
 	}
 	g.breakers.Store(t, b)
 	g.n.Add(1)
+	g.cfg.watch.notify(b.name, StateClosed, StateClosed)
 	return b
 }
 

@@ -9,8 +9,12 @@
 // upstream attempts by target; WatchBackends reports target health at
 // scrape time, and WatchMirror the counts of a traffic.Mirror;
 // requests served by a side of a traffic.Split are counted by route and
-// side (RequestInfo.Split); BreakerStateChange and AggregateCall are hooks for the
-// breaker and aggregate packages; Handler serves /metrics. Labels carry
+// side (RequestInfo.Split), aggregation calls and cache results from
+// RequestInfo.Calls and RequestInfo.Cache; WatchBreaker follows a breaker's
+// state with no hook to write, and WatchGateway creates the series of the
+// routes at zero and watches their backends; BreakerStateChange and
+// AggregateCall remain for breakers and aggregations of other kinds;
+// Handler serves /metrics. Labels carry
 // names from configuration and values from small fixed sets, never paths
 // or subjects. Metric and label names follow the OpenTelemetry HTTP
 // semantic conventions where one exists (http_server_request_duration_seconds,
@@ -34,9 +38,14 @@
 //	opts := pylon.BackendOptions{Targets: targets}
 //	opts.Transport = tracer.Transport(metrics.Transport(pylon.NewTransport(opts)))
 //	orders := pylon.MustNewBackend("orders", opts)
-//	metrics.WatchBackends(orders)
+//	metrics.WatchBreaker(ordersGuard) // the Guard in opts, if any
 //
 //	gw := pylon.New(pylon.Options{})
 //	gw.Use(tracer.Middleware, metrics.Middleware, middleware.RequestID, ...)
 //	gw.Handle("GET /metrics", metrics.Handler())
+//	// ... routes ...
+//	metrics.WatchGateway(gw) // route series at zero; WatchBackends of the routed backends
+//
+// Backend.Close closes the idle connections of the wrapped transport: the
+// wrappers forward CloseIdleConnections.
 package observe

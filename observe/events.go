@@ -17,12 +17,9 @@ func breakerState(s string) string {
 // the transition in pylon_breaker_transitions_total and sets
 // pylon_breaker_state to 1 for the new state and 0 for the others. States
 // are "closed", "half-open" and "open" (any other is recorded as "other").
-// Its signature fits breaker.Settings.OnStateChange once the states are
-// turned into strings:
-//
-//	OnStateChange: func(name string, from, to breaker.State) {
-//		m.BreakerStateChange(name, from.String(), to.String())
-//	},
+// A breaker of package breaker needs no BreakerStateChange: see
+// [Metrics.WatchBreaker]. BreakerStateChange is for breakers of other
+// kinds.
 //
 // name must come from configuration (a breaker's name, which for a
 // per-target breaker includes the target URL).
@@ -31,6 +28,12 @@ func (m *Metrics) BreakerStateChange(name, from, to string) {
 	m.brMu.Lock()
 	defer m.brMu.Unlock()
 	m.brTrans.WithLabelValues(name, from, to).Inc()
+	m.setBreakerState(name, to)
+}
+
+// setBreakerState sets pylon_breaker_state to 1 for state and 0 for the
+// others. brMu must be held.
+func (m *Metrics) setBreakerState(name, to string) {
 	for _, s := range breakerStates {
 		v := 0.0
 		if s == to {
@@ -49,7 +52,9 @@ func (m *Metrics) BreakerStateChange(name, from, to string) {
 // pylon_aggregate_calls_total by route, call key and outcome. All three
 // must come from configuration or a fixed set: the route's name, the call's
 // key ("order", "payment"), and an outcome such as "ok", "error",
-// "timeout" or "skipped".
+// "timeout" or "skipped". Package aggregate's calls need no AggregateCall:
+// Middleware counts them from RequestInfo.Calls; AggregateCall is for
+// aggregations of other kinds.
 func (m *Metrics) AggregateCall(route, call, outcome string) {
 	if route == "" {
 		route = RouteUnmatched

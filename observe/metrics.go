@@ -27,6 +27,14 @@ const (
 // authReasons is the fixed set of pylon.RequestInfo.AuthFailure codes
 // counted under their own name by pylon_auth_failures_total; any other code
 // is counted as "other", so that a label value never comes from a client.
+// cacheResults is the fixed set of RequestInfo.Cache statuses (package
+// cache's Status constants) counted under their own name by
+// pylon_cache_requests_total; any other is counted as "other".
+var cacheResults = []string{"hit", "stale", "revalidated", "miss", "collapsed", "bypass"}
+
+// aggOutcomes is the fixed set of pylon.CallInfo.Outcome values.
+var aggOutcomes = []string{"ok", "timeout", "skipped", "error"}
+
 var authReasons = []string{
 	"missing_token", "invalid_token", "expired", "revoked", "unknown_key",
 	"insufficient_scope", "missing_key", "invalid_key", "unavailable",
@@ -95,11 +103,12 @@ var (
 //	pylon_target_healthy                   gauge      backend, target           (WatchBackends)
 //	pylon_target_ejections_total           counter    backend, target           (WatchBackends)
 //	pylon_target_in_flight_requests        gauge      backend, target           (WatchBackends)
-//	pylon_breaker_state                    gauge      breaker, state            (BreakerStateChange)
-//	pylon_breaker_transitions_total        counter    breaker, from, to         (BreakerStateChange)
+//	pylon_breaker_state                    gauge      breaker, state            (WatchBreaker)
+//	pylon_breaker_transitions_total        counter    breaker, from, to         (WatchBreaker)
 //	pylon_ratelimit_decisions_total        counter    http_route, result
 //	pylon_auth_failures_total              counter    http_route, reason
-//	pylon_aggregate_calls_total            counter    http_route, call, outcome (AggregateCall)
+//	pylon_aggregate_calls_total            counter    http_route, call, outcome (RequestInfo.Calls)
+//	pylon_cache_requests_total             counter    http_route, result        (RequestInfo.Cache)
 //	rpc_server_call_duration_seconds       histogram  http_route, rpc_system_name, rpc_response_status_code (gRPC and gRPC-Web calls)
 //
 // rpc_server_call_duration_seconds follows OpenTelemetry's rpc.server.call.duration;
@@ -126,6 +135,7 @@ type Metrics struct {
 	rlimit   *prometheus.CounterVec
 	auth     *prometheus.CounterVec
 	aggCalls *prometheus.CounterVec
+	cacheReq *prometheus.CounterVec
 	rpc      *prometheus.HistogramVec
 	brState  *prometheus.GaugeVec
 	brTrans  *prometheus.CounterVec
@@ -140,6 +150,8 @@ type Metrics struct {
 	splitC   cache[routeKey, prometheus.Counter]
 	attemptC cache[attemptKey, prometheus.Counter]
 	rpcC     cache[routeKey, prometheus.Observer]
+	aggC     cache[attemptKey, prometheus.Counter] // route, call, outcome
+	cacheC   cache[routeKey, prometheus.Counter]
 
 	brMu sync.Mutex // serializes breaker state changes
 }
@@ -198,6 +210,7 @@ func NewMetrics(reg prometheus.Registerer, opts MetricsOptions) (*Metrics, error
 	m.rlimit = counter("pylon_ratelimit_decisions_total", "Rate limiter decisions.", "http_route", "result")
 	m.auth = counter("pylon_auth_failures_total", "Requests refused by authentication or authorization.", "http_route", "reason")
 	m.aggCalls = counter("pylon_aggregate_calls_total", "Aggregation calls by outcome.", "http_route", "call", "outcome")
+	m.cacheReq = counter("pylon_cache_requests_total", "Requests by response cache result (RequestInfo.Cache).", "http_route", "result")
 	m.rpc = hist("rpc_server_call_duration_seconds",
 		"Duration of gRPC calls served by the gateway, by gRPC status.", durB, "http_route", "rpc_system_name", "rpc_response_status_code")
 	m.brState = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pylon_breaker_state",
@@ -209,7 +222,7 @@ func NewMetrics(reg prometheus.Registerer, opts MetricsOptions) (*Metrics, error
 	m.targets.prune = m.pruneAttempts
 
 	for _, c := range []prometheus.Collector{m.duration, m.reqSize, m.respSize, m.active, m.gateway,
-		m.upstream, m.retries, m.attempts, m.rlimit, m.auth, m.aggCalls, m.rpc, m.brState, m.brTrans, m.targets, m.split, m.mirrors} {
+		m.upstream, m.retries, m.attempts, m.rlimit, m.auth, m.aggCalls, m.cacheReq, m.rpc, m.brState, m.brTrans, m.targets, m.split, m.mirrors} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrRegister, err)
 		}
@@ -221,6 +234,10 @@ func NewMetrics(reg prometheus.Registerer, opts MetricsOptions) (*Metrics, error
 	m.rpcC.make = func(k routeKey) prometheus.Observer { return m.rpc.WithLabelValues(k.route, "grpc", k.other) }
 	m.rlimitC.make = func(k routeKey) prometheus.Counter { return m.rlimit.WithLabelValues(k.route, k.other) }
 	m.splitC.make = func(k routeKey) prometheus.Counter { return m.split.WithLabelValues(k.route, k.other) }
+	m.aggC.make = func(k attemptKey) prometheus.Counter {
+		return m.aggCalls.WithLabelValues(k.backend, k.target, k.result)
+	}
+	m.cacheC.make = func(k routeKey) prometheus.Counter { return m.cacheReq.WithLabelValues(k.route, k.other) }
 	m.attemptC.make = func(k attemptKey) prometheus.Counter {
 		return m.attempts.WithLabelValues(k.backend, k.target, k.result)
 	}

@@ -14,8 +14,10 @@ import (
 // Middleware is the middleware that records the request series (see
 // [Metrics]). Put it in the Gateway's global chain (gw.Use), so that it
 // sees every request, routed or not; it reads the route, backend, attempts,
-// upstream time, rate-limit decision and auth failure from
-// pylon.RequestInfo once the rest of the chain has answered.
+// upstream time, rate-limit decision, auth failure, cache result and
+// aggregation calls (RequestInfo.Calls, written by package aggregate) from
+// pylon.RequestInfo once the rest of the chain has answered, so that none
+// of these needs a hook of its own.
 //
 // A request whose client went away is recorded with status 499. A request
 // whose handler panicked without writing a header is recorded with status
@@ -140,6 +142,21 @@ func (m *Metrics) record(r *http.Request, info *pylon.RequestInfo, ww middleware
 			reason = LabelOther
 		}
 		m.authC.get(routeKey{route: route, other: reason}).Inc()
+	}
+	if info.Cache != "" {
+		result := info.Cache
+		if !slices.Contains(cacheResults, result) {
+			result = LabelOther
+		}
+		m.cacheC.get(routeKey{route: route, other: result}).Inc()
+	}
+	for i := range info.Calls {
+		c := &info.Calls[i]
+		outcome := c.Outcome
+		if !slices.Contains(aggOutcomes, outcome) {
+			outcome = LabelOther
+		}
+		m.aggC.get(attemptKey{backend: route, target: c.Key, result: outcome}).Inc()
 	}
 	if info.Split != "" {
 		m.splitC.get(routeKey{route: route, other: info.Split}).Inc()

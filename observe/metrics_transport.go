@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/url"
 
 	"github.com/pylon-gateway/pylon"
 )
@@ -51,4 +52,26 @@ func (t *metricsTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	}
 	t.m.attemptC.get(attemptKey{backend: backend, target: target, result: result}).Inc()
 	return res, err
+}
+
+// CloseIdleConnections closes the idle connections of the wrapped
+// transport, when it has a CloseIdleConnections method, so that
+// Backend.Close reaches them through the wrapper.
+func (t *metricsTransport) CloseIdleConnections() {
+	if c, ok := t.rt.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
+// CloseIdleConnectionsTo closes the wrapped transport's idle connections to
+// u: only u's when it has a CloseIdleConnectionsTo method, else all of them
+// when it has CloseIdleConnections (a Backend calls it for a drained
+// target).
+func (t *metricsTransport) CloseIdleConnectionsTo(u *url.URL) {
+	switch c := t.rt.(type) {
+	case interface{ CloseIdleConnectionsTo(*url.URL) }:
+		c.CloseIdleConnectionsTo(u)
+	case interface{ CloseIdleConnections() }:
+		c.CloseIdleConnections()
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 
 	"github.com/pylon-gateway/pylon"
@@ -104,4 +105,26 @@ func errorKind(err error) string {
 		return "connect failed"
 	}
 	return "round trip failed"
+}
+
+// CloseIdleConnections closes the idle connections of the wrapped
+// transport, when it has a CloseIdleConnections method, so that
+// Backend.Close reaches them through the wrapper.
+func (tt *tracingTransport) CloseIdleConnections() {
+	if c, ok := tt.rt.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
+// CloseIdleConnectionsTo closes the wrapped transport's idle connections to
+// u: only u's when it has a CloseIdleConnectionsTo method, else all of them
+// when it has CloseIdleConnections (a Backend calls it for a drained
+// target).
+func (tt *tracingTransport) CloseIdleConnectionsTo(u *url.URL) {
+	switch c := tt.rt.(type) {
+	case interface{ CloseIdleConnectionsTo(*url.URL) }:
+		c.CloseIdleConnectionsTo(u)
+	case interface{ CloseIdleConnections() }:
+		c.CloseIdleConnections()
+	}
 }

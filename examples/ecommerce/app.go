@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -146,13 +145,11 @@ func build(cfg config) (_ *app, err error) {
 		ConsecutiveFailures: breakerFailures,
 		OpenDuration:        breakerOpen,
 		Logger:              a.logger,
-		OnStateChange: func(name string, from, to breaker.State) {
-			metrics.BreakerStateChange(name, from.String(), to.String())
-		},
 	})
 	if err != nil {
 		return nil, err
 	}
+	metrics.WatchBreaker(paymentsGuard) // pylon_breaker_state, no OnStateChange to write
 	products, err := a.backend(metrics, "products", a.ProductsURL, nil)
 	if err != nil {
 		return nil, err
@@ -165,7 +162,6 @@ func build(cfg config) (_ *app, err error) {
 	if err != nil {
 		return nil, err
 	}
-	metrics.WatchBackends(products, orders, payments)
 
 	// The gateway. Stats feeds the status page; it comes first so that it
 	// counts every request, refused ones included.
@@ -209,12 +205,7 @@ func build(cfg config) (_ *app, err error) {
 	api.Route("GET /orders/{id}").Name("order").Timeout(2 * time.Second).To(orders)
 	api.Route("GET /payments/{order}").Name("payment").Timeout(2 * time.Second).To(payments)
 	api.Route("GET /orders/{id}/summary").Name("order-summary").Timeout(2 * time.Second).
-		Handler(aggregate.MustNewWithOptions(aggregate.Options{
-			ErrorsMember: "_errors",
-			OnCall: func(r *http.Request, res aggregate.CallResult) {
-				metrics.AggregateCall(routeName(r), res.Key, callOutcome(res))
-			},
-		},
+		Handler(aggregate.MustNewWithOptions(aggregate.Options{ErrorsMember: "_errors"},
 			aggregate.Get("order", orders, "/orders/{id}").PassNotFound().Deny("product_ids"),
 			aggregate.Get("products", products, "/products?ids={order.product_ids}"),
 			aggregate.Get("payment", payments, "/payments/{id}").Optional(),
@@ -222,6 +213,8 @@ func build(cfg config) (_ *app, err error) {
 	if err := gw.Err(); err != nil {
 		return nil, err
 	}
+	// Route and backend series from start, and target health at scrape.
+	metrics.WatchGateway(gw)
 	a.gw = gw
 
 	addr := cfg.Addr
@@ -269,9 +262,7 @@ func (a *app) backend(m *observe.Metrics, name, target string, guard pylon.Guard
 		Guard:       guard,
 		Logger:      a.logger,
 	}
-	transport := pylon.NewTransport(opts)
-	a.onClose(transport.CloseIdleConnections)
-	opts.Transport = m.Transport(transport)
+	opts.Transport = m.Transport(pylon.NewTransport(opts)) // b.Close closes its idle connections
 	b, err := pylon.NewBackend(name, opts)
 	if err != nil {
 		return nil, err
@@ -326,27 +317,4 @@ func isOperational(r *http.Request) bool {
 		return true
 	}
 	return false
-}
-
-// routeName is the name of the route r matched.
-func routeName(r *http.Request) string {
-	if info := pylon.Info(r.Context()); info != nil {
-		return info.Route
-	}
-	return ""
-}
-
-// callOutcome turns an aggregation call's result into the outcome label of
-// pylon_aggregate_calls_total: ok, timeout, skipped (not made) or error.
-func callOutcome(res aggregate.CallResult) string {
-	switch {
-	case res.Err == nil:
-		return "ok"
-	case errors.Is(res.Err, aggregate.ErrTimeout):
-		return "timeout"
-	case errors.Is(res.Err, aggregate.ErrCanceled), errors.Is(res.Err, aggregate.ErrDependency):
-		return "skipped"
-	default:
-		return "error"
-	}
 }
