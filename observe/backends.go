@@ -69,6 +69,20 @@ func (c *targetCollector) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector.
 func (c *targetCollector) Collect(ch chan<- prometheus.Metric) {
+	c.each(func(backend, target string, healthy bool, ejections uint64, inflight int) {
+		h := 0.0
+		if healthy {
+			h = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.healthy, prometheus.GaugeValue, h, backend, target)
+		ch <- prometheus.MustNewConstMetric(c.ejections, prometheus.CounterValue, float64(ejections), backend, target)
+		ch <- prometheus.MustNewConstMetric(c.inflight, prometheus.GaugeValue, float64(inflight), backend, target)
+	})
+}
+
+// each calls f for every target of the watched backends, after pruning the
+// attempt series of targets that are gone.
+func (c *targetCollector) each(f func(backend, target string, healthy bool, ejections uint64, inflight int)) {
 	c.mu.Lock()
 	bs := c.backends[:len(c.backends):len(c.backends)]
 	c.mu.Unlock()
@@ -82,13 +96,7 @@ func (c *targetCollector) Collect(ch chan<- prometheus.Metric) {
 			c.prune(b.Name(), current)
 		}
 		for _, t := range ts {
-			h := 0.0
-			if t.Healthy() {
-				h = 1
-			}
-			ch <- prometheus.MustNewConstMetric(c.healthy, prometheus.GaugeValue, h, b.Name(), t.String())
-			ch <- prometheus.MustNewConstMetric(c.ejections, prometheus.CounterValue, float64(t.Ejections()), b.Name(), t.String())
-			ch <- prometheus.MustNewConstMetric(c.inflight, prometheus.GaugeValue, float64(t.InFlight()), b.Name(), t.String())
+			f(b.Name(), t.String(), t.Healthy(), t.Ejections(), t.InFlight())
 		}
 	}
 }
@@ -112,13 +120,13 @@ func (m *Metrics) pruneAttempts(backend string, current map[string]bool) {
 	if len(gone) == 0 {
 		return
 	}
-	nm := make(map[attemptKey]prometheus.Counter, len(*old)-len(gone))
+	nm := make(map[attemptKey]counter, len(*old)-len(gone))
 	for k, v := range *old {
 		nm[k] = v
 	}
 	for _, k := range gone {
 		delete(nm, k)
-		m.attempts.DeleteLabelValues(k.backend, k.target, k.result)
+		m.attempts.delete(k.backend, k.target, k.result)
 	}
 	c.m.Store(&nm)
 }

@@ -1,5 +1,5 @@
-// Package observe is Pylon's monitoring: Prometheus metrics and
-// OpenTelemetry tracing for a pylon.Gateway. It is a module of its own, so
+// Package observe is Pylon's monitoring: Prometheus or OpenTelemetry
+// metrics and OpenTelemetry tracing for a pylon.Gateway. It is a module of its own, so
 // that only programs that import it compile Prometheus and OpenTelemetry.
 //
 // Metrics come from [NewMetrics]: its Middleware records the request
@@ -19,6 +19,12 @@
 // or subjects. Metric and label names follow the OpenTelemetry HTTP
 // semantic conventions where one exists (http_server_request_duration_seconds,
 // http_route, http_request_method), and a pylon_ prefix elsewhere.
+//
+// [NewOTelMetrics] makes the same Metrics over an OpenTelemetry
+// MeterProvider instead of a Prometheus registry: the same methods decide
+// what to record, the instruments carry OpenTelemetry names
+// (http.server.request.duration, unit "s"; pylon.upstream.retries) that
+// OpenTelemetry's Prometheus exporter turns back into the names above.
 //
 // Tracing comes from [NewTracer]: its Middleware makes a server span per
 // request, continuing the W3C trace context the client sent and named

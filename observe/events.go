@@ -27,7 +27,7 @@ func (m *Metrics) BreakerStateChange(name, from, to string) {
 	from, to = breakerState(from), breakerState(to)
 	m.brMu.Lock()
 	defer m.brMu.Unlock()
-	m.brTrans.WithLabelValues(name, from, to).Inc()
+	m.brTrans.with(name, from, to).Inc()
 	m.setBreakerState(name, to)
 }
 
@@ -39,12 +39,12 @@ func (m *Metrics) setBreakerState(name, to string) {
 		if s == to {
 			v = 1
 		}
-		m.brState.WithLabelValues(name, s).Set(v)
+		m.brState.set(v, name, s)
 	}
 	if to == LabelOther {
-		m.brState.WithLabelValues(name, LabelOther).Set(1)
+		m.brState.set(1, name, LabelOther)
 	} else {
-		m.brState.DeleteLabelValues(name, LabelOther)
+		m.brState.delete(name, LabelOther)
 	}
 }
 
@@ -59,5 +59,5 @@ func (m *Metrics) AggregateCall(route, call, outcome string) {
 	if route == "" {
 		route = RouteUnmatched
 	}
-	m.aggCalls.WithLabelValues(route, call, outcome).Inc()
+	m.aggCalls.with(route, call, outcome).Inc()
 }

@@ -83,7 +83,8 @@ var (
 // Metrics records Prometheus metrics about the requests a Gateway serves,
 // its upstream attempts, its backends' targets, its circuit breakers, rate
 // limits, authentication failures and aggregation calls. Build it once with
-// [NewMetrics]; all methods are safe for concurrent use.
+// [NewMetrics], or with [NewOTelMetrics] for OpenTelemetry instruments of
+// the same names; all methods are safe for concurrent use.
 //
 // Every label value comes from configuration (route, backend, target,
 // breaker and aggregation call names) or from a small fixed set (methods,
@@ -123,35 +124,34 @@ type Metrics struct {
 	opts     MetricsOptions
 	gatherer prometheus.Gatherer
 
-	duration *prometheus.HistogramVec
-	reqSize  *prometheus.HistogramVec
-	respSize *prometheus.HistogramVec
-	active   prometheus.GaugeFunc
-	inflight atomic.Int64 // read by active
-	gateway  *prometheus.HistogramVec
-	upstream *prometheus.HistogramVec
-	retries  *prometheus.CounterVec
-	attempts *prometheus.CounterVec
-	rlimit   *prometheus.CounterVec
-	auth     *prometheus.CounterVec
-	aggCalls *prometheus.CounterVec
-	cacheReq *prometheus.CounterVec
-	rpc      *prometheus.HistogramVec
-	brState  *prometheus.GaugeVec
-	brTrans  *prometheus.CounterVec
+	duration histVec
+	reqSize  histVec
+	respSize histVec
+	inflight atomic.Int64 // read by http_server_active_requests
+	gateway  histVec
+	upstream histVec
+	retries  counterVec
+	attempts counterVec
+	rlimit   counterVec
+	auth     counterVec
+	aggCalls counterVec
+	cacheReq counterVec
+	rpc      histVec
+	brState  gaugeVec
+	brTrans  counterVec
 	targets  *targetCollector
-	split    *prometheus.CounterVec
+	split    counterVec
 	mirrors  *mirrorCollector
 
 	series   cache[seriesKey, *series]
 	routes   cache[routeKey, *routeSeries]
-	authC    cache[routeKey, prometheus.Counter]
-	rlimitC  cache[routeKey, prometheus.Counter]
-	splitC   cache[routeKey, prometheus.Counter]
-	attemptC cache[attemptKey, prometheus.Counter]
-	rpcC     cache[routeKey, prometheus.Observer]
-	aggC     cache[attemptKey, prometheus.Counter] // route, call, outcome
-	cacheC   cache[routeKey, prometheus.Counter]
+	authC    cache[routeKey, counter]
+	rlimitC  cache[routeKey, counter]
+	splitC   cache[routeKey, counter]
+	attemptC cache[attemptKey, counter]
+	rpcC     cache[routeKey, observer]
+	aggC     cache[attemptKey, counter] // route, call, outcome
+	cacheC   cache[routeKey, counter]
 
 	brMu sync.Mutex // serializes breaker state changes
 }
@@ -187,67 +187,82 @@ func NewMetrics(reg prometheus.Registerer, opts MetricsOptions) (*Metrics, error
 	hist := func(name, help string, b []float64, labels ...string) *prometheus.HistogramVec {
 		return prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: b, ConstLabels: cl}, labels)
 	}
-	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
+	newCounter := func(name, help string, labels ...string) *prometheus.CounterVec {
 		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: cl}, labels)
 	}
-	m.duration = hist("http_server_request_duration_seconds",
+	duration := hist("http_server_request_duration_seconds",
 		"Duration of requests served by the gateway, from arrival to the end of the response.", durB, reqLabels...)
-	m.reqSize = hist("http_server_request_body_size_bytes",
+	reqSize := hist("http_server_request_body_size_bytes",
 		"Declared size (Content-Length) of request bodies.", sizeB, reqLabels...)
-	m.respSize = hist("http_server_response_body_size_bytes",
+	respSize := hist("http_server_response_body_size_bytes",
 		"Size of response bodies written to clients.", sizeB, reqLabels...)
 	// An atomic add per request instead of a Gauge's compare-and-swap
 	// loop on a float, which retries when cores serve requests at once.
-	m.active = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "http_server_active_requests",
+	active := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "http_server_active_requests",
 		Help: "Requests being served.", ConstLabels: cl}, func() float64 { return float64(m.inflight.Load()) })
-	m.gateway = hist("pylon_gateway_duration_seconds",
+	gateway := hist("pylon_gateway_duration_seconds",
 		"Time the gateway spent on a request up to the response header, minus the time spent waiting for upstreams.", gwB, "http_route")
-	m.upstream = hist("pylon_upstream_duration_seconds",
+	upstream := hist("pylon_upstream_duration_seconds",
 		"Time spent waiting for upstream response headers, summed over a request's attempts.", durB, "http_route", "backend")
-	m.retries = counter("pylon_upstream_retries_total", "Upstream attempts beyond the first.", "backend")
-	m.attempts = counter("pylon_upstream_attempts_total",
+	retries := newCounter("pylon_upstream_retries_total", "Upstream attempts beyond the first.", "backend")
+	attempts := newCounter("pylon_upstream_attempts_total",
 		"Upstream attempts by target and result (status class, error or canceled).", "backend", "target", "result")
-	m.rlimit = counter("pylon_ratelimit_decisions_total", "Rate limiter decisions.", "http_route", "result")
-	m.auth = counter("pylon_auth_failures_total", "Requests refused by authentication or authorization.", "http_route", "reason")
-	m.aggCalls = counter("pylon_aggregate_calls_total", "Aggregation calls by outcome.", "http_route", "call", "outcome")
-	m.cacheReq = counter("pylon_cache_requests_total", "Requests by response cache result (RequestInfo.Cache).", "http_route", "result")
-	m.rpc = hist("rpc_server_call_duration_seconds",
+	rlimit := newCounter("pylon_ratelimit_decisions_total", "Rate limiter decisions.", "http_route", "result")
+	auth := newCounter("pylon_auth_failures_total", "Requests refused by authentication or authorization.", "http_route", "reason")
+	aggCalls := newCounter("pylon_aggregate_calls_total", "Aggregation calls by outcome.", "http_route", "call", "outcome")
+	cacheReq := newCounter("pylon_cache_requests_total", "Requests by response cache result (RequestInfo.Cache).", "http_route", "result")
+	rpc := hist("rpc_server_call_duration_seconds",
 		"Duration of gRPC calls served by the gateway, by gRPC status.", durB, "http_route", "rpc_system_name", "rpc_response_status_code")
-	m.brState = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pylon_breaker_state",
+	brState := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pylon_breaker_state",
 		Help: "1 for the circuit breaker's current state, 0 for the others.", ConstLabels: cl}, []string{"breaker", "state"})
-	m.brTrans = counter("pylon_breaker_transitions_total", "Circuit breaker state changes.", "breaker", "from", "to")
-	m.split = counter("pylon_split_requests_total", "Requests served by each side of a traffic split (RequestInfo.Split).", "http_route", "side")
+	brTrans := newCounter("pylon_breaker_transitions_total", "Circuit breaker state changes.", "breaker", "from", "to")
+	split := newCounter("pylon_split_requests_total", "Requests served by each side of a traffic split (RequestInfo.Split).", "http_route", "side")
 	m.mirrors = newMirrorCollector(cl)
 	m.targets = newTargetCollector(cl)
-	m.targets.prune = m.pruneAttempts
 
-	for _, c := range []prometheus.Collector{m.duration, m.reqSize, m.respSize, m.active, m.gateway,
-		m.upstream, m.retries, m.attempts, m.rlimit, m.auth, m.aggCalls, m.cacheReq, m.rpc, m.brState, m.brTrans, m.targets, m.split, m.mirrors} {
+	for _, c := range []prometheus.Collector{duration, reqSize, respSize, active, gateway,
+		upstream, retries, attempts, rlimit, auth, aggCalls, cacheReq, rpc, brState, brTrans, m.targets, split, m.mirrors} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrRegister, err)
 		}
 	}
 
+	m.duration, m.reqSize, m.respSize = promHist{duration}, promHist{reqSize}, promHist{respSize}
+	m.gateway, m.upstream, m.rpc = promHist{gateway}, promHist{upstream}, promHist{rpc}
+	m.retries, m.attempts, m.rlimit, m.auth = promCounter{retries}, promCounter{attempts}, promCounter{rlimit}, promCounter{auth}
+	m.aggCalls, m.cacheReq, m.brTrans, m.split = promCounter{aggCalls}, promCounter{cacheReq}, promCounter{brTrans}, promCounter{split}
+	m.brState = promGauge{brState}
+	m.init()
+	return m, nil
+}
+
+// init sets up the series caches over the vectors, whichever backs them.
+func (m *Metrics) init() {
+	m.targets.prune = m.pruneAttempts
 	m.series.make = m.newSeries
 	m.routes.make = m.newRouteSeries
-	m.authC.make = func(k routeKey) prometheus.Counter { return m.auth.WithLabelValues(k.route, k.other) }
-	m.rpcC.make = func(k routeKey) prometheus.Observer { return m.rpc.WithLabelValues(k.route, "grpc", k.other) }
-	m.rlimitC.make = func(k routeKey) prometheus.Counter { return m.rlimit.WithLabelValues(k.route, k.other) }
-	m.splitC.make = func(k routeKey) prometheus.Counter { return m.split.WithLabelValues(k.route, k.other) }
-	m.aggC.make = func(k attemptKey) prometheus.Counter {
-		return m.aggCalls.WithLabelValues(k.backend, k.target, k.result)
+	m.authC.make = func(k routeKey) counter { return m.auth.with(k.route, k.other) }
+	m.rpcC.make = func(k routeKey) observer { return m.rpc.with(k.route, "grpc", k.other) }
+	m.rlimitC.make = func(k routeKey) counter { return m.rlimit.with(k.route, k.other) }
+	m.splitC.make = func(k routeKey) counter { return m.split.with(k.route, k.other) }
+	m.aggC.make = func(k attemptKey) counter {
+		return m.aggCalls.with(k.backend, k.target, k.result)
 	}
-	m.cacheC.make = func(k routeKey) prometheus.Counter { return m.cacheReq.WithLabelValues(k.route, k.other) }
-	m.attemptC.make = func(k attemptKey) prometheus.Counter {
-		return m.attempts.WithLabelValues(k.backend, k.target, k.result)
+	m.cacheC.make = func(k routeKey) counter { return m.cacheReq.with(k.route, k.other) }
+	m.attemptC.make = func(k attemptKey) counter {
+		return m.attempts.with(k.backend, k.target, k.result)
 	}
-	return m, nil
 }
 
 // Handler returns the handler to mount on /metrics: promhttp over the
 // registry given to NewMetrics when it is also a prometheus.Gatherer (a
-// *prometheus.Registry is), else over prometheus.DefaultGatherer.
+// *prometheus.Registry is), else over prometheus.DefaultGatherer. For
+// Metrics from NewOTelMetrics it answers 404: the MeterProvider's readers
+// export the measurements.
 func (m *Metrics) Handler() http.Handler {
+	if m.gatherer == nil {
+		return http.NotFoundHandler()
+	}
 	return promhttp.HandlerFor(m.gatherer, promhttp.HandlerOpts{})
 }
 
@@ -266,7 +281,7 @@ type seriesKey struct {
 }
 
 type series struct {
-	duration, reqSize, respSize prometheus.Observer
+	duration, reqSize, respSize observer
 }
 
 func (m *Metrics) newSeries(k seriesKey) *series {
@@ -277,9 +292,9 @@ func (m *Metrics) newSeries(k seriesKey) *series {
 		st = statusClass(k.status)
 	}
 	return &series{
-		duration: m.duration.WithLabelValues(k.route, k.method, st),
-		reqSize:  m.reqSize.WithLabelValues(k.route, k.method, st),
-		respSize: m.respSize.WithLabelValues(k.route, k.method, st),
+		duration: m.duration.with(k.route, k.method, st),
+		reqSize:  m.reqSize.with(k.route, k.method, st),
+		respSize: m.respSize.with(k.route, k.method, st),
 	}
 }
 
@@ -291,18 +306,19 @@ type routeKey struct {
 }
 
 type routeSeries struct {
-	gateway  prometheus.Observer
-	upstream prometheus.Observer // nil without a backend
-	retries  prometheus.Counter  // nil without a backend
+	gateway  observer
+	upstream observer // nil without a backend
+	retries  counter  // nil without a backend
 }
 
 func (m *Metrics) newRouteSeries(k routeKey) *routeSeries {
 	rs := &routeSeries{
-		gateway: m.gateway.WithLabelValues(k.route),
+		gateway: m.gateway.with(k.route),
 	}
 	if k.other != "" {
-		rs.upstream = m.upstream.WithLabelValues(k.route, k.other)
-		rs.retries = m.retries.WithLabelValues(k.other)
+		rs.upstream = m.upstream.with(k.route, k.other)
+		rs.retries = m.retries.with(k.other)
+		rs.retries.Add(0) // an OpenTelemetry counter appears at its first Add
 	}
 	return rs
 }

@@ -52,13 +52,20 @@ func (c *mirrorCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.request
 
 // Collect implements prometheus.Collector.
 func (c *mirrorCollector) Collect(ch chan<- prometheus.Metric) {
+	c.each(func(name, result string, n uint64) {
+		ch <- prometheus.MustNewConstMetric(c.requests, prometheus.CounterValue, float64(n), name, result)
+	})
+}
+
+// each calls f with each watched mirror's count of each result.
+func (c *mirrorCollector) each(f func(name, result string, n uint64)) {
 	c.mu.Lock()
 	ws := c.watched[:len(c.watched):len(c.watched)]
 	c.mu.Unlock()
 	for _, w := range ws {
 		s := w.mirror.Stats()
-		ch <- prometheus.MustNewConstMetric(c.requests, prometheus.CounterValue, float64(s.Mirrored), w.name, "mirrored")
-		ch <- prometheus.MustNewConstMetric(c.requests, prometheus.CounterValue, float64(s.Dropped), w.name, "dropped")
-		ch <- prometheus.MustNewConstMetric(c.requests, prometheus.CounterValue, float64(s.TooLarge), w.name, "too_large")
+		f(w.name, "mirrored", s.Mirrored)
+		f(w.name, "dropped", s.Dropped)
+		f(w.name, "too_large", s.TooLarge)
 	}
 }

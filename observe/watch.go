@@ -40,7 +40,7 @@ func (m *Metrics) breakerSeen(name, state string) {
 	for _, from := range breakerStates {
 		for _, to := range breakerStates {
 			if from != to {
-				m.brTrans.WithLabelValues(name, from, to)
+				m.brTrans.with(name, from, to).Add(0)
 			}
 		}
 	}
