@@ -108,6 +108,11 @@ type BackendOptions struct {
 	// insensitively). Nil means only "websocket". "h2c" is never forwarded.
 	Upgrades []string
 
+	// Hedge configures hedging of idempotent requests: a second attempt to
+	// another target when the first is slow to answer; see HedgeOptions.
+	// The zero value disables it.
+	Hedge HedgeOptions
+
 	// DeadlineHeader, when set, names a request header that carries each
 	// attempt's remaining deadline upstream: whole milliseconds until the
 	// attempt's context ends (the route's Timeout, TryTimeout or a gRPC
@@ -216,6 +221,9 @@ func NewBackend(name string, opts BackendOptions) (*Backend, error) {
 	}
 	if opts.RetryBudget < 0 || opts.RetryBudget > 1 {
 		return nil, fmt.Errorf("pylon: backend %q: RetryBudget %v is not in [0, 1]", name, opts.RetryBudget)
+	}
+	if opts.Hedge.Delay < 0 {
+		return nil, fmt.Errorf("pylon: backend %q: negative Hedge.Delay", name)
 	}
 	b := &Backend{name: name, opts: opts, logger: opts.Logger}
 	if b.logger == nil {
@@ -415,6 +423,11 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			body.recMax = int(b.opts.RetryBufferBytes) // replayable if it ends within the cap
 		}
 		out.Body = body
+	}
+
+	if b.opts.Hedge.Delay > 0 && upType == "" && !isGRPC && hedgeable(r, body) {
+		b.serveHedged(w, r, info, out, body) // hedge.go
+		return
 	}
 
 	var tried [4]*Target
