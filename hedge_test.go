@@ -87,10 +87,10 @@ func TestHedgeSlowTarget(t *testing.T) {
 		assert.Zero(t, tg.Ejections(), "%s ejected", tg)
 		assert.True(t, tg.Healthy())
 	}
-	assert.Equal(t, g.allowed.Load(), g.done.Load(), "done once per attempt")
+	until(t, "done once per attempt", func() bool { return g.done.Load() == g.allowed.Load() })
 	assert.Equal(t, slowHits.Load(), g.canceled.Load(), "losers neutral")
 	assert.Zero(t, g.failed.Load())
-	assert.Zero(t, be.retriesInUse.Load())
+	until(t, "retry budget given back", func() bool { return be.retriesInUse.Load() == 0 })
 }
 
 // TestHedgeNotForPost: a POST without an Idempotency-Key is never hedged;
@@ -158,4 +158,34 @@ func TestHedgeFailover(t *testing.T) {
 		assert.Equal(t, http.StatusOK, res.StatusCode)
 		assert.Less(t, time.Since(began), 500*time.Millisecond)
 	}
+}
+
+// TestHedgeChargedToRetryBudget: with the retry budget spent, no hedge is
+// sent; the slow first attempt answers.
+func TestHedgeChargedToRetryBudget(t *testing.T) {
+	var hits atomic.Int64
+	h := func(w http.ResponseWriter, r *http.Request) {
+		if hits.Add(1) == 1 {
+			select { // the first attempt is slow
+			case <-time.After(100 * time.Millisecond):
+			case <-r.Context().Done():
+			}
+		}
+	}
+	u1, u2 := upstream(t, h), upstream(t, h)
+	be := backend(t, BackendOptions{Targets: []string{u1.URL, u2.URL}, Hedge: HedgeOptions{Delay: 5 * time.Millisecond}, MinRetryConcurrency: 1})
+	gw := front(t, Options{}, be)
+	be.retriesInUse.Add(1) // the budget's one place is taken
+	res, err := http.Get(gw.URL + "/x")
+	require.NoError(t, err)
+	res.Body.Close()
+	assert.Equal(t, int64(1), hits.Load(), "no hedge past the budget")
+	be.retriesInUse.Add(-1)
+
+	hits.Store(0)
+	res, err = http.Get(gw.URL + "/x")
+	require.NoError(t, err)
+	res.Body.Close()
+	assert.Equal(t, int64(2), hits.Load(), "hedged within the budget")
+	until(t, "its place given back", func() bool { return be.retriesInUse.Load() == 0 })
 }
