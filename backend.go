@@ -53,6 +53,10 @@ type BackendOptions struct {
 	// answered trailers-only UNAVAILABLE (no byte of a response sent) is
 	// retried whatever its method when its body was recorded whole while
 	// it was sent: at most RetryBufferBytes, which must then be set.
+	// A retry that the request's remaining deadline (its context's, set by
+	// a route's Timeout) cannot fit is not sent: when less than its backoff
+	// plus TryTimeout (or, without TryTimeout, 10ms) is left, the client
+	// gets the last failure's answer at once.
 	Retries int
 	// RetryOnStatus also retries idempotent requests answered 502, 503 or
 	// 504. False means only connection errors are retried.
@@ -103,6 +107,19 @@ type BackendOptions struct {
 	// Upgrades lists the protocols that may be upgraded to (compared case
 	// insensitively). Nil means only "websocket". "h2c" is never forwarded.
 	Upgrades []string
+
+	// Hedge configures hedging of idempotent requests: a second attempt to
+	// another target when the first is slow to answer; see HedgeOptions.
+	// The zero value disables it.
+	Hedge HedgeOptions
+
+	// DeadlineHeader, when set, names a request header that carries each
+	// attempt's remaining deadline upstream: whole milliseconds until the
+	// attempt's context ends (the route's Timeout, TryTimeout or a gRPC
+	// deadline, whichever is first), computed as each attempt is sent.
+	// The client's own copy of the header is always removed. Empty means
+	// no header is sent; an attempt without a deadline sends none.
+	DeadlineHeader string
 
 	// Guard, when set, is asked before each attempt whether the chosen
 	// target may be tried, and told each attempt's outcome; a refused target
@@ -185,6 +202,7 @@ type Backend struct {
 	closeIdle func() // closes idle connections of a transport we built
 	logger    *slog.Logger
 	upgrades  []string
+	dlHeader  string // canonical DeadlineHeader
 
 	active       atomic.Int64 // requests in flight through this backend
 	retriesInUse atomic.Int64 // retries in flight
@@ -204,10 +222,14 @@ func NewBackend(name string, opts BackendOptions) (*Backend, error) {
 	if opts.RetryBudget < 0 || opts.RetryBudget > 1 {
 		return nil, fmt.Errorf("pylon: backend %q: RetryBudget %v is not in [0, 1]", name, opts.RetryBudget)
 	}
+	if opts.Hedge.Delay < 0 {
+		return nil, fmt.Errorf("pylon: backend %q: negative Hedge.Delay", name)
+	}
 	b := &Backend{name: name, opts: opts, logger: opts.Logger}
 	if b.logger == nil {
 		b.logger = slog.New(slog.DiscardHandler)
 	}
+	b.dlHeader = http.CanonicalHeaderKey(opts.DeadlineHeader)
 	b.upgrades = opts.Upgrades
 	if b.upgrades == nil {
 		b.upgrades = []string{"websocket"}
@@ -403,6 +425,11 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		out.Body = body
 	}
 
+	if b.opts.Hedge.Delay > 0 && upType == "" && !isGRPC && hedgeable(r, body) {
+		b.serveHedged(w, r, info, out, body) // hedge.go
+		return
+	}
+
 	var tried [4]*Target
 	triedS := tried[:0]
 	retryHeld := false
@@ -452,6 +479,9 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if isGRPC {
 			setGRPCTimeout(out.Header, try.Context())
 		}
+		if b.dlHeader != "" {
+			setDeadlineHeader(out.Header, b.dlHeader, try.Context())
+		}
 
 		began := time.Now()
 		try, stopInterim := withInterim(w, try)
@@ -484,33 +514,41 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 			b.end(&cur, outcomeFailure, 0, err)
 			lastErr = err
-			if b.mayRetry(r, attempt, body, err) && b.takeRetry(&retryHeld) && b.wait(r.Context(), attempt) {
-				continue
+			if b.mayRetry(r, attempt, body, err) {
+				if d := b.backoff(attempt); b.fits(r.Context(), d) && b.takeRetry(&retryHeld) && sleepCtx(r.Context(), d) == nil {
+					continue
+				}
 			}
 			b.upstreamError(w, r, info, t, err)
 			return
 		}
 
 		cur.status = res.StatusCode
+		var backoff time.Duration
+		if attempt < b.opts.Retries {
+			backoff = b.backoff(attempt)
+		}
 		if isGRPC && trailersOnlyUnavailable(res) && body.replayable() && attempt < b.opts.Retries &&
-			r.Context().Err() == nil && b.takeRetry(&retryHeld) {
+			r.Context().Err() == nil && b.fits(r.Context(), backoff) && b.takeRetry(&retryHeld) {
 			// No byte of a response was sent: the call may go to
 			// another target (backend_grpc.go).
 			drainClose(res.Body)
 			b.end(&cur, outcomeFailure, res.StatusCode, &GRPCStatusError{Code: GRPCUnavailable})
 			lastErr = errUpstreamStatus
-			if b.wait(r.Context(), attempt) {
+			if sleepCtx(r.Context(), backoff) == nil {
 				continue
 			}
 			b.upstreamError(w, r, info, t, r.Context().Err())
 			return
 		}
 		if isRetryableStatus(res.StatusCode) {
-			if b.mayRetry(r, attempt, body, nil) && b.takeRetry(&retryHeld) {
+			// A retry that the deadline cannot fit is not sent: the
+			// client gets this answer at once.
+			if b.mayRetry(r, attempt, body, nil) && b.fits(r.Context(), backoff) && b.takeRetry(&retryHeld) {
 				drainClose(res.Body)
 				b.end(&cur, outcomeFailure, res.StatusCode, nil)
 				lastErr = errUpstreamStatus
-				if b.wait(r.Context(), attempt) {
+				if sleepCtx(r.Context(), backoff) == nil {
 					continue
 				}
 				b.upstreamError(w, r, info, t, r.Context().Err())
@@ -659,12 +697,27 @@ func (b *Backend) outRequest(r *http.Request, info *RequestInfo, upType string) 
 		out.Header["Upgrade"] = []string{upType}
 	}
 	setForwarded(out.Header, r, info)
+	if b.dlHeader != "" {
+		delete(out.Header, b.dlHeader) // never the client's value
+	}
 
 	// Expect: 100-continue needs no relaying: the transport waits for the
 	// upstream's 100 before reading the body, and net/http answers the
 	// client's Expect with its own 100 on that first read. Other 1xx
 	// responses (103 Early Hints) are relayed by withInterim.
 	return out
+}
+
+// setDeadlineHeader sets h[key] to the milliseconds left before ctx's
+// deadline (0 when it passed), or removes it when ctx has none.
+func setDeadlineHeader(h http.Header, key string, ctx context.Context) {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		delete(h, key)
+		return
+	}
+	ms := max(time.Until(dl).Milliseconds(), 0)
+	h[key] = []string{strconv.FormatInt(ms, 10)}
 }
 
 // setTargetURL points out at target t, keeping the client's path and query.
@@ -789,11 +842,12 @@ func (b *Backend) retryAllowed() bool {
 	return b.retriesInUse.Load() < limit
 }
 
-// wait sleeps the jittered backoff before retry attempt+1.
-func (b *Backend) wait(ctx context.Context, attempt int) bool {
+// backoff returns the jittered backoff before retry attempt+1 (0 when
+// RetryBackoff is negative).
+func (b *Backend) backoff(attempt int) time.Duration {
 	base := b.opts.RetryBackoff
 	if base < 0 {
-		return ctx.Err() == nil
+		return 0
 	}
 	if base == 0 {
 		base = 25 * time.Millisecond
@@ -806,8 +860,28 @@ func (b *Backend) wait(ctx context.Context, attempt int) bool {
 	if d > maxB || d <= 0 {
 		d = maxB
 	}
-	d = time.Duration(rand.Int64N(int64(d)) + 1) // full jitter
-	return sleepCtx(ctx, d) == nil
+	return time.Duration(rand.Int64N(int64(d)) + 1) // full jitter
+}
+
+// minAttemptTime is the least time left before the request's deadline that
+// a retry is sent with, when TryTimeout is not set: an attempt given less
+// could hardly be answered, and only delays the client's answer.
+const minAttemptTime = 10 * time.Millisecond
+
+// fits reports whether a retry sent after backoff d fits the request's
+// remaining deadline: at least d plus the attempt's minimum time
+// (TryTimeout when set, else minAttemptTime) is left. A request without a
+// deadline always fits.
+func (b *Backend) fits(ctx context.Context, d time.Duration) bool {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return true
+	}
+	need := minAttemptTime
+	if b.opts.TryTimeout > 0 {
+		need = b.opts.TryTimeout
+	}
+	return time.Until(dl) >= d+need
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {

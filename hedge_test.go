@@ -1,0 +1,191 @@
+package pylon
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// countGuard counts Allow and done calls, and the dones told of a
+// cancellation.
+type countGuard struct {
+	allowed, done, canceled, failed atomic.Int64
+}
+
+func (g *countGuard) Allow(*http.Request, *Target) (func(int, error), error) {
+	g.allowed.Add(1)
+	var once atomic.Bool
+	return func(status int, err error) {
+		if !once.CompareAndSwap(false, true) {
+			panic("done called twice")
+		}
+		g.done.Add(1)
+		switch {
+		case errors.Is(err, context.Canceled):
+			g.canceled.Add(1)
+		case err != nil:
+			g.failed.Add(1)
+		}
+	}, nil
+}
+
+// TestHedgeSlowTarget: of two upstreams, one answers in 300ms; with a 20ms
+// hedge delay every request is answered near the fast one's latency, the
+// slow one's requests are cancelled, in-flight returns to 0 and nothing is
+// ejected or told of a failure.
+func TestHedgeSlowTarget(t *testing.T) {
+	var slowHits, slowCanceled atomic.Int64
+	slow := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		slowHits.Add(1)
+		select {
+		case <-time.After(300 * time.Millisecond):
+			io.WriteString(w, "slow")
+		case <-r.Context().Done():
+			slowCanceled.Add(1)
+		}
+	})
+	fast := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "fast")
+	})
+	g := &countGuard{}
+	be := backend(t, BackendOptions{
+		Targets: []string{slow.URL, fast.URL},
+		Hedge:   HedgeOptions{Delay: 20 * time.Millisecond},
+		Guard:   g,
+	})
+	gw := front(t, Options{}, be)
+
+	const n = 20
+	lat := make([]time.Duration, 0, n)
+	for range n {
+		began := time.Now()
+		res, err := http.Get(gw.URL + "/x")
+		require.NoError(t, err)
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		lat = append(lat, time.Since(began))
+		assert.Equal(t, http.StatusOK, res.StatusCode)
+		assert.Equal(t, "fast", string(body))
+	}
+	slices.Sort(lat)
+	p50 := lat[n/2]
+	t.Logf("p50 %v, max %v; slow hits %d", p50, lat[n-1], slowHits.Load())
+	assert.Less(t, p50, 150*time.Millisecond, "p50 near the fast target, not the slow one")
+	assert.Less(t, lat[n-1], 250*time.Millisecond, "no request waited for the slow target")
+	require.Positive(t, slowHits.Load())
+	until(t, "slow requests cancelled", func() bool { return slowCanceled.Load() == slowHits.Load() })
+	for _, tg := range be.Targets() {
+		until(t, "in-flight back to 0", func() bool { return tg.InFlight() == 0 })
+		assert.Zero(t, tg.Ejections(), "%s ejected", tg)
+		assert.True(t, tg.Healthy())
+	}
+	until(t, "done once per attempt", func() bool { return g.done.Load() == g.allowed.Load() })
+	assert.Equal(t, slowHits.Load(), g.canceled.Load(), "losers neutral")
+	assert.Zero(t, g.failed.Load())
+	until(t, "retry budget given back", func() bool { return be.retriesInUse.Load() == 0 })
+}
+
+// TestHedgeNotForPost: a POST without an Idempotency-Key is never hedged;
+// with one it is.
+func TestHedgeNotForPost(t *testing.T) {
+	var hits atomic.Int64
+	h := func(w http.ResponseWriter, r *http.Request) {
+		if hits.Add(1) == 1 {
+			select { // the first attempt is slow
+			case <-time.After(200 * time.Millisecond):
+			case <-r.Context().Done():
+			}
+		}
+	}
+	u1, u2 := upstream(t, h), upstream(t, h)
+	be := backend(t, BackendOptions{Targets: []string{u1.URL, u2.URL}, Hedge: HedgeOptions{Delay: 10 * time.Millisecond}})
+	gw := front(t, Options{}, be)
+
+	// With a key: the hedge answers while the first attempt is slow.
+	req, _ := http.NewRequest("POST", gw.URL+"/x", nil)
+	req.Header.Set("Idempotency-Key", "k1")
+	res, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	res.Body.Close()
+	assert.Equal(t, http.StatusOK, res.StatusCode)
+	assert.Equal(t, int64(2), hits.Load())
+
+	// Without: one attempt only, answered after its 200ms.
+	hits.Store(0)
+	res, err = http.Post(gw.URL+"/x", "text/plain", nil)
+	require.NoError(t, err)
+	res.Body.Close()
+	assert.Equal(t, int64(1), hits.Load())
+	for _, tg := range be.Targets() {
+		until(t, "in-flight back to 0", func() bool { return tg.InFlight() == 0 })
+	}
+}
+
+// until polls cond every millisecond until it holds or 5s pass.
+func until(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		<-tick.C
+	}
+}
+
+// TestHedgeFailover: an attempt that fails before the delay sends the hedge
+// at once.
+func TestHedgeFailover(t *testing.T) {
+	refused := closedAddr(t)
+	ok := upstream(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	be := backend(t, BackendOptions{Targets: []string{refused, ok.URL}, Hedge: HedgeOptions{Delay: time.Second}})
+	gw := front(t, Options{}, be)
+	for range 4 {
+		began := time.Now()
+		res, err := http.Get(gw.URL + "/x")
+		require.NoError(t, err)
+		res.Body.Close()
+		assert.Equal(t, http.StatusOK, res.StatusCode)
+		assert.Less(t, time.Since(began), 500*time.Millisecond)
+	}
+}
+
+// TestHedgeChargedToRetryBudget: with the retry budget spent, no hedge is
+// sent; the slow first attempt answers.
+func TestHedgeChargedToRetryBudget(t *testing.T) {
+	var hits atomic.Int64
+	h := func(w http.ResponseWriter, r *http.Request) {
+		if hits.Add(1) == 1 {
+			select { // the first attempt is slow
+			case <-time.After(100 * time.Millisecond):
+			case <-r.Context().Done():
+			}
+		}
+	}
+	u1, u2 := upstream(t, h), upstream(t, h)
+	be := backend(t, BackendOptions{Targets: []string{u1.URL, u2.URL}, Hedge: HedgeOptions{Delay: 5 * time.Millisecond}, MinRetryConcurrency: 1})
+	gw := front(t, Options{}, be)
+	be.retriesInUse.Add(1) // the budget's one place is taken
+	res, err := http.Get(gw.URL + "/x")
+	require.NoError(t, err)
+	res.Body.Close()
+	assert.Equal(t, int64(1), hits.Load(), "no hedge past the budget")
+	be.retriesInUse.Add(-1)
+
+	hits.Store(0)
+	res, err = http.Get(gw.URL + "/x")
+	require.NoError(t, err)
+	res.Body.Close()
+	assert.Equal(t, int64(2), hits.Load(), "hedged within the budget")
+	until(t, "its place given back", func() bool { return be.retriesInUse.Load() == 0 })
+}
