@@ -177,12 +177,14 @@ func TestDNSScalesUnderLoad(t *testing.T) {
 	ctx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	var served, failed atomic.Int64
-	for range 4 {
+	var perClient [4]atomic.Int64 // requests each client finished
+	for i := range 4 {
 		wg.Go(func() {
 			for ctx.Err() == nil {
 				rec := httptest.NewRecorder()
 				b.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
 				served.Add(1)
+				perClient[i].Add(1)
 				if rec.Code != http.StatusOK {
 					failed.Add(1)
 				}
@@ -197,8 +199,20 @@ func TestDNSScalesUnderLoad(t *testing.T) {
 		}
 		slices.Sort(w)
 		waitFor(t, fmt.Sprint("targets ", w), func() bool { return slices.Equal(urlsOf(b), w) })
-		n := served.Load()
-		waitFor(t, "requests", func() bool { return served.Load() > n+20 })
+		// Every client finishes two requests begun after the swap, so none
+		// still holds a target chosen from the set before it.
+		var marks [4]int64
+		for i := range perClient {
+			marks[i] = perClient[i].Load()
+		}
+		waitFor(t, "requests after the swap", func() bool {
+			for i := range perClient {
+				if perClient[i].Load() < marks[i]+2 {
+					return false
+				}
+			}
+			return true
+		})
 	}
 	want(ips[0], ips[1])
 	steps := [][]string{ips, ips[2:], {ips[1]}, ips[:3]}
