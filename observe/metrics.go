@@ -106,6 +106,9 @@ var (
 //	pylon_target_in_flight_requests        gauge      backend, target           (WatchBackends)
 //	pylon_breaker_state                    gauge      breaker, state            (WatchBreaker)
 //	pylon_breaker_transitions_total        counter    breaker, from, to         (WatchBreaker)
+//	pylon_limit_in_flight, _queued, _limit gauge      limit                     (WatchLimit)
+//	pylon_limit_admitted_total, _waited_total, _shed_total, _critical_shed_total
+//	                                       counter    limit                     (WatchLimit)
 //	pylon_ratelimit_decisions_total        counter    http_route, result
 //	pylon_auth_failures_total              counter    http_route, reason
 //	pylon_aggregate_calls_total            counter    http_route, call, outcome (RequestInfo.Calls)
@@ -142,6 +145,7 @@ type Metrics struct {
 	targets  *targetCollector
 	split    counterVec
 	mirrors  *mirrorCollector
+	limits   *limitCollector
 
 	series   cache[seriesKey, *series]
 	routes   cache[routeKey, *routeSeries]
@@ -219,9 +223,10 @@ func NewMetrics(reg prometheus.Registerer, opts MetricsOptions) (*Metrics, error
 	split := newCounter("pylon_split_requests_total", "Requests served by each side of a traffic split (RequestInfo.Split).", "http_route", "side")
 	m.mirrors = newMirrorCollector(cl)
 	m.targets = newTargetCollector(cl)
+	m.limits = newLimitCollector(cl)
 
 	for _, c := range []prometheus.Collector{duration, reqSize, respSize, active, gateway,
-		upstream, retries, attempts, rlimit, auth, aggCalls, cacheReq, rpc, brState, brTrans, m.targets, split, m.mirrors} {
+		upstream, retries, attempts, rlimit, auth, aggCalls, cacheReq, rpc, brState, brTrans, m.targets, split, m.mirrors, m.limits} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrRegister, err)
 		}

@@ -17,8 +17,8 @@ const meterName = "github.com/pylon-gateway/pylon/observe"
 
 // otelKeys maps the Prometheus label names that are not also the
 // OpenTelemetry attribute keys; the others (backend, target, result,
-// breaker, state, from, to, reason, call, outcome, side, mirror) are the
-// same.
+// breaker, state, from, to, reason, call, outcome, side, mirror,
+// limit) are the same.
 var otelKeys = map[string]string{
 	"http_route":                 "http.route",
 	"http_request_method":        "http.request.method",
@@ -56,7 +56,7 @@ var otelKeys = map[string]string{
 // retry counters at zero and watches the backends); counters are never
 // deleted, so the attempt series of a target removed from a backend stay
 // (the SDK's cardinality limit bounds them). http.server.active_requests
-// is an asynchronous up-down counter, and the target, mirror and breaker
+// is an asynchronous up-down counter, and the target, mirror, limit and breaker
 // state instruments are asynchronous too, read at each collection.
 func NewOTelMetrics(mp metric.MeterProvider, opts MetricsOptions) (*Metrics, error) {
 	if mp == nil {
@@ -119,6 +119,7 @@ func NewOTelMetrics(mp metric.MeterProvider, opts MetricsOptions) (*Metrics, err
 	m.brState = brState
 	m.targets = &targetCollector{}
 	m.mirrors = &mirrorCollector{}
+	m.limits = &limitCollector{}
 
 	active, err := meter.Int64ObservableUpDownCounter("http.server.active_requests",
 		metric.WithUnit("{request}"), metric.WithDescription("Requests being served."))
@@ -138,12 +139,23 @@ func NewOTelMetrics(mp metric.MeterProvider, opts MetricsOptions) (*Metrics, err
 	mirrored, err := meter.Int64ObservableCounter("pylon.mirror.requests", metric.WithUnit("{request}"),
 		metric.WithDescription("Sampled requests of each traffic mirror by result: mirrored, dropped (shadow saturated) or too_large (body over the limit)."))
 	check(err)
+	limitObs := make([]metric.Int64Observable, len(limitSeriesList))
+	for i, ls := range limitSeriesList {
+		unit, desc := metric.WithUnit("{request}"), metric.WithDescription(ls.help)
+		if ls.counter {
+			limitObs[i], err = meter.Int64ObservableCounter(ls.otel, unit, desc)
+		} else {
+			limitObs[i], err = meter.Int64ObservableGauge(ls.otel, unit, desc)
+		}
+		check(err)
+	}
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("%w: %w", ErrRegister, errs[0])
 	}
 	baseSet := metric.WithAttributeSet(attribute.NewSet(base...))
 	targetAttrs := newOTelAttrs(base, []string{"backend", "target"})
 	mirrorAttrs := newOTelAttrs(base, []string{"mirror", "result"})
+	limitAttrs := newOTelAttrs(base, []string{"limit"})
 	_, err = meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		o.ObserveInt64(active, m.inflight.Load(), baseSet)
 		brState.observe(func(v float64, opt metric.MeasurementOption) { o.ObserveFloat64(brStateG, v, opt) })
@@ -160,13 +172,25 @@ func NewOTelMetrics(mp metric.MeterProvider, opts MetricsOptions) (*Metrics, err
 		m.mirrors.each(func(name, result string, n uint64) {
 			o.ObserveInt64(mirrored, int64(n), mirrorAttrs.option(name, result))
 		})
+		m.limits.each(func(name string, i int, v float64) {
+			o.ObserveInt64(limitObs[i], int64(v), limitAttrs.option(name))
+		})
 		return nil
-	}, active, brStateG, healthy, ejections, tInflight, mirrored)
+	}, append([]metric.Observable{active, brStateG, healthy, ejections, tInflight, mirrored}, limitObsAny(limitObs)...)...)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrRegister, err)
 	}
 	m.init()
 	return m, nil
+}
+
+// limitObsAny returns obs as metric.Observables, for RegisterCallback.
+func limitObsAny(obs []metric.Int64Observable) []metric.Observable {
+	out := make([]metric.Observable, len(obs))
+	for i, o := range obs {
+		out[i] = o
+	}
+	return out
 }
 
 // otelAttrs turns label values, in the order of the labels, into a
