@@ -362,7 +362,7 @@ func (c *Cache) Store() Store { return c.store }
 // Key returns the primary key the cache uses for r's URL: the key Purge
 // takes. It is "" when the request cannot be keyed.
 func (c *Cache) Key(r *http.Request) string {
-	k, _, _ := c.baseKey(r)
+	k, _, _ := c.baseKey(r, pylon.Info(r.Context()))
 	return k
 }
 
@@ -446,7 +446,7 @@ func (c *Cache) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 		c.pass(w, r, next, info, StatusBypass, "fwd=bypass", "detail="+reason)
 		return
 	}
-	key, query, ok := c.baseKey(r)
+	key, query, ok := c.baseKey(r, info)
 	if !ok {
 		c.pass(w, r, next, info, StatusBypass, "fwd=bypass", "detail=key")
 		return
@@ -728,7 +728,7 @@ func (c *Cache) passMethod(w http.ResponseWriter, r *http.Request, next http.Han
 	if pw.status >= 400 || r.Context().Err() != nil {
 		return
 	}
-	key, _, ok := c.baseKey(r)
+	key, _, ok := c.baseKey(r, info)
 	if !ok {
 		return
 	}

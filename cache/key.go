@@ -43,7 +43,7 @@ var DefaultStripHeaders = []string{
 // header present (Options.KeyHeaders) "\x00h" +
 // name + ":" + values joined with ",". HEAD is keyed as GET: a HEAD request
 // is answered from the stored GET response.
-func (c *Cache) baseKey(r *http.Request) (key, query string, ok bool) {
+func (c *Cache) baseKey(r *http.Request, info *pylon.RequestInfo) (key, query string, ok bool) {
 	query, ok = c.normQuery(r.URL.RawQuery)
 	if !ok {
 		return "", "", false
@@ -55,7 +55,7 @@ func (c *Cache) baseKey(r *http.Request) (key, query string, ok bool) {
 	if r.TLS != nil {
 		scheme = "https://"
 	}
-	if info := pylon.Info(r.Context()); info != nil && info.Scheme != "" {
+	if info != nil && info.Scheme != "" {
 		host = info.Host
 		if info.Scheme == "https" {
 			scheme = "https://"
