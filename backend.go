@@ -484,9 +484,7 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 
 		began := time.Now()
-		try, stopInterim := withInterim(w, try)
-		res, err := b.transport.RoundTrip(try)
-		stopInterim()
+		res, err := b.roundTrip(w, try) // interim.go
 		if info != nil {
 			info.UpstreamDuration += time.Since(began)
 		}
@@ -704,7 +702,7 @@ func (b *Backend) outRequest(r *http.Request, info *RequestInfo, upType string) 
 	// Expect: 100-continue needs no relaying: the transport waits for the
 	// upstream's 100 before reading the body, and net/http answers the
 	// client's Expect with its own 100 on that first read. Other 1xx
-	// responses (103 Early Hints) are relayed by withInterim.
+	// responses (103 Early Hints) are relayed by roundTrip (interim.go).
 	return out
 }
 

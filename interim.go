@@ -2,50 +2,33 @@ package pylon
 
 import (
 	"net/http"
-	"net/http/httptrace"
-	"net/textproto"
-	"sync"
+
+	"github.com/pylon-gateway/pylon/internal/h1"
 )
 
-// withInterim returns req set up to relay the interim responses its round
-// trip receives (102 Processing, 103 Early Hints, RFC 8297) to w, and a
-// function to call once the round trip has returned, after which nothing
-// more is relayed (the transport may still be reading an interim response
-// while RoundTrip returns on a cancellation). 100 Continue is answered by
-// net/http itself and 101 belongs to upgrades, so neither is relayed. The
-// fields of an interim response are sent with it only; w's header is left
-// as it was.
-func withInterim(w http.ResponseWriter, req *http.Request) (*http.Request, func()) {
-	var mu sync.Mutex
-	done := false
-	trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
-		if code == http.StatusContinue || code == http.StatusSwitchingProtocols {
-			return nil
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		if done {
-			return nil
-		}
-		dst := w.Header()
-		prev := make(map[string][]string, len(h))
-		for k, vv := range h {
-			prev[k] = dst[k]
-			dst[k] = vv
-		}
-		w.WriteHeader(code)
-		for k, vv := range prev {
-			if vv == nil {
-				delete(dst, k)
-			} else {
-				dst[k] = vv
-			}
-		}
-		return nil
-	}}
-	return req.WithContext(httptrace.WithClientTrace(req.Context(), trace)), func() {
-		mu.Lock()
-		done = true
-		mu.Unlock()
+// roundTrip sends one attempt and relays the interim responses it receives
+// (102 Processing, 103 Early Hints, RFC 8297) to w. 100 Continue is answered
+// by net/http itself and 101 belongs to upgrades, so neither is relayed.
+// The fields of an interim response are sent with it only; w's header is
+// left as it was. Pylon's own transport relays them on this goroutine,
+// before it returns; another transport through an httptrace.ClientTrace,
+// which is stopped when RoundTrip returns (the transport may still be
+// reading an interim response then).
+func (b *Backend) roundTrip(w http.ResponseWriter, req *http.Request) (*http.Response, error) {
+	if t, ok := b.transport.(*Transport); ok {
+		return t.roundTripInterim(req, w)
 	}
+	req, stop := h1.WithInterim(w, req)
+	defer stop()
+	return b.transport.RoundTrip(req)
+}
+
+// roundTripInterim is RoundTrip relaying interim responses to w.
+func (t *Transport) roundTripInterim(r *http.Request, w http.ResponseWriter) (*http.Response, error) {
+	if r.URL.Scheme == SchemeH2C {
+		r, stop := h1.WithInterim(w, r)
+		defer stop()
+		return t.std.RoundTrip(r)
+	}
+	return t.h1.RoundTripInterim(r, w)
 }

@@ -41,7 +41,8 @@ type exchange struct {
 var errBodyClosed = errors.New("h1: read on closed response body")
 
 // roundTrip sends req on c and reads the response's headers.
-func (c *conn) roundTrip(req *http.Request, trace *httptrace.ClientTrace, t *Transport) (*http.Response, error) {
+// Interim responses are relayed to w when it is not nil.
+func (c *conn) roundTrip(req *http.Request, trace *httptrace.ClientTrace, w Interim, t *Transport) (*http.Response, error) {
 	e := &exchange{c: c, t: t, req: req, ctx: req.Context()}
 	c.written, c.nread = 0, 0
 	if e.ctx.Done() != nil {
@@ -49,14 +50,21 @@ func (c *conn) roundTrip(req *http.Request, trace *httptrace.ClientTrace, t *Tra
 	}
 	if req.Body == nil || req.Body == http.NoBody {
 		err := errNotSimple
-		if trace == nil {
-			err = writeHead(c.bw, req)
+		if trace == nil || (trace.WroteHeaderField == nil && trace.WroteHeaders == nil) {
+			// Request.Write's other hook, WroteRequest, is called here.
+			if err = writeHead(c.bw, req); err != errNotSimple {
+				if err == nil {
+					err = c.bw.Flush()
+				}
+				if trace != nil && trace.WroteRequest != nil {
+					trace.WroteRequest(httptrace.WroteRequestInfo{Err: err})
+				}
+			}
 		}
 		if err == errNotSimple {
-			err = req.Write(c.bw)
-		}
-		if err == nil {
-			err = c.bw.Flush()
+			if err = req.Write(c.bw); err == nil {
+				err = c.bw.Flush()
+			}
 		}
 		if err != nil {
 			return nil, e.fail(err, false)
@@ -67,7 +75,7 @@ func (c *conn) roundTrip(req *http.Request, trace *httptrace.ClientTrace, t *Tra
 	} else {
 		e.startBody(trace)
 	}
-	return e.readResponse(trace)
+	return e.readResponse(trace, w)
 }
 
 // cancel runs when the request's context ends: it closes the connection,
@@ -75,7 +83,7 @@ func (c *conn) roundTrip(req *http.Request, trace *httptrace.ClientTrace, t *Tra
 func (e *exchange) cancel() { e.c.tcp.Close() }
 
 // readResponse reads the final response's headers, passing over 1xx ones.
-func (e *exchange) readResponse(trace *httptrace.ClientTrace) (*http.Response, error) {
+func (e *exchange) readResponse(trace *httptrace.ClientTrace, w Interim) (*http.Response, error) {
 	c := e.c
 	for n1xx := 0; ; n1xx++ {
 		c.limit = e.t.opts.MaxResponseHeaderBytes
@@ -106,6 +114,9 @@ func (e *exchange) readResponse(trace *httptrace.ClientTrace) (*http.Response, e
 						return nil, e.fail(err, true)
 					}
 				}
+			}
+			if w != nil {
+				relayInterim(w, code, res.Header)
 			}
 			continue
 		}

@@ -149,6 +149,14 @@ var (
 // any byte of it was written (or, for a body-less idempotent request, before
 // any byte of the answer arrived) is sent once more on a fresh connection.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	return t.RoundTripInterim(req, nil)
+}
+
+// RoundTripInterim is RoundTrip relaying the interim responses it reads to
+// w (see Interim), on the caller's goroutine, before it returns; a nil w
+// relays nothing. A request that goes to the HTTP/2 transport relays them
+// through a ClientTrace (WithInterim).
+func (t *Transport) RoundTripInterim(req *http.Request, w Interim) (*http.Response, error) {
 	u := req.URL
 	if u == nil {
 		closeBody(req)
@@ -165,7 +173,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	key := hostKey{u.Scheme, u.Host}
 	if t.opts.HTTP2 != nil && u.Scheme == "https" {
 		if _, ok := t.h2.Load(key); ok {
-			return t.opts.HTTP2.RoundTrip(req)
+			return t.roundTripH2(req, w)
 		}
 	}
 	hp := t.pool(key)
@@ -175,13 +183,13 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		c, err := hp.get(ctx, trace, try > 0)
 		if err == errUseHTTP2 {
 			t.h2.Store(key, struct{}{})
-			return t.opts.HTTP2.RoundTrip(req)
+			return t.roundTripH2(req, w)
 		}
 		if err != nil {
 			closeBody(req)
 			return nil, err
 		}
-		res, err := c.roundTrip(req, trace, t)
+		res, err := c.roundTrip(req, trace, w, t)
 		if err == nil {
 			return res, nil
 		}
@@ -195,6 +203,17 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		closeBody(req)
 		return nil, err
 	}
+}
+
+// roundTripH2 sends req on the HTTP/2 transport, relaying its interim
+// responses to w.
+func (t *Transport) roundTripH2(req *http.Request, w Interim) (*http.Response, error) {
+	if w == nil {
+		return t.opts.HTTP2.RoundTrip(req)
+	}
+	req, stop := WithInterim(w, req)
+	defer stop()
+	return t.opts.HTTP2.RoundTrip(req)
 }
 
 // retryableError is a failure on a reused connection that the upstream

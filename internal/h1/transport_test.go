@@ -873,3 +873,59 @@ func FuzzResponse(f *testing.F) {
 		}
 	})
 }
+
+// interimRecorder records the interim responses relayed to it, with the
+// header each was written with.
+type interimRecorder struct {
+	h     http.Header
+	codes []int
+	links []string
+}
+
+func (r *interimRecorder) Header() http.Header { return r.h }
+func (r *interimRecorder) WriteHeader(code int) {
+	r.codes = append(r.codes, code)
+	r.links = append(r.links, r.h.Get("Link"))
+}
+
+// TestRoundTripInterimRelays: 102 and 103 reach the Interim with their own
+// fields, which are then taken off again; 100 Continue is not relayed.
+func TestRoundTripInterimRelays(t *testing.T) {
+	u, _ := rawServer(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		readReq(br)
+		io.WriteString(c, "HTTP/1.1 100 Continue\r\n\r\n")
+		io.WriteString(c, "HTTP/1.1 102 Processing\r\n\r\n")
+		io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\nX-Own: hint\r\n\r\n")
+		io.WriteString(c, okResponse)
+	})
+	tr := newTransport(t, Options{})
+	rec := &interimRecorder{h: http.Header{"X-Own": {"mine"}}}
+	req, _ := http.NewRequest("GET", u, nil)
+	res, err := tr.RoundTripInterim(req, rec)
+	require.NoError(t, err)
+	_, _ = io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	assert.Equal(t, 200, res.StatusCode)
+	assert.Equal(t, []int{102, 103}, rec.codes)
+	assert.Equal(t, []string{"", "</a.css>; rel=preload"}, rec.links)
+	assert.Equal(t, http.Header{"X-Own": {"mine"}}, rec.h, "the interim fields are not left on the final header")
+}
+
+// TestWroteRequestHook: a trace with WroteRequest alone still hears of the
+// write of a body-less request (which skips Request.Write).
+func TestWroteRequestHook(t *testing.T) {
+	u, _ := rawServer(t, func(_ int, c net.Conn, br *bufio.Reader) {
+		readReq(br)
+		io.WriteString(c, okResponse)
+	})
+	tr := newTransport(t, Options{})
+	wrote := 0
+	ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+		WroteRequest: func(i httptrace.WroteRequestInfo) { require.NoError(t, i.Err); wrote++ },
+	})
+	req, _ := http.NewRequestWithContext(ctx, "GET", u, nil)
+	code, _, err := do(tr, req)
+	require.NoError(t, err)
+	assert.Equal(t, 200, code)
+	assert.Equal(t, 1, wrote)
+}
