@@ -35,13 +35,18 @@ func TestOverloadGatewayRoutes(t *testing.T) {
 			t.Errorf("%s: %d %q", p, res.StatusCode, body)
 		}
 	}
-	res, err := http.Get(up.URL + "/_count")
-	if err != nil {
-		t.Fatal(err)
+	total := 0
+	for _, u := range []string{up.URL, other.URL} {
+		res, err := http.Get(u + "/_count")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		n, _ := strconv.Atoi(string(body))
+		total += n
 	}
-	body, _ := io.ReadAll(res.Body)
-	res.Body.Close()
-	if n, _ := strconv.Atoi(string(body)); n < len(paths) {
-		t.Errorf("upstream counted %s arrivals for %d requests", body, len(paths))
+	if total < len(paths) {
+		t.Errorf("the upstreams counted %d arrivals for %d requests", total, len(paths))
 	}
 }
