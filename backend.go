@@ -222,8 +222,8 @@ func NewBackend(name string, opts BackendOptions) (*Backend, error) {
 	if opts.RetryBudget < 0 || opts.RetryBudget > 1 {
 		return nil, fmt.Errorf("pylon: backend %q: RetryBudget %v is not in [0, 1]", name, opts.RetryBudget)
 	}
-	if opts.Hedge.Delay < 0 {
-		return nil, fmt.Errorf("pylon: backend %q: negative Hedge.Delay", name)
+	if err := opts.Hedge.fill(name); err != nil { // hedge.go
+		return nil, err
 	}
 	b := &Backend{name: name, opts: opts, logger: opts.Logger}
 	if b.logger == nil {

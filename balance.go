@@ -33,6 +33,10 @@ type Target struct {
 	priority atomic.Int32 // tier, lower first
 	inflight atomic.Int64
 
+	// Time to response headers, for HedgeOptions.Observed (hedge.go,
+	// latency.go); nil until the first sample.
+	lat atomic.Pointer[latencyHist]
+
 	// Membership, see targets.go.
 	removed     atomic.Bool // no longer in the pool's set: takes no new attempt
 	drainClosed atomic.Bool // its idle connections were closed once drained

@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -188,4 +190,98 @@ func TestHedgeChargedToRetryBudget(t *testing.T) {
 	res.Body.Close()
 	assert.Equal(t, int64(2), hits.Load(), "hedged within the budget")
 	until(t, "its place given back", func() bool { return be.retriesInUse.Load() == 0 })
+}
+
+// TestHedgeObservedP95: two upstreams whose time to headers is 4-8ms, with
+// one request in 25 taking 300ms. With Observed hedging and a 1ms floor,
+// the backend learns each target's p95 (about 8ms) and sends the hedge of
+// a slow request after about that long (measured at the upstreams, from
+// the first attempt's arrival to the hedge's), neither after the 1ms floor
+// nor after the slow answer.
+func TestHedgeObservedP95(t *testing.T) {
+	type arrival struct {
+		first time.Time
+		gap   time.Duration // to the hedge; 0 when there was none
+	}
+	var mu sync.Mutex
+	seen := map[string]*arrival{}
+	h := func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get("X-Req")
+		n, _ := strconv.Atoi(id)
+		mu.Lock()
+		a := seen[id]
+		hedge := a != nil
+		if hedge {
+			a.gap = time.Since(a.first)
+		} else {
+			seen[id] = &arrival{first: time.Now()}
+		}
+		mu.Unlock()
+		d := time.Duration(4+n%5) * time.Millisecond // the body: 4-8ms
+		if hedge {
+			d = time.Duration(4+(n+2)%5) * time.Millisecond
+		} else if r.Header.Get("X-Slow") != "" {
+			d = 300 * time.Millisecond // the tail
+		}
+		tm := time.NewTimer(d) // the upstream's latency
+		defer tm.Stop()
+		select {
+		case <-tm.C:
+		case <-r.Context().Done():
+			return
+		}
+		io.WriteString(w, "ok")
+	}
+	u1, u2 := upstream(t, h), upstream(t, h)
+	be := backend(t, BackendOptions{
+		Targets: []string{u1.URL, u2.URL},
+		Hedge:   HedgeOptions{Delay: time.Millisecond, Observed: true},
+	})
+	gw := front(t, Options{}, be)
+
+	const warm, n = 100, 300
+	var slow []string
+	for i := range warm + n {
+		req, _ := http.NewRequest("GET", gw.URL+"/x", nil)
+		id := strconv.Itoa(i)
+		req.Header.Set("X-Req", id)
+		if i >= warm && i%25 == 0 {
+			req.Header.Set("X-Slow", "1")
+			slow = append(slow, id)
+		}
+		res, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		_, _ = io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		require.Equal(t, http.StatusOK, res.StatusCode)
+	}
+
+	for _, tg := range be.Targets() {
+		d := be.hedgeDelay(tg, time.Now())
+		t.Logf("%s: hedge delay %v", tg, d)
+		assert.GreaterOrEqual(t, d, 6*time.Millisecond, "about the p95 of 4-8ms, not the 1ms floor")
+		assert.Less(t, d, 60*time.Millisecond, "the p95, not the 300ms tail")
+	}
+	mu.Lock()
+	var gaps []time.Duration
+	hedged := 0
+	for i := warm; i < warm+n; i++ {
+		if seen[strconv.Itoa(i)].gap > 0 {
+			hedged++
+		}
+	}
+	for _, id := range slow {
+		gaps = append(gaps, seen[id].gap)
+	}
+	mu.Unlock()
+	slices.Sort(gaps)
+	t.Logf("slow requests' hedges sent after %v; %d of %d requests hedged after warm-up", gaps, hedged, n)
+	require.NotEmpty(t, gaps)
+	med := gaps[len(gaps)/2]
+	assert.GreaterOrEqual(t, med, 5*time.Millisecond, "hedged after about the p95, not the 1ms floor")
+	assert.Less(t, med, 100*time.Millisecond, "hedged well before the slow answer")
+	assert.Less(t, hedged, n/4, "the p95 delay hedges few requests (the fixed 1ms one would hedge them all)")
+	for _, tg := range be.Targets() {
+		until(t, "in-flight back to 0", func() bool { return tg.InFlight() == 0 })
+	}
 }

@@ -16,6 +16,8 @@
 //	go run ./bench -d 10s -c 64 -rounds 3
 //	go run ./bench -redis          # and the shared-breaker scenario
 //	go run ./bench -redis-only     # that scenario alone
+//	go run ./bench -overload       # and the overload scenarios
+//	go run ./bench -overload-only  # those alone (about a minute)
 //
 // With -redis it also starts a redis-server of its own (on a free loopback
 // port; redis-server must be on PATH) and two gateway replicas that share a
@@ -25,6 +27,18 @@
 // alternating, and prints the ratio of their requests/s; then it freezes
 // Redis (SIGSTOP) for one run of the shared route and prints its p99
 // against the store's timeout.
+//
+// With -overload it also starts upstreams whose latency it sets (each a
+// process of its own) and a gateway in front of them, and drives it with a
+// closed-loop Go client: an upstream whose latency grows with its
+// concurrency, unguarded, behind static per-backend limits and behind
+// overload.Adaptive (throughput, p50 and p99, and the ratios the adaptive
+// limit is held to); a fast and a slow target, unguarded and behind
+// per-target and per-backend limits (answers and refusals per second, p99
+// of both, the share sent to the slow target); and two targets, one with a
+// slow tail, without hedging, with fixed hedge delays and with hedging after
+// the observed p95 (p50, p99, and upstream requests per client request).
+// -overload-d sets each of its runs' length.
 //
 // The load generator is wrk when it is on PATH (apt-get install wrk), which
 // leaves the Go processes alone with the proxy work; -client=go forces the
@@ -82,6 +96,9 @@ func main() {
 	redisAddr := flag.String("redis-addr", "", "internal: Redis address for the pylon-shared role")
 	flag.Parse()
 
+	if serveOverloadRole(*role) { // overload.go
+		return
+	}
 	if *role == "pylon-shared" {
 		serveShared(*upstreamURL, *redisAddr)
 		return
@@ -101,6 +118,10 @@ func main() {
 		return
 	}
 	profileFor[*profileRole] = *cpuprofile
+	if *overloadOnly {
+		overloadScenario(*overloadD)
+		return
+	}
 
 	up := startChild("upstream", "", *size)
 	defer up.stop()
@@ -186,6 +207,9 @@ func main() {
 	fmt.Println()
 	if *withRedis {
 		sharedScenario(gen, up.url, *size, *conns, *dur, *rounds)
+	}
+	if *withOverload {
+		overloadScenario(*overloadD)
 	}
 }
 
