@@ -490,9 +490,9 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 
 		if err != nil {
-			if body != nil && body.err != nil && !errors.Is(body.err, io.EOF) {
+			if berr := body.readErr(); berr != nil && !errors.Is(berr, io.EOF) {
 				b.end(&cur, outcomeNeutral, 0, context.Canceled)
-				b.bodyError(w, r, info, body.err)
+				b.bodyError(w, r, info, berr)
 				return
 			}
 			if r.Context().Err() == context.Canceled {
@@ -1089,7 +1089,10 @@ type reqBody struct {
 	rc  io.ReadCloser
 	buf []byte // non-nil when buffered
 	off int
-	err error
+	// The first read error; under errMu, for the transport may still be
+	// reading (on a goroutine of its own) when RoundTrip has returned.
+	errMu sync.Mutex
+	err   error
 
 	// A gRPC call's body, whose length is not known ahead, is recorded as
 	// it is sent, up to recMax bytes, so that a call refused with
@@ -1129,13 +1132,28 @@ func (b *reqBody) Read(p []byte) (int, error) {
 			b.rec = append(b.rec, p[:n]...)
 		}
 	}
-	if err != nil && b.err == nil {
-		b.err = err
-		if err == io.EOF && b.recMax > 0 {
-			b.recEOF.Store(true)
+	if err != nil {
+		b.errMu.Lock()
+		if b.err == nil {
+			b.err = err
+			if err == io.EOF && b.recMax > 0 {
+				b.recEOF.Store(true)
+			}
 		}
+		b.errMu.Unlock()
 	}
 	return n, err
+}
+
+// readErr returns the first error reading the client's body, if any yet;
+// nil for a nil b.
+func (b *reqBody) readErr() error {
+	if b == nil {
+		return nil
+	}
+	b.errMu.Lock()
+	defer b.errMu.Unlock()
+	return b.err
 }
 
 func (b *reqBody) Close() error { return nil }

@@ -173,21 +173,25 @@ func main() {
 			name string
 			c    *child
 			res  []result
-		}{name: "nginx", c: &child{url: ngx.url}})
+		}{name: "nginx", c: &child{url: ngx.url, master: ngx.cmd.Process.Pid}})
 	}
 	for _, r := range runs {
 		load(gen, r.c.url+"/bench", r.c.header, *conns, time.Second)
 	}
 	for range *rounds {
 		for i := range runs {
-			runs[i].res = append(runs[i].res, load(gen, runs[i].c.url+"/bench", runs[i].c.header, *conns, *dur))
+			runs[i].res = append(runs[i].res, measure(gen, runs[i].c, *conns, *dur))
 		}
 	}
 	med := make([]result, len(runs))
-	fmt.Printf("\n%-22s %12s %10s %10s\n", "proxy", "req/s", "p50", "p99")
+	fmt.Printf("\n%-22s %12s %10s %10s %12s\n", "proxy", "req/s", "p50", "p99", "CPU/request")
 	for i, r := range runs {
 		med[i] = median(r.res)
-		fmt.Printf("%-22s %12.0f %10s %10s\n", r.name, med[i].rps, med[i].p50, med[i].p99)
+		cpu := "-"
+		if med[i].cpu > 0 {
+			cpu = fmt.Sprintf("%.1fµs", float64(med[i].cpu)/float64(time.Microsecond))
+		}
+		fmt.Printf("%-22s %12.0f %10s %10s %12s\n", r.name, med[i].rps, med[i].p50, med[i].p99, cpu)
 	}
 	b, p, st, ca, dir := med[0], med[1], med[2], med[3], med[4]
 	fmt.Printf("\nratio pylon/httputil: %.2fx req/s, p99 %s vs %s\n", p.rps/b.rps, p.p99, b.p99)
@@ -216,6 +220,23 @@ func main() {
 type result struct {
 	rps      float64
 	p50, p99 time.Duration
+	cpu      time.Duration // the proxy's processes' CPU time per request; 0 when unknown
+}
+
+// measure runs one load run against c and adds the CPU time its processes
+// used per request (user and system, from /proc): a figure that other work
+// on the machine disturbs far less than requests per second.
+func measure(gen string, c *child, conns int, d time.Duration) result {
+	if c.master != 0 {
+		c.pids = childrenOf(c.master)
+	}
+	before, ok := cpuOf(c.pids)
+	r := load(gen, c.url+"/bench", c.header, conns, d)
+	after, ok2 := cpuOf(c.pids)
+	if n := r.rps * d.Seconds(); ok && ok2 && n > 0 {
+		r.cpu = time.Duration(float64(after-before) / n)
+	}
+	return r
 }
 
 func median(rs []result) result {
@@ -364,6 +385,8 @@ type child struct {
 	cmd    *exec.Cmd
 	url    string
 	header string // "Authorization: Bearer ..." for the stack, else empty
+	pids   []int  // the processes whose CPU time is the proxy's; none for the upstream run direct
+	master int    // nginx's master process: its workers are the proxy's processes
 }
 
 func startChild(role, upstream string, size int, extra ...string) *child {
@@ -393,7 +416,7 @@ func startChild(role, upstream string, size int, extra ...string) *child {
 	if err != nil {
 		fatal("%s did not start: %v", role, err)
 	}
-	c := &child{cmd: cmd, url: strings.TrimSpace(line)}
+	c := &child{cmd: cmd, url: strings.TrimSpace(line), pids: []int{cmd.Process.Pid}}
 	children = append(children, c)
 	if token = strings.TrimSpace(token); token != "" {
 		c.header = "Authorization: Bearer " + token
