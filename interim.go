@@ -10,25 +10,16 @@ import (
 // (102 Processing, 103 Early Hints, RFC 8297) to w. 100 Continue is answered
 // by net/http itself and 101 belongs to upgrades, so neither is relayed.
 // The fields of an interim response are sent with it only; w's header is
-// left as it was. Pylon's own transport relays them on this goroutine,
-// before it returns; another transport through an httptrace.ClientTrace,
-// which is stopped when RoundTrip returns (the transport may still be
-// reading an interim response then).
+// left as it was. Pylon's own HTTP/1.1 transport relays them on this
+// goroutine, before it returns; any other (a user's, or the standard one
+// for h2c:// targets) through an httptrace.ClientTrace, which is stopped
+// when RoundTrip returns (the transport may still be reading an interim
+// response then).
 func (b *Backend) roundTrip(w http.ResponseWriter, req *http.Request) (*http.Response, error) {
-	if t, ok := b.transport.(*Transport); ok {
-		return t.roundTripInterim(req, w)
+	if t, ok := b.transport.(*Transport); ok && req.URL.Scheme != SchemeH2C {
+		return t.h1.RoundTripInterim(req, w)
 	}
 	req, stop := h1.WithInterim(w, req)
 	defer stop()
 	return b.transport.RoundTrip(req)
-}
-
-// roundTripInterim is RoundTrip relaying interim responses to w.
-func (t *Transport) roundTripInterim(r *http.Request, w http.ResponseWriter) (*http.Response, error) {
-	if r.URL.Scheme == SchemeH2C {
-		r, stop := h1.WithInterim(w, r)
-		defer stop()
-		return t.std.RoundTrip(r)
-	}
-	return t.h1.RoundTripInterim(r, w)
 }

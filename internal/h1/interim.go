@@ -23,16 +23,14 @@ func relayInterim(w Interim, code int, h http.Header) {
 		return
 	}
 	dst := w.Header()
-	var saved [8]struct {
+	type field struct {
 		k  string
 		vv []string
 	}
+	var saved [8]field
 	prev := saved[:0]
 	for k, vv := range h {
-		prev = append(prev, struct {
-			k  string
-			vv []string
-		}{k, dst[k]})
+		prev = append(prev, field{k, dst[k]})
 		dst[k] = vv
 	}
 	w.WriteHeader(code)
