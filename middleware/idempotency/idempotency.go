@@ -15,14 +15,18 @@
 //     (flushed), are not stored: the key is released, and a retry runs
 //     again.
 //
-// Keys are stored per subject (RequestInfo.Subject): the middleware
-// declares pylon.RoleNeedsSubject, so the Gateway refuses a route whose
-// chain runs it before the authentication. Responses are kept in a
+// Keys are stored per client: the authenticated subject
+// (RequestInfo.Auth and Subject), or on a route without authentication the
+// client's address (RequestInfo.ClientIP), so that one client's key never
+// replays another's answer. The middleware declares pylon.RoleNeedsSubject
+// and pylon.RoleStoredResponses, so the Gateway refuses a route whose chain
+// runs it before any of its authentications. Responses are kept in a
 // [MemoryStore] (bounded in bytes, with a TTL) or, for several replicas, in
 // Redis (pylonredis.NewIdempotencyStore).
 package idempotency
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -140,7 +144,7 @@ func New(opts Options) func(http.Handler) http.Handler {
 	opts.Header = http.CanonicalHeaderKey(opts.Header)
 	return func(next http.Handler) http.Handler {
 		return pylon.WithStage(&handler{opts: opts, next: next},
-			pylon.Stage{Name: "idempotency", Roles: pylon.RoleNeedsSubject})
+			pylon.Stage{Name: "idempotency", Roles: pylon.RoleNeedsSubject | pylon.RoleStoredResponses})
 	}
 }
 
@@ -196,14 +200,20 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	subject, route := "", r.Pattern
+	// A key belongs to its client: the authenticated subject (with the
+	// authentication that named it), else the client's address.
+	client, subject, route := "", "", r.Pattern
 	if info := pylon.Info(r.Context()); info != nil {
-		subject = info.Subject
+		if info.Authenticated() {
+			client, subject = info.Auth, info.Subject
+		} else if info.ClientIP.IsValid() {
+			client, subject = "ip", info.ClientIP.String()
+		}
 		if info.Route != "" {
 			route = info.Route
 		}
 	}
-	key := digest(subject, route, ik)
+	key := digest(client, subject, route, ik)
 	fp := digest(r.Method, r.URL.RequestURI(), string(body))
 
 	e, err := o.Store.Begin(r.Context(), key, fp, o.LockTimeout)
@@ -262,7 +272,7 @@ func readBody(r *http.Request, max int64) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	r.Body = io.NopCloser(strings.NewReader(string(b)))
+	r.Body = io.NopCloser(bytes.NewReader(b))
 	r.ContentLength = int64(len(b))
 	return b, nil
 }

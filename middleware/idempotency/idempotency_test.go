@@ -11,6 +11,8 @@ import (
 
 	"github.com/pylon-gateway/pylon"
 	"github.com/pylon-gateway/pylon/middleware/idempotency"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 )
 
@@ -187,4 +189,41 @@ func TestBeforeAuthRefused(t *testing.T) {
 	if gw.Err() == nil {
 		t.Fatal("idempotency before auth accepted")
 	}
+}
+
+// TestBetweenAuthenticationsRefused: idempotency replays stored answers, so
+// it must come after every authentication of the route, not only the first.
+func TestBetweenAuthenticationsRefused(t *testing.T) {
+	gw := pylon.New(pylon.Options{})
+	gw.Route("POST /orders").Use(authAs, idempotency.New(idempotency.Options{}), authAs).Handler(http.NotFoundHandler())
+	if gw.Err() == nil {
+		t.Fatal("idempotency between two authentications accepted")
+	}
+}
+
+// TestAnonymousKeysPerClient: on a route without authentication a key is
+// the client's own: another client sending the same key is not answered
+// with the first client's response.
+func TestAnonymousKeysPerClient(t *testing.T) {
+	up := &upstream{}
+	gw := pylon.New(pylon.Options{})
+	gw.Route("POST /orders").Use(idempotency.New(idempotency.Options{})).Handler(up)
+	require.NoError(t, gw.Err())
+	send := func(addr, body string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(http.MethodPost, "/orders", strings.NewReader(body))
+		req.RemoteAddr = addr
+		req.Header.Set("Idempotency-Key", `"k1"`)
+		rec := httptest.NewRecorder()
+		gw.ServeHTTP(rec, req)
+		return rec
+	}
+	first := send("192.0.2.1:1000", "a")
+	again := send("192.0.2.1:1001", "a")
+	other := send("192.0.2.2:1000", "b")
+	assert.Equal(t, http.StatusCreated, first.Code)
+	assert.Equal(t, "true", again.Header().Get("Idempotent-Replayed"), "the same client's repeat is replayed")
+	assert.Equal(t, http.StatusCreated, other.Code, "another client's key is its own, not a 422")
+	assert.Empty(t, other.Header().Get("Idempotent-Replayed"))
+	assert.Equal(t, "created b", other.Body.String())
+	assert.Equal(t, int64(2), up.calls.Load())
 }
