@@ -100,16 +100,22 @@ func (hp *hostPool) get(ctx context.Context, trace *httptrace.ClientTrace, fresh
 					}
 					return c, nil
 				}
-				hp.mu.Lock()
+			} else {
+				hp.mu.Unlock()
 			}
-			hp.drop(c)
+			c.nc.Close()
+			hp.mu.Lock()
+			hp.forget()
 		}
 		max := hp.t.opts.MaxConnsPerHost
 		if fresh && max > 0 && hp.total >= max && len(hp.idle) > 0 {
 			// A retry needs a new connection: an idle one makes room.
 			c := hp.idle[0]
 			hp.idle = slices.Delete(hp.idle, 0, 1)
-			hp.drop(c)
+			hp.forget()
+			hp.mu.Unlock()
+			c.nc.Close()
+			hp.mu.Lock()
 		}
 		if max <= 0 || hp.total < max {
 			hp.total++
@@ -143,9 +149,10 @@ func (hp *hostPool) get(ctx context.Context, trace *httptrace.ClientTrace, fresh
 	}
 }
 
-// drop closes c, which is counted in total but not idle. hp.mu is held.
-func (hp *hostPool) drop(c *conn) {
-	c.nc.Close()
+// forget stops counting c, which is counted in total but not idle, and
+// wakes the requests waiting for a connection; the caller closes c after
+// unlocking (a TLS close may block on its close_notify). hp.mu is held.
+func (hp *hostPool) forget() {
 	hp.total--
 	hp.notify()
 }
@@ -161,11 +168,13 @@ func (hp *hostPool) notify() {
 // put ends c's exchange: back to the pool when reusable, else closed.
 func (hp *hostPool) put(c *conn, reusable bool) {
 	hp.mu.Lock()
-	defer hp.mu.Unlock()
 	if !reusable || len(hp.idle) >= hp.t.opts.MaxIdlePerHost {
-		hp.drop(c)
+		hp.forget()
+		hp.mu.Unlock()
+		c.nc.Close()
 		return
 	}
+	defer hp.mu.Unlock()
 	c.idleAt = time.Now()
 	c.reused = true
 	hp.idle = append(hp.idle, c)
@@ -178,6 +187,8 @@ func (hp *hostPool) put(c *conn, reusable bool) {
 // expire closes the idle connections past IdleTimeout, and rearms itself
 // while some are left.
 func (hp *hostPool) expire() {
+	var expired []*conn
+	defer func() { closeAll(expired) }() // after the unlock
 	hp.mu.Lock()
 	defer hp.mu.Unlock()
 	hp.timer = nil
@@ -187,7 +198,8 @@ func (hp *hostPool) expire() {
 	for _, c := range hp.idle {
 		left := hp.t.opts.IdleTimeout - now.Sub(c.idleAt)
 		if left <= 0 {
-			hp.drop(c)
+			hp.forget()
+			expired = append(expired, c)
 			continue
 		}
 		if next == 0 || left < next {
@@ -202,11 +214,20 @@ func (hp *hostPool) expire() {
 	}
 }
 
+// closeAll closes connections taken out of the pool.
+func closeAll(cs []*conn) {
+	for _, c := range cs {
+		c.nc.Close()
+	}
+}
+
 func (hp *hostPool) closeIdle() {
 	hp.mu.Lock()
+	idle := slices.Clone(hp.idle)
+	defer func() { closeAll(idle) }() // after the unlock
 	defer hp.mu.Unlock()
-	for _, c := range hp.idle {
-		hp.drop(c)
+	for range idle {
+		hp.forget()
 	}
 	clear(hp.idle)
 	hp.idle = hp.idle[:0]
