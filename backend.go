@@ -347,6 +347,19 @@ func (t *Transport) CloseIdleConnections() {
 	t.h2c.CloseIdleConnections()
 }
 
+// CloseIdleConnectionsTo closes the idle connections to u's host alone when
+// it is served over HTTP/1.1 (a target drained or removed, see
+// Backend.SetTargets); over HTTP/2 the standard transport can only close all
+// of its idle connections, which it does.
+func (t *Transport) CloseIdleConnectionsTo(u *url.URL) {
+	switch {
+	case u.Scheme == SchemeH2C:
+		t.h2c.CloseIdleConnections()
+	case !t.h1.CloseIdleConnectionsTo(u.Scheme, u.Host):
+		t.std.CloseIdleConnections()
+	}
+}
+
 // stdTransport is the standard transport with Pylon's settings: HTTP/2 to
 // the https targets that choose it, and the baseline of the benchmarks.
 func stdTransport(opts BackendOptions) *http.Transport {

@@ -25,6 +25,7 @@ type hostPool struct {
 	total int           // open connections, idle or in use
 	freed chan struct{} // closed and cleared when a connection is freed; for waiters
 	timer *time.Timer   // closes expired idle connections; nil when not armed
+	gone  bool          // retired (CloseIdleConnectionsTo): connections are closed when freed
 }
 
 // conn is one upstream connection. Between exchanges it is in the pool; during
@@ -168,7 +169,7 @@ func (hp *hostPool) notify() {
 // put ends c's exchange: back to the pool when reusable, else closed.
 func (hp *hostPool) put(c *conn, reusable bool) {
 	hp.mu.Lock()
-	if !reusable || len(hp.idle) >= hp.t.opts.MaxIdlePerHost {
+	if !reusable || hp.gone || len(hp.idle) >= hp.t.opts.MaxIdlePerHost {
 		hp.forget()
 		hp.mu.Unlock()
 		c.nc.Close()
@@ -212,6 +213,16 @@ func (hp *hostPool) expire() {
 	if len(keep) > 0 {
 		hp.timer = time.AfterFunc(next, hp.expire)
 	}
+}
+
+// retire closes the idle connections and makes every connection in use
+// close when its exchange ends; the pool is no longer in the transport's
+// map.
+func (hp *hostPool) retire() {
+	hp.mu.Lock()
+	hp.gone = true
+	hp.mu.Unlock()
+	hp.closeIdle()
 }
 
 // closeAll closes connections taken out of the pool.

@@ -253,6 +253,22 @@ func (t *Transport) pool(key hostKey) *hostPool {
 	return v.(*hostPool)
 }
 
+// CloseIdleConnectionsTo closes the idle connections to scheme://host
+// and forgets its pool (a removed target leaves nothing behind):
+// connections in use are closed when their exchange ends. It reports false,
+// closing nothing, when the host negotiated HTTP/2, whose connections are
+// Options.HTTP2's.
+func (t *Transport) CloseIdleConnectionsTo(scheme, host string) bool {
+	key := hostKey{scheme, host}
+	if _, ok := t.h2.LoadAndDelete(key); ok {
+		return false
+	}
+	if v, ok := t.hosts.LoadAndDelete(key); ok {
+		v.(*hostPool).retire()
+	}
+	return true
+}
+
 // CloseIdleConnections closes the pooled connections that are not in use.
 // Connections in use are closed when their exchange ends.
 func (t *Transport) CloseIdleConnections() {

@@ -929,3 +929,49 @@ func TestWroteRequestHook(t *testing.T) {
 	assert.Equal(t, 200, code)
 	assert.Equal(t, 1, wrote)
 }
+
+// TestCloseIdleConnectionsTo: closing one host's idle connections leaves
+// another's pooled, and a connection to the retired host that was in use
+// is closed when its exchange ends instead of going back to a pool.
+func TestCloseIdleConnectionsTo(t *testing.T) {
+	ended := make(chan struct{}, 4) // a connection to u1 was closed by the client
+	serve := func(signal bool) func(int, net.Conn, *bufio.Reader) {
+		return func(_ int, c net.Conn, br *bufio.Reader) {
+			for {
+				if _, ok := readReq(br); !ok {
+					if signal {
+						ended <- struct{}{}
+					}
+					return
+				}
+				io.WriteString(c, okResponse)
+			}
+		}
+	}
+	u1, accepted := rawServer(t, serve(true))
+	u2, _ := rawServer(t, serve(false))
+	tr := newTransport(t, Options{})
+	for _, u := range []string{u1, u2} {
+		_, _, err := get(t, tr, u)
+		require.NoError(t, err)
+	}
+	require.Equal(t, 2, idle(tr))
+
+	req, _ := http.NewRequest("GET", u1, nil)
+	res, err := tr.RoundTrip(req) // in use while its host is retired
+	require.NoError(t, err)
+	assert.True(t, tr.CloseIdleConnectionsTo("http", req.URL.Host))
+	assert.Equal(t, 1, idle(tr), "the other host's connection stays pooled")
+	_, _ = io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	select {
+	case <-ended:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the retired host's connection in use was kept open after its exchange")
+	}
+
+	_, _, err = get(t, tr, u1) // the host is served again, by a new pool
+	require.NoError(t, err)
+	assert.Equal(t, int32(2), accepted.Load())
+	assert.Equal(t, 2, idle(tr))
+}
