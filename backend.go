@@ -535,31 +535,25 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 
 		cur.status = res.StatusCode
-		var backoff time.Duration
-		if attempt < b.opts.Retries {
-			backoff = b.backoff(attempt)
+		// An answer that may be retried: a gRPC call refused UNAVAILABLE
+		// before any byte of a response (backend_grpc.go), or a 502, 503
+		// or 504. A retry that the deadline cannot fit is not sent: the
+		// client gets this answer at once.
+		var failure error // what the target is charged with, when retried
+		retry := false
+		switch {
+		case isGRPC && trailersOnlyUnavailable(res):
+			retry = body.replayable() && attempt < b.opts.Retries && r.Context().Err() == nil
+			failure = &GRPCStatusError{Code: GRPCUnavailable}
+		case isRetryableStatus(res.StatusCode):
+			retry = b.mayRetry(r, attempt, body, nil)
 		}
-		if isGRPC && trailersOnlyUnavailable(res) && body.replayable() && attempt < b.opts.Retries &&
-			r.Context().Err() == nil && b.fits(r.Context(), backoff) && b.takeRetry(&retryHeld) {
-			// No byte of a response was sent: the call may go to
-			// another target (backend_grpc.go).
-			drainClose(res.Body)
-			b.end(&cur, outcomeFailure, res.StatusCode, &GRPCStatusError{Code: GRPCUnavailable})
-			lastErr = errUpstreamStatus
-			if sleepCtx(r.Context(), backoff) == nil {
-				continue
-			}
-			b.upstreamError(w, r, info, t, r.Context().Err())
-			return
-		}
-		if isRetryableStatus(res.StatusCode) {
-			// A retry that the deadline cannot fit is not sent: the
-			// client gets this answer at once.
-			if b.mayRetry(r, attempt, body, nil) && b.fits(r.Context(), backoff) && b.takeRetry(&retryHeld) {
+		if retry {
+			if d := b.backoff(attempt); b.fits(r.Context(), d) && b.takeRetry(&retryHeld) {
 				drainClose(res.Body)
-				b.end(&cur, outcomeFailure, res.StatusCode, nil)
+				b.end(&cur, outcomeFailure, res.StatusCode, failure)
 				lastErr = errUpstreamStatus
-				if sleepCtx(r.Context(), backoff) == nil {
+				if sleepCtx(r.Context(), d) == nil {
 					continue
 				}
 				b.upstreamError(w, r, info, t, r.Context().Err())
@@ -702,7 +696,7 @@ func (b *Backend) outRequest(r *http.Request, info *RequestInfo, upType string) 
 		info = &local
 	}
 	out.Header = make(http.Header, len(r.Header)+5)
-	copyRequestHeader(out.Header, r.Header, !info.connStripped)
+	copyRequestHeader(out.Header, r.Header, !info.connStripped, !info.PeerTrusted)
 	if upType != "" {
 		out.Header["Connection"] = []string{"Upgrade"}
 		out.Header["Upgrade"] = []string{upType}

@@ -325,12 +325,17 @@ func isPort(s string) bool {
 	return true
 }
 
-// clientIPHeaders are headers some servers read as the client's address.
-// From an untrusted peer they are never forwarded as the client sent them.
-var clientIPHeaders = [...]string{
-	"X-Real-Ip", "True-Client-Ip", "Cf-Connecting-Ip", "X-Client-Ip",
-	"X-Cluster-Client-Ip", "Fastly-Client-Ip", "X-Original-Forwarded-For",
-	"X-Forwarded", "Forwarded-For", "X-Forwarded-Port", "X-Forwarded-Prefix",
-	"X-Forwarded-Server", "X-Forwarded-Ssl", "X-Forwarded-Scheme", "X-Url-Scheme",
-	"Front-End-Https",
+// isClientIPHeader reports whether k is a header some servers read as the
+// client's address. From an untrusted peer they are never forwarded as the
+// client sent them.
+func isClientIPHeader(k string) bool {
+	switch k {
+	case "X-Real-Ip", "True-Client-Ip", "Cf-Connecting-Ip", "X-Client-Ip",
+		"X-Cluster-Client-Ip", "Fastly-Client-Ip", "X-Original-Forwarded-For",
+		"X-Forwarded", "Forwarded-For", "X-Forwarded-Port", "X-Forwarded-Prefix",
+		"X-Forwarded-Server", "X-Forwarded-Ssl", "X-Forwarded-Scheme", "X-Url-Scheme",
+		"Front-End-Https":
+		return true
+	}
+	return false
 }

@@ -42,13 +42,16 @@ func headerHasToken(values []string, token string) bool {
 // added; a Backend served outside a Gateway has only the header as it is.
 // Value slices are shared with src: the upstream request's header is only
 // ever Set or deleted, never appended to.
-func copyRequestHeader(dst, src http.Header, connNamed bool) {
+// With untrusted (the peer is no trusted proxy), the headers some servers
+// read as the client's address (isClientIPHeader) are left out too.
+func copyRequestHeader(dst, src http.Header, connNamed, untrusted bool) {
 	var conn []string
 	if connNamed {
 		conn = src["Connection"]
 	}
 	for k, vv := range src {
-		if isHopHeader(k) || strings.HasPrefix(k, ":") || conn != nil && headerHasToken(conn, k) {
+		if isHopHeader(k) || strings.HasPrefix(k, ":") || untrusted && isClientIPHeader(k) ||
+			conn != nil && headerHasToken(conn, k) {
 			// A pseudo-header (":protocol" of RFC 8441 extended CONNECT)
 			// describes this hop's stream; the transport refuses it.
 			continue
@@ -125,11 +128,6 @@ func setForwarded(h http.Header, r *http.Request, info *RequestInfo) {
 		peer = peer[:i] // an IPv6 zone names a local interface; it means nothing upstream
 	}
 	trusted := info.PeerTrusted
-	if !trusted {
-		for _, k := range clientIPHeaders {
-			delete(h, k)
-		}
-	}
 	hop := "http" // this hop's own scheme, for Forwarded
 	if r.TLS != nil {
 		hop = "https"

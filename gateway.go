@@ -257,8 +257,10 @@ type entry struct {
 }
 
 func (e *entry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if info := Info(r.Context()); info != nil && info.unfolded != nil {
-		unfoldPath(r, info, e.pattern)
+	if e.g.opts.CaseInsensitivePaths { // else nothing was folded
+		if info := Info(r.Context()); info != nil && info.unfolded != nil {
+			unfoldPath(r, info, e.pattern)
+		}
 	}
 	for _, rt := range e.routes {
 		if rt.match(r) {
