@@ -785,6 +785,13 @@ func idempotent(r *http.Request) bool {
 	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
 		return true
 	}
+	return hasIdempotencyKey(r)
+}
+
+// hasIdempotencyKey reports whether r carries an idempotency key
+// (Idempotency-Key, or the older X-Idempotency-Key): its sender made it
+// safe to send again, whatever its method.
+func hasIdempotencyKey(r *http.Request) bool {
 	return r.Header["Idempotency-Key"] != nil || r.Header["X-Idempotency-Key"] != nil
 }
 

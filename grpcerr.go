@@ -207,26 +207,19 @@ func FormatGRPCTimeout(d time.Duration) string {
 	if d <= 0 {
 		return "1n"
 	}
-	const max = 99999999
+	const most = 99999999 // eight digits, the most grpc-timeout allows
 	units := [...]struct {
 		d time.Duration
 		c byte
 	}{{time.Nanosecond, 'n'}, {time.Microsecond, 'u'}, {time.Millisecond, 'm'}, {time.Second, 'S'}, {time.Minute, 'M'}, {time.Hour, 'H'}}
 	for _, u := range units {
 		n := int64(d / u.d)
-		if n <= max {
+		if n <= most {
 			// Truncated down: never promise the upstream more than is left.
-			return strconv.FormatInt(max64(n, 1), 10) + string(u.c)
+			return strconv.FormatInt(max(n, 1), 10) + string(u.c)
 		}
 	}
-	return strconv.Itoa(max) + "H"
-}
-
-func max64(a, b int64) int64 {
-	if a > b {
-		return a
-	}
-	return b
+	return strconv.Itoa(most) + "H"
 }
 
 // errClientDeadline is the cause of a request context whose deadline came

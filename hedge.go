@@ -27,7 +27,7 @@ import (
 // allocates nothing. Without Observed nothing is timed.
 //
 // A request is hedged when its method is GET, HEAD or OPTIONS or it carries
-// an Idempotency-Key header, and it has no body or its body was buffered
+// an Idempotency-Key (or X-Idempotency-Key) header, and it has no body or its body was buffered
 // (RetryBufferBytes, with Retries > 0). Upgrades and gRPC calls are never
 // hedged.
 //
@@ -112,7 +112,7 @@ func hedgeable(r *http.Request, body *reqBody) bool {
 	switch r.Method {
 	case http.MethodGet, http.MethodHead, http.MethodOptions:
 	default:
-		if r.Header["Idempotency-Key"] == nil {
+		if !hasIdempotencyKey(r) {
 			return false
 		}
 	}
