@@ -199,7 +199,6 @@ type Backend struct {
 	opts      BackendOptions
 	pool      *pool
 	transport http.RoundTripper
-	closeIdle func() // closes idle connections of a transport we built
 	logger    *slog.Logger
 	upgrades  []string
 	dlHeader  string // canonical DeadlineHeader
@@ -236,11 +235,11 @@ func NewBackend(name string, opts BackendOptions) (*Backend, error) {
 	}
 	b.transport = opts.Transport
 	if b.transport == nil {
-		rt, closeIdle, err := newUpstreamTransport(opts) // h2.go
+		t, err := newUpstreamTransport(opts) // h2.go
 		if err != nil {
 			return nil, fmt.Errorf("pylon: backend %q: %w", name, err)
 		}
-		b.transport, b.closeIdle = rt, closeIdle
+		b.transport = t
 	}
 	p, err := newPool(poolConfig{
 		Backend:   name,
@@ -275,9 +274,7 @@ func (b *Backend) Targets() []*Target { return b.pool.targets() }
 // In-flight requests are not cut.
 func (b *Backend) Close() error {
 	b.pool.close()
-	if b.closeIdle != nil {
-		b.closeIdle()
-	} else if c, ok := b.transport.(interface{ CloseIdleConnections() }); ok {
+	if c, ok := b.transport.(interface{ CloseIdleConnections() }); ok {
 		c.CloseIdleConnections()
 	}
 	return nil
@@ -296,8 +293,8 @@ func (b *Backend) Close() error {
 // the same settings.
 type Transport struct {
 	h1  *h1.Transport
-	std *http.Transport // HTTP/2 over TLS; h2c:// registered on it
-	h2c *http.Transport
+	std *http.Transport // HTTP/2 over TLS
+	h2c *http.Transport // h2c:// targets: HTTP/2 without TLS
 }
 
 // NewTransport returns the transport NewBackend builds when
@@ -335,7 +332,7 @@ func NewTransport(opts BackendOptions) *Transport {
 // RoundTrip sends r upstream.
 func (t *Transport) RoundTrip(r *http.Request) (*http.Response, error) {
 	if r.URL.Scheme == SchemeH2C {
-		return t.std.RoundTrip(r) // registered: plaintext HTTP/2
+		return h2cRoundTripper{t.h2c}.RoundTrip(r) // plaintext HTTP/2
 	}
 	return t.h1.RoundTrip(r)
 }

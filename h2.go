@@ -110,9 +110,8 @@ func (o UpstreamTLS) tlsConfig() (*tls.Config, error) {
 }
 
 // applyUpstream sets on t what opts.TLS and opts.HTTP2 describe, and
-// registers for the h2c scheme a clone of t that speaks HTTP/2 only, without
-// TLS, which it returns. It ignores a TLS error: newUpstreamTransport
-// reports it first.
+// returns a clone of t that speaks HTTP/2 only, without TLS, for h2c://
+// targets. It ignores a TLS error: newUpstreamTransport reports it first.
 func applyUpstream(t *http.Transport, opts BackendOptions) *http.Transport {
 	if cfg, err := opts.TLS.tlsConfig(); err == nil && cfg != nil {
 		t.TLSClientConfig = cfg
@@ -124,23 +123,20 @@ func applyUpstream(t *http.Transport, opts BackendOptions) *http.Transport {
 	var p http.Protocols
 	p.SetUnencryptedHTTP2(true)
 	h2c.Protocols = &p
-	t.RegisterProtocol(SchemeH2C, h2cRoundTripper{h2c})
 	return h2c
 }
 
-// newUpstreamTransport builds the RoundTripper a Backend uses when
+// newUpstreamTransport builds the transport a Backend uses when
 // BackendOptions.Transport is nil (NewTransport), after checking the
-// settings NewTransport cannot report; closeIdle closes its idle
-// connections.
-func newUpstreamTransport(opts BackendOptions) (rt http.RoundTripper, closeIdle func(), err error) {
+// settings NewTransport cannot report.
+func newUpstreamTransport(opts BackendOptions) (*Transport, error) {
 	if _, err := opts.TLS.tlsConfig(); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if opts.HTTP2.PingTimeout < 0 {
-		return nil, nil, errors.New("negative HTTP2.PingTimeout")
+		return nil, errors.New("negative HTTP2.PingTimeout")
 	}
-	t := NewTransport(opts)
-	return t, t.CloseIdleConnections, nil
+	return NewTransport(opts), nil
 }
 
 // h2cRoundTripper sends h2c:// requests as http:// ones over its
