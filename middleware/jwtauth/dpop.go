@@ -334,9 +334,13 @@ func (c *replayCache) add(key string, now int64) replayResult {
 }
 
 // certThumbprint is the base64url SHA-256 of the request's client
-// certificate (RFC 8705 §3.1), or "" when it presented none. The TLS
-// handshake proved the client holds the certificate's key.
+// certificate (RFC 8705 §3.1), or "" when it presented none: the one
+// mtls.Identify recorded in RequestInfo.ClientCert, else the connection's.
+// The TLS handshake proved the client holds the certificate's key.
 func certThumbprint(r *http.Request) string {
+	if info := pylon.Info(r.Context()); info != nil && info.ClientCert != nil {
+		return info.ClientCert.SHA256
+	}
 	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
 		return ""
 	}

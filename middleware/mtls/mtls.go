@@ -112,7 +112,7 @@ func New(o Options) func(http.Handler) http.Handler {
 				}
 			}
 			if header != "" {
-				if v := headerValue(cc, leaf); validHeaderValue(v) {
+				if v := headerValue(cc); validHeaderValue(v) {
 					r.Header[header] = []string{v}
 				}
 			}
@@ -149,8 +149,9 @@ func Describe(c *x509.Certificate) *pylon.ClientCert {
 // headerValue writes the identity in Envoy's x-forwarded-client-cert
 // format: Hash (hex SHA-256 of the DER), Subject, then one URI, DNS and
 // Email element per SAN; values with a separator are quoted.
-func headerValue(cc *pylon.ClientCert, leaf *x509.Certificate) string {
-	sum := sha256.Sum256(leaf.Raw)
+func headerValue(cc *pylon.ClientCert) string {
+	var sum [sha256.Size]byte // cc.SHA256 decoded: the certificate is hashed once, in Describe
+	_, _ = base64.RawURLEncoding.Decode(sum[:], []byte(cc.SHA256))
 	var b strings.Builder
 	b.WriteString("Hash=")
 	b.WriteString(hex.EncodeToString(sum[:]))
