@@ -101,7 +101,7 @@ func (m *Mirror) Close() { m.wg.Wait() }
 // gw.Use(m.Middleware).
 func (m *Mirror) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if m.opts.Percent < 0 || !hit(m.opts.Percent) {
+		if !hit(m.opts.Percent) {
 			next.ServeHTTP(w, r)
 			return
 		}
