@@ -42,7 +42,8 @@ var errBodyClosed = errors.New("h1: read on closed response body")
 
 // roundTrip sends req on c and reads the response's headers.
 // Interim responses are relayed to w when it is not nil.
-func (c *conn) roundTrip(req *http.Request, trace *httptrace.ClientTrace, w Interim, t *Transport) (*http.Response, error) {
+func (c *conn) roundTrip(req *http.Request, trace *httptrace.ClientTrace, w Interim) (*http.Response, error) {
+	t := c.hp.t
 	e := &exchange{c: c, t: t, req: req, ctx: req.Context()}
 	c.written, c.nread = 0, 0
 	if e.ctx.Done() != nil {

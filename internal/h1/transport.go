@@ -189,7 +189,7 @@ func (t *Transport) RoundTripInterim(req *http.Request, w Interim) (*http.Respon
 			closeBody(req)
 			return nil, err
 		}
-		res, err := c.roundTrip(req, trace, w, t)
+		res, err := c.roundTrip(req, trace, w)
 		if err == nil {
 			return res, nil
 		}
