@@ -32,7 +32,12 @@ import (
 	"github.com/pylon-gateway/pylon/gatewaytest/jwttest"
 	"github.com/pylon-gateway/pylon/middleware"
 	"github.com/pylon-gateway/pylon/middleware/apikey"
+	"github.com/pylon-gateway/pylon/middleware/basicauth"
+	"github.com/pylon-gateway/pylon/middleware/extauthz"
+	"github.com/pylon-gateway/pylon/middleware/idempotency"
 	"github.com/pylon-gateway/pylon/middleware/jwtauth"
+	"github.com/pylon-gateway/pylon/middleware/mtls"
+	"github.com/pylon-gateway/pylon/overload"
 	"github.com/pylon-gateway/pylon/ratelimit"
 )
 
@@ -529,4 +534,81 @@ func TestCompositionPathPolicy(t *testing.T) {
 	bad := pylon.New(pylon.Options{CaseInsensitivePaths: true})
 	bad.Route("GET /Admin").To(backendFor(t, "x", admin))
 	require.ErrorContains(t, bad.Err(), "lower case")
+}
+
+// The pieces added after the README stack — idempotency keys, per-client
+// concurrency, Basic and external authorization, client certificates —
+// composed with authentication in the orders users will try: every order
+// that would act on a request before knowing who sent it is a
+// configuration error naming both stages, and the right orders are not.
+func TestCompositionNewPiecesOrder(t *testing.T) {
+	s := newStack(t, pylon.Options{})
+	basic := basicauth.Require(func(_ context.Context, user, pass string) (bool, error) { return pass == "pw", nil })
+	authz, err := extauthz.New(extauthz.Options{URL: "http://authz.invalid/check"})
+	require.NoError(t, err)
+	idem := func() pylon.Middleware { return idempotency.New(idempotency.Options{}) }
+	perSubject := func() pylon.Middleware {
+		return overload.MustPerClient(overload.ClientOptions{Key: ratelimit.BySubject, MaxInFlight: 2}).Middleware
+	}
+	perIP := func() pylon.Middleware {
+		return overload.MustPerClient(overload.ClientOptions{Key: ratelimit.ByIP, MaxInFlight: 2}).Middleware
+	}
+	cached := func() pylon.Middleware {
+		c := cache.MustNew(cache.Options{})
+		t.Cleanup(func() { c.Close() })
+		return c.Middleware
+	}
+	cases := []struct {
+		name  string
+		chain []pylon.Middleware
+		err   string // "" when the order is right
+	}{
+		{"idempotency after jwtauth", []pylon.Middleware{s.auth(), idem()}, ""},
+		{"idempotency before jwtauth", []pylon.Middleware{idem(), s.auth()}, "idempotency runs before jwtauth.Require"},
+		{"idempotency between mtls and jwtauth", []pylon.Middleware{mtls.Identify, idem(), s.auth()}, "idempotency runs before jwtauth.Require"},
+		{"idempotency after basicauth", []pylon.Middleware{basic, idem()}, ""},
+		{"per-subject concurrency before jwtauth", []pylon.Middleware{perSubject(), s.auth()}, "runs before jwtauth.Require"},
+		{"per-subject concurrency after jwtauth", []pylon.Middleware{s.auth(), perSubject()}, ""},
+		{"per-IP concurrency before jwtauth", []pylon.Middleware{perIP(), s.auth()}, ""},
+		{"cache before basicauth", []pylon.Middleware{cached(), basic}, "cache runs before basicauth"},
+		{"cache after basicauth", []pylon.Middleware{basic, cached()}, ""},
+		{"cache before extauthz", []pylon.Middleware{cached(), authz}, "cache runs before extauthz"},
+		{"cache after extauthz", []pylon.Middleware{authz, cached()}, ""},
+		{"cache between mtls and jwtauth", []pylon.Middleware{mtls.Identify, cached(), s.auth()}, "cache runs before jwtauth.Require"},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			gw := pylon.New(pylon.Options{})
+			gw.Route(fmt.Sprintf("POST /r%d", i)).Use(tc.chain...).Handler(http.NotFoundHandler())
+			if tc.err == "" {
+				assert.NoError(t, gw.Err())
+			} else {
+				assert.ErrorContains(t, gw.Err(), tc.err)
+			}
+		})
+	}
+}
+
+// Idempotency keys after authentication belong to their subject: bob
+// sending alice's key gets his own answer, alice's repeat gets hers again.
+func TestCompositionIdempotencyKeysPerSubject(t *testing.T) {
+	up := newRecorder(t, func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusCreated)
+		fmt.Fprintf(w, "order for %s", r.Header.Get("X-User-Id"))
+	})
+	s := newStack(t, pylon.Options{})
+	s.gw.Group("/api", s.auth()).Route("POST /orders").
+		Use(idempotency.New(idempotency.Options{Required: true})).To(backendFor(t, "orders", up))
+	require.NoError(t, s.gw.Err())
+	post := func(user string) *httptest.ResponseRecorder {
+		return serve(s.gw, "192.0.2.1:1", "POST", "/api/orders",
+			"Authorization: Bearer "+s.token(user), `Idempotency-Key: "k-1"`)
+	}
+	a1, b1, a2 := post("alice"), post("bob"), post("alice")
+	assert.Equal(t, "order for alice", a1.Body.String())
+	assert.Equal(t, "order for bob", b1.Body.String(), "bob was answered from alice's key")
+	assert.Empty(t, b1.Header().Get("Idempotent-Replayed"))
+	assert.Equal(t, "order for alice", a2.Body.String())
+	assert.Equal(t, "true", a2.Header().Get("Idempotent-Replayed"))
+	assert.Equal(t, 2, up.count())
 }
