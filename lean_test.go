@@ -1,0 +1,861 @@
+package pylon
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// This file tests RunOptions.LeanHTTP1 against net/http: a differential
+// harness (the same raw bytes to a lean and a net/http server with the same
+// handler, answers compared), and behaviour tests of the lean server with
+// real clients. FuzzLeanServer, in lean_fuzz_test.go, feeds both servers
+// arbitrary bytes.
+
+// runLean serves srv with RunWithOptions (LeanHTTP1 as lean) on a fresh
+// loopback listener until the test ends, and returns the address.
+func runLean(t testing.TB, srv *http.Server, lean bool) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- RunWithOptions(ctx, srv, RunOptions{Listener: ln, LeanHTTP1: lean, DrainTimeout: 2 * time.Second})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("RunWithOptions (lean %v): %v", lean, err)
+		}
+	})
+	return ln.Addr().String()
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent use, for srv.ErrorLog.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) take() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := s.b.String()
+	s.b.Reset()
+	return out
+}
+
+// diffHandler is the handler of the differential tests. Its path chooses a
+// behaviour (see ServeHTTP); it notes what it saw of each request and what
+// the ResponseWriter's methods returned, so that the two servers' handler
+// views can be compared too.
+type diffHandler struct {
+	srv  *http.Server
+	addr string // the listener's address
+
+	mu       sync.Mutex
+	notes    map[string][]string // by the client's address
+	inflight atomic.Int32
+}
+
+func (h *diffHandler) note(r *http.Request, format string, args ...any) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.notes == nil {
+		h.notes = make(map[string][]string)
+	}
+	h.notes[r.RemoteAddr] = append(h.notes[r.RemoteAddr], fmt.Sprintf(format, args...))
+}
+
+// takeNotes waits (bounded) for running handlers to return, then returns
+// the notes of the connection from client, and forgets all notes.
+func (h *diffHandler) takeNotes(client string) []string {
+	deadline := time.Now().Add(5 * time.Second)
+	for h.inflight.Load() > 0 && time.Now().Before(deadline) {
+		pollPause()
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := h.notes[client]
+	h.notes = nil
+	if h.inflight.Load() > 0 {
+		n = append(n, "handler still running after 5s")
+	}
+	return n
+}
+
+func (h *diffHandler) noteRequest(r *http.Request) {
+	keys := make([]string, 0, len(r.Header))
+	for k, v := range r.Header {
+		keys = append(keys, k+"="+strings.Join(v, "|"))
+	}
+	sort.Strings(keys)
+	la, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	_, rerr := netipAddrPort(r.RemoteAddr)
+	h.note(r, "req %s uri=%q url=%q proto=%s(%d.%d) host=%q cl=%d te=%q close=%v hdr=%v trailer=%v body=%T srvctx=%v laddr=%v remote=%v",
+		r.Method, r.RequestURI, r.URL.String(), r.Proto, r.ProtoMajor, r.ProtoMinor, r.Host, r.ContentLength,
+		r.TransferEncoding, r.Close, keys, r.Trailer, r.Body == http.NoBody,
+		r.Context().Value(http.ServerContextKey) == h.srv, la != nil && la.String() == h.addr, rerr == nil)
+}
+
+func netipAddrPort(s string) (string, error) {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return "", err
+	}
+	if _, err := strconv.Atoi(port); err != nil {
+		return "", err
+	}
+	return host, nil
+}
+
+func intParam(r *http.Request, name string, def int) int {
+	if v, err := strconv.Atoi(r.URL.Query().Get(name)); err == nil {
+		return v
+	}
+	return def
+}
+
+// writeN writes n bytes of 'a' in k writes and notes the results.
+func (h *diffHandler) writeN(w http.ResponseWriter, r *http.Request, n, k int) {
+	if k < 1 {
+		k = 1
+	}
+	var res []string
+	for i := range k {
+		part := n / k
+		if i == k-1 {
+			part = n - part*(k-1)
+		}
+		m, err := w.Write(bytes.Repeat([]byte("a"), part))
+		res = append(res, fmt.Sprintf("%d/%d:%v", m, part, err))
+	}
+	h.note(r, "writes %v", res)
+}
+
+func (h *diffHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.inflight.Add(1)
+	defer h.inflight.Add(-1)
+	hdr := w.Header()
+	if r.URL.Path == "/probe" { // not noted: it may outlive an exchange that failed
+		io.WriteString(w, "probe")
+		return
+	}
+	h.noteRequest(r)
+	switch r.URL.Path {
+	case "/small", "/":
+		io.WriteString(w, "hello")
+	case "/size": // ?n=bytes&k=writes
+		h.writeN(w, r, intParam(r, "n", 0), intParam(r, "k", 1))
+	case "/echo":
+		b, err := io.ReadAll(r.Body)
+		h.note(r, "read %d %v", len(b), err)
+		w.Write(b)
+	case "/readn": // reads n bytes of the body, then answers
+		b, err := io.ReadFull(r.Body, make([]byte, intParam(r, "n", 0)))
+		h.note(r, "read %d %v", b, err)
+		io.WriteString(w, "ok")
+	case "/unread":
+		io.WriteString(w, "ok")
+	case "/cl": // ?declared=N&n=bytes&k=writes
+		hdr.Set("Content-Length", r.URL.Query().Get("declared"))
+		h.writeN(w, r, intParam(r, "n", 0), intParam(r, "k", 1))
+	case "/te": // ?v=chunked|identity&n=bytes
+		hdr.Set("Transfer-Encoding", r.URL.Query().Get("v"))
+		h.writeN(w, r, intParam(r, "n", 5), 1)
+	case "/cl-and-te":
+		hdr.Set("Content-Length", "5")
+		hdr.Set("Transfer-Encoding", "chunked")
+		io.WriteString(w, "hello")
+	case "/trailer-declared":
+		hdr.Set("Trailer", "X-T, X-U")
+		h.writeN(w, r, intParam(r, "n", 5), 1)
+		hdr.Set("X-T", "tv")
+		hdr.Set("X-Undeclared", "nope")
+	case "/trailer-declared-unset":
+		hdr.Set("Trailer", "X-T")
+		io.WriteString(w, "hello")
+	case "/trailer-prefix-before":
+		hdr.Set(http.TrailerPrefix+"X-T", "tv")
+		h.writeN(w, r, intParam(r, "n", 5), 1)
+	case "/trailer-prefix-after":
+		h.writeN(w, r, intParam(r, "n", 5), 1)
+		hdr.Set(http.TrailerPrefix+"X-T", "tv")
+	case "/trailer-undeclared":
+		io.WriteString(w, "hello")
+		hdr.Set("X-T", "tv")
+	case "/early-hints":
+		hdr.Set("Link", "</a.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		hdr.Set("X-After", "1")
+		w.WriteHeader(http.StatusEarlyHints)
+		io.WriteString(w, "body")
+	case "/status": // ?code=N: WriteHeader(N), then a body write
+		hdr.Set("X-Pre", "1")
+		w.WriteHeader(intParam(r, "code", 200))
+		n, err := io.WriteString(w, "body")
+		h.note(r, "write %d %v", n, err)
+	case "/status-headers": // a bodiless status with body headers set
+		hdr.Set("Content-Type", "text/html")
+		hdr.Set("Content-Length", "4")
+		hdr.Set("ETag", `"e"`)
+		w.WriteHeader(intParam(r, "code", 204))
+		n, err := io.WriteString(w, "body")
+		h.note(r, "write %d %v", n, err)
+	case "/superfluous":
+		w.WriteHeader(201)
+		w.WriteHeader(202)
+		io.WriteString(w, "x")
+	case "/close-handler":
+		hdr.Set("Connection", "close")
+		io.WriteString(w, "bye")
+	case "/keepalive-handler":
+		hdr.Set("Connection", "keep-alive")
+		io.WriteString(w, "hi")
+	case "/sniff": // ?s=a|b: the parts as separate writes
+		for _, p := range strings.Split(r.URL.Query().Get("s"), "|") {
+			io.WriteString(w, p)
+		}
+	case "/gzip":
+		hdr.Set("Content-Encoding", "gzip")
+		w.Write([]byte{0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0})
+	case "/ct-nil":
+		hdr["Content-Type"] = nil
+		io.WriteString(w, "<html>")
+	case "/date-set":
+		hdr.Set("Date", "Mon, 01 Jan 2001 00:00:00 GMT")
+		io.WriteString(w, "x")
+	case "/date-nil":
+		hdr["Date"] = nil
+		io.WriteString(w, "x")
+	case "/empty":
+	case "/empty-write":
+		w.Write(nil)
+	case "/mutate-after-write":
+		io.WriteString(w, "hi")
+		hdr.Set("X-Late", "1")
+	case "/mutate-after-writeheader":
+		w.WriteHeader(200)
+		hdr.Set("X-Late", "1")
+		io.WriteString(w, "hi")
+	case "/header-crlf":
+		hdr.Set("X-Evil", "a\r\nInjected: yes")
+		hdr["X-Lf"] = []string{"b\nAlso: yes"}
+		io.WriteString(w, "x")
+	case "/header-badkey":
+		hdr["Bad Key"] = []string{"v"}
+		hdr["X-Ok"] = []string{"v"}
+		io.WriteString(w, "x")
+	case "/header-multi":
+		hdr["X-M"] = []string{"a", "b"}
+		hdr["x-lower"] = []string{"raw"}
+		io.WriteString(w, "x")
+	case "/cl-invalid":
+		hdr.Set("Content-Length", "abc")
+		io.WriteString(w, "hello")
+	case "/flush":
+		io.WriteString(w, "a")
+		w.(http.Flusher).Flush()
+		io.WriteString(w, "b")
+	case "/flush-empty":
+		w.(http.Flusher).Flush()
+		io.WriteString(w, "hi")
+	case "/flush-rc":
+		io.WriteString(w, "a")
+		h.note(r, "flush %v", http.NewResponseController(w).Flush())
+	case "/panic":
+		panic("boom")
+	case "/panic-after-write":
+		io.WriteString(w, "partial")
+		panic("boom")
+	case "/panic-after-flush":
+		io.WriteString(w, "partial")
+		w.(http.Flusher).Flush()
+		panic("boom")
+	case "/abort":
+		panic(http.ErrAbortHandler)
+	case "/abort-after-flush":
+		io.WriteString(w, "partial")
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler)
+	case "/wh-invalid":
+		w.WriteHeader(42)
+	case "/hijack", "/hijack-after-write":
+		if r.URL.Path == "/hijack-after-write" {
+			io.WriteString(w, "early")
+		}
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			h.note(r, "hijack %v", err)
+			return
+		}
+		defer conn.Close()
+		b, _ := brw.Reader.Peek(brw.Reader.Buffered())
+		h.note(r, "hijacked, buffered %q", b)
+		brw.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Hijacked: 1\r\n\r\nhi")
+		brw.Flush()
+		_, err = w.Write([]byte("x"))
+		h.note(r, "write after hijack %v", err)
+	case "/rc":
+		rc := http.NewResponseController(w)
+		h.note(r, "rd %v wd %v fd %v", rc.SetReadDeadline(time.Now().Add(time.Minute)),
+			rc.SetWriteDeadline(time.Now().Add(time.Minute)), rc.EnableFullDuplex())
+		io.WriteString(w, "ok")
+	case "/duplex-echo":
+		rc := http.NewResponseController(w)
+		h.note(r, "fd %v", rc.EnableFullDuplex())
+		io.WriteString(w, "start;")
+		h.note(r, "flush %v", rc.Flush())
+		b, err := io.ReadAll(r.Body)
+		h.note(r, "read %d %v", len(b), err)
+		w.Write(b)
+	case "/interfaces":
+		_, f := w.(http.Flusher)
+		_, hj := w.(http.Hijacker)
+		_, sw := w.(io.StringWriter)
+		_, rf := w.(io.ReaderFrom)
+		_, cn := w.(interface{ CloseNotify() <-chan bool })
+		h.note(r, "flusher %v hijacker %v stringwriter %v readerfrom %v closenotifier %v", f, hj, sw, rf, cn)
+		io.WriteString(w, "ok")
+	case "/readfrom":
+		n, err := io.Copy(w, strings.NewReader(strings.Repeat("r", intParam(r, "n", 10))))
+		h.note(r, "copy %d %v", n, err)
+	case "/body-close-early":
+		buf := make([]byte, 10)
+		n, _ := r.Body.Read(buf)
+		h.note(r, "read %d close %v", n, r.Body.Close())
+		io.WriteString(w, "ok")
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+// leanPair is a lean and a net/http server serving the same behaviours.
+type leanPair struct {
+	std, lean       string // addresses
+	stdH, leanH     *diffHandler
+	stdLog, leanLog *syncBuffer
+}
+
+// startLeanPair starts the two servers; guard chooses NewServer (the guard
+// handler in front) over a bare http.Server.
+func startLeanPair(t testing.TB, guard bool) *leanPair {
+	t.Helper()
+	p := &leanPair{stdH: &diffHandler{}, leanH: &diffHandler{}, stdLog: &syncBuffer{}, leanLog: &syncBuffer{}}
+	start := func(h *diffHandler, lg *syncBuffer, lean bool) string {
+		var srv *http.Server
+		if guard {
+			srv = NewServer("", h)
+		} else {
+			srv = &http.Server{Handler: h}
+		}
+		srv.ErrorLog = log.New(lg, "", 0)
+		h.srv = srv
+		// The address is known only once listening; runLean listens first
+		// and the first request comes after it returns.
+		addr := runLean(t, srv, lean)
+		h.addr = addr
+		return addr
+	}
+	p.std = start(p.stdH, p.stdLog, false)
+	p.lean = start(p.leanH, p.leanLog, true)
+	return p
+}
+
+// The outcome of one exchange: the responses as read, normalized, and what
+// the connection did after the last one.
+type leanOutcome struct {
+	responses []string
+	after     string // "open" (a probe request was answered), "closed", "hung"
+	raw       string // every byte read, Date values masked
+	client    string // the connection's local address
+}
+
+var dateLine = regexp.MustCompile(`(?m)^Date: [^\r\n]*`)
+
+// requestMethods parses raw as a sequence of requests and returns their
+// methods: the number of answers to expect and which are to HEAD. A request
+// that does not parse counts as one (a 400), then parsing stops; so does a
+// request that asks to close the connection.
+func requestMethods(raw string) []string {
+	br := bufio.NewReader(strings.NewReader(raw))
+	var methods []string
+	for {
+		if _, err := br.Peek(1); err != nil {
+			return methods
+		}
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return append(methods, "GET")
+		}
+		methods = append(methods, req.Method)
+		if _, err := io.Copy(io.Discard, req.Body); err != nil {
+			return methods
+		}
+		if req.Close || req.Header.Get("Upgrade") != "" || req.Method == "CONNECT" {
+			return methods
+		}
+	}
+}
+
+func closedErr(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+func describeResponse(res *http.Response, body []byte, berr error) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s\n", res.Proto, res.Status)
+	keys := make([]string, 0, len(res.Header))
+	for k := range res.Header {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		v := strings.Join(res.Header[k], " | ")
+		if k == "Date" && v != "Mon, 01 Jan 2001 00:00:00 GMT" {
+			v = "<present>"
+		}
+		fmt.Fprintf(&b, "%s: %s\n", k, v)
+	}
+	fmt.Fprintf(&b, "framing: cl=%d te=%v close=%v\n", res.ContentLength, res.TransferEncoding, res.Close)
+	if len(body) > 256 {
+		fmt.Fprintf(&b, "body: %d bytes %q...%q\n", len(body), body[:32], body[len(body)-32:])
+	} else {
+		fmt.Fprintf(&b, "body: %q\n", body)
+	}
+	if berr != nil {
+		fmt.Fprintf(&b, "body error: %v\n", normErr(berr))
+	}
+	if len(res.Trailer) > 0 {
+		tk := make([]string, 0, len(res.Trailer))
+		for k, v := range res.Trailer {
+			tk = append(tk, k+"="+strings.Join(v, "|"))
+		}
+		sort.Strings(tk)
+		fmt.Fprintf(&b, "trailer: %v\n", tk)
+	}
+	return b.String()
+}
+
+// normErr names an error without the addresses in it.
+func normErr(err error) string {
+	switch {
+	case err == nil:
+		return "nil"
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "unexpected EOF"
+	case errors.Is(err, io.EOF):
+		return "EOF"
+	case errors.Is(err, syscall.ECONNRESET):
+		return "connection reset"
+	case errors.Is(err, syscall.EPIPE):
+		return "broken pipe"
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return "timeout"
+	}
+	s := err.Error()
+	if i := strings.LastIndex(s, ": "); i >= 0 && strings.Contains(s, "127.0.0.1") {
+		s = s[i+2:]
+	}
+	return s
+}
+
+// leanExchange dials addr and, for each step, writes its bytes and reads
+// the answers requestMethods expects. Then it sends a probe request to see
+// whether the connection is still served.
+func leanExchange(addr string, steps []string) (out leanOutcome) {
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		out.after = "dial: " + err.Error()
+		return out
+	}
+	defer conn.Close()
+	out.client = conn.LocalAddr().String()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	var raw bytes.Buffer
+	br := bufio.NewReader(io.TeeReader(conn, &raw))
+	defer func() { out.raw = dateLine.ReplaceAllString(raw.String(), "Date: <masked>") }()
+
+	readAnswers := func(methods []string) bool {
+		for _, m := range methods {
+			for {
+				res, err := http.ReadResponse(br, &http.Request{Method: m})
+				if err != nil {
+					out.responses = append(out.responses, "read error: "+normErr(err))
+					return false
+				}
+				body, berr := io.ReadAll(res.Body)
+				res.Body.Close()
+				out.responses = append(out.responses, describeResponse(res, body, berr))
+				if berr != nil {
+					return false
+				}
+				if res.StatusCode == http.StatusSwitchingProtocols {
+					return false
+				}
+				if res.StatusCode >= 200 {
+					break
+				}
+			}
+		}
+		return true
+	}
+	for _, step := range steps {
+		wrote := make(chan struct{})
+		go func() {
+			defer close(wrote)
+			io.WriteString(conn, step)
+		}()
+		ok := readAnswers(requestMethods(step))
+		<-wrote
+		if !ok {
+			break
+		}
+	}
+	// Is the connection still served?
+	conn.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := io.WriteString(conn, "GET /probe HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		out.after = "closed"
+		return out
+	}
+	res, err := http.ReadResponse(br, nil)
+	switch {
+	case err == nil:
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		out.after = "open"
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		out.after = "hung"
+	case closedErr(err):
+		out.after = "closed"
+	default:
+		out.after = "probe answer unreadable: " + normErr(err)
+	}
+	return out
+}
+
+// logKinds reduces an ErrorLog's text to its "http: ..." lines, addresses
+// masked, without stacks.
+func logKinds(s string) []string {
+	addr := regexp.MustCompile(`127\.0\.0\.1:\d+`)
+	var kinds []string
+	for line := range strings.Lines(s) {
+		if strings.HasPrefix(line, "goroutine ") || strings.HasPrefix(line, "\t") || strings.TrimSpace(line) == "" {
+			continue
+		}
+		if strings.HasPrefix(line, "http:") || strings.Contains(line, "panic") {
+			kinds = append(kinds, addr.ReplaceAllString(strings.TrimSpace(line), "ADDR"))
+		}
+	}
+	return kinds
+}
+
+// compare runs steps against both servers and reports every difference.
+func (p *leanPair) compare(t *testing.T, steps []string) {
+	t.Helper()
+	var stdOut, leanOut leanOutcome
+	var wg sync.WaitGroup
+	wg.Go(func() { stdOut = leanExchange(p.std, steps) })
+	wg.Go(func() { leanOut = leanExchange(p.lean, steps) })
+	wg.Wait()
+	stdNotes, leanNotes := p.stdH.takeNotes(stdOut.client), p.leanH.takeNotes(leanOut.client)
+	stdLog, leanLog := p.stdLog.take(), p.leanLog.take()
+
+	assert.Equal(t, stdOut.responses, leanOut.responses, "responses (net/http, then lean)")
+	assert.Equal(t, stdOut.after, leanOut.after, "connection after the answers (net/http, then lean)")
+	assert.Equal(t, stdNotes, leanNotes, "the handler's view (net/http, then lean)")
+	stdKinds, leanKinds := logKinds(stdLog), logKinds(leanLog)
+	assert.Equal(t, countContaining(stdKinds, "panic"), countContaining(leanKinds, "panic"),
+		"panics logged: net/http %q, lean %q", stdKinds, leanKinds)
+	if !slices.Equal(stdKinds, leanKinds) {
+		t.Logf("ErrorLog differs (not a failure):\nnet/http: %q\nlean:     %q", stdKinds, leanKinds)
+	}
+	if stdOut.raw != leanOut.raw && !t.Failed() {
+		t.Logf("raw bytes differ (header order or chunk sizes; not a failure):\nnet/http: %q\nlean:     %q", stdOut.raw, leanOut.raw)
+	}
+	if t.Failed() {
+		t.Logf("raw net/http: %q", stdOut.raw)
+		t.Logf("raw lean:     %q", leanOut.raw)
+	}
+}
+
+func countContaining(ss []string, sub string) int {
+	n := 0
+	for _, s := range ss {
+		if strings.Contains(s, sub) {
+			n++
+		}
+	}
+	return n
+}
+
+func get(path string) string { return "GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n" }
+func head(path string) string {
+	return "HEAD " + path + " HTTP/1.1\r\nHost: x\r\n\r\n"
+}
+func post(path, body string) string {
+	return "POST " + path + " HTTP/1.1\r\nHost: x\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body
+}
+
+type leanCase struct {
+	name  string
+	steps []string // each written, then its answers read
+}
+
+// leanCases is the table of the differential tests and the fuzz seeds.
+func leanCases() []leanCase {
+	kib := strings.Repeat("k", 1<<10)
+	big := strings.Repeat("b", 300<<10)
+	c := func(name string, steps ...string) leanCase { return leanCase{name, steps} }
+	cases := []leanCase{
+		c("GET small", get("/small")),
+		c("HEAD small", head("/small")),
+		c("GET 404", get("/nothing-here")),
+		c("POST echo", post("/echo", "hello body")),
+		c("POST empty body", post("/echo", "")),
+		c("GET with body unread", "GET /small HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"),
+		c("keep-alive sequence", get("/small"), post("/echo", "one"), head("/small"), get("/size?n=3000")),
+		c("pipelined", get("/small")+post("/echo", "two")+head("/size?n=10")+get("/size?n=5000")),
+		c("pipelined after close", "GET /small HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"+get("/small")),
+		c("absolute URI", "GET http://other.example/small?q=1 HTTP/1.1\r\nHost: x\r\n\r\n"),
+		c("query and escapes", get("/small?a=1&b=%20x#frag")),
+		c("asterisk GET", "GET * HTTP/1.1\r\nHost: x\r\n\r\n"),
+		c("lowercase method", "get /small HTTP/1.1\r\nHost: x\r\n\r\n"),
+		c("empty Host", "GET /small HTTP/1.1\r\nHost: \r\n\r\n"),
+		c("Host with port", "GET /small HTTP/1.1\r\nHost: x:8080\r\n\r\n"),
+		c("multiple headers", "GET /small HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nX-A: 2\r\nx-lower: y\r\nCookie: a=1\r\nCookie: b=2\r\n\r\n"),
+		c("obs-fold", "GET /small HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n"),
+		c("Pragma no-cache", "GET /small HTTP/1.1\r\nHost: x\r\nPragma: no-cache\r\n\r\n"),
+		c("duplicate equal CL", "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc"),
+		c("Connection keep-alive 1.1", "GET /small HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n"),
+		c("HTTP/1.2", "GET /small HTTP/1.2\r\nHost: x\r\n\r\n"),
+
+		// Sizes around the 2048-byte buffer.
+		c("size 0", get("/size?n=0")),
+		c("size 1", get("/size?n=1")),
+		c("size 2047", get("/size?n=2047")),
+		c("size 2048", get("/size?n=2048")),
+		c("size 2049", get("/size?n=2049")),
+		c("size 2048 in 2 writes", get("/size?n=2048&k=2")),
+		c("size 2049 in 2 writes", get("/size?n=2049&k=2")),
+		c("size 4096", get("/size?n=4096")),
+		c("size 5000 in 5 writes", get("/size?n=5000&k=5")),
+		c("size 100000", get("/size?n=100000&k=7")),
+		c("HEAD size 0", head("/size?n=0")),
+		c("HEAD size 2048", head("/size?n=2048")),
+		c("HEAD size 2049", head("/size?n=2049")),
+		c("HEAD size 5000 in 3 writes", head("/size?n=5000&k=3")),
+		c("readfrom small", get("/readfrom?n=10")),
+		c("readfrom large", get("/readfrom?n=70000")),
+
+		// Content-Length from the handler.
+		c("CL right", get("/cl?declared=5&n=5")),
+		c("CL right in 2 writes", get("/cl?declared=4000&n=4000&k=2")),
+		c("CL body too short", get("/cl?declared=10&n=5")),
+		c("CL body too long", get("/cl?declared=3&n=5")),
+		c("CL body too long in 2 writes", get("/cl?declared=3&n=4&k=2")),
+		c("CL zero", get("/cl?declared=0&n=0")),
+		c("CL invalid", get("/cl-invalid")),
+		c("CL negative", get("/cl?declared=-1&n=3")),
+		c("HEAD CL declared", head("/cl?declared=10&n=0")),
+		c("HEAD CL declared with body", head("/cl?declared=5&n=5")),
+		c("CL too short then next request", get("/cl?declared=10&n=5"), get("/small")),
+		c("TE chunked", get("/te?v=chunked")),
+		c("TE chunked large", get("/te?v=chunked&n=3000")),
+		c("TE identity", get("/te?v=identity")),
+		c("TE gzip", get("/te?v=gzip")),
+		c("CL and TE", get("/cl-and-te")),
+
+		// Trailers.
+		c("trailer declared", get("/trailer-declared")),
+		c("trailer declared large", get("/trailer-declared?n=3000")),
+		c("trailer declared unset", get("/trailer-declared-unset")),
+		c("HEAD trailer declared", head("/trailer-declared")),
+		c("trailer prefix before", get("/trailer-prefix-before")),
+		c("trailer prefix before large", get("/trailer-prefix-before?n=3000")),
+		c("trailer prefix after small", get("/trailer-prefix-after")),
+		c("trailer prefix after large", get("/trailer-prefix-after?n=3000")),
+		c("trailer undeclared", get("/trailer-undeclared")),
+
+		// Status codes.
+		c("103 early hints", get("/early-hints")),
+		c("HEAD 103 early hints", head("/early-hints")),
+		c("102 then 200", get("/status?code=102")),
+		c("100 from handler", get("/status?code=100")),
+		c("101 from handler", get("/status?code=101")),
+		c("204 with body", get("/status?code=204")),
+		c("304 with body", get("/status?code=304")),
+		c("205 with body", get("/status?code=205")),
+		c("204 with body headers", get("/status-headers?code=204")),
+		c("304 with body headers", get("/status-headers?code=304")),
+		c("HEAD 304", head("/status-headers?code=304")),
+		c("404 from WriteHeader", get("/status?code=404")),
+		c("unknown status 499", get("/status?code=499")),
+		c("status 299", get("/status?code=299")),
+		c("status 600", get("/status?code=600")),
+		c("status 999", get("/status?code=999")),
+		c("invalid status 42", get("/wh-invalid")),
+		c("superfluous WriteHeader", get("/superfluous")),
+		c("204 keep-alive then next", get("/status?code=204"), get("/small")),
+		c("304 keep-alive then next", get("/status?code=304"), get("/small")),
+
+		// Headers the server adds or suppresses.
+		c("sniff html", get("/sniff?s=%3Chtml%3E%3Cbody%3Ehi")),
+		c("sniff split writes", get("/sniff?s=%3Chtm|l%3E%3Cbody%3Ehi")),
+		c("sniff png", get("/sniff?s=%89PNG%0D%0A%1A%0A")),
+		c("sniff empty", get("/empty")),
+		c("empty write", get("/empty-write")),
+		c("content-encoding no sniff", get("/gzip")),
+		c("content-type nil", get("/ct-nil")),
+		c("date set", get("/date-set")),
+		c("date nil", get("/date-nil")),
+		c("header set after write", get("/mutate-after-write")),
+		c("header set after WriteHeader", get("/mutate-after-writeheader")),
+		c("header value with CRLF", get("/header-crlf")),
+		c("header bad key", get("/header-badkey")),
+		c("header multi and raw case", get("/header-multi")),
+
+		// Connection management.
+		c("request Connection: close", "GET /small HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+		c("request Connection: Close mixed", "GET /small HTTP/1.1\r\nHost: x\r\nConnection: foo, Close\r\n\r\n"),
+		c("handler Connection: close", get("/close-handler")),
+		c("handler Connection: keep-alive", get("/keepalive-handler")),
+		c("unread body 1 KiB", post("/unread", kib)),
+		c("unread body 1 KiB then next", post("/unread", kib), get("/small")),
+		c("unread body 300 KiB", post("/unread", big)),
+		c("unread body 256 KiB - 1", post("/unread", big[:256<<10-1])),
+		c("unread body 256 KiB", post("/unread", big[:256<<10])),
+		c("unread body 256 KiB + 1", post("/unread", big[:256<<10+1])),
+		c("body partly read of 300 KiB", post("/readn?n=100", big)),
+		c("body closed early", post("/body-close-early", kib)),
+		c("echo 300 KiB", post("/echo", big)),
+		c("flush", get("/flush")),
+		c("flush empty", get("/flush-empty")),
+		c("flush via controller", get("/flush-rc")),
+		c("HEAD flush", head("/flush")),
+		c("panic", get("/panic")),
+		c("panic after write", get("/panic-after-write")),
+		c("panic after flush", get("/panic-after-flush")),
+		c("abort handler", get("/abort")),
+		c("abort after flush", get("/abort-after-flush")),
+		c("hijack", get("/hijack")),
+		c("hijack with pipelined bytes", get("/hijack")+"EXTRA BYTES"),
+		c("hijack after write", get("/hijack-after-write")),
+		c("response controller", get("/rc")),
+		c("interfaces", get("/interfaces")),
+		c("full duplex echo", post("/duplex-echo", "duplex")),
+
+		// Handed over to net/http.
+		c("HTTP/1.0", "GET /small HTTP/1.0\r\nHost: x\r\n\r\n"),
+		c("HTTP/1.0 keep-alive", "GET /small HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n", "GET /small HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"),
+		c("HTTP/1.0 no Host", "GET /small HTTP/1.0\r\n\r\n"),
+		c("HTTP/1.1 after HTTP/1.0 keep-alive", "GET /small HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", get("/small")),
+		c("keep-alive then HTTP/1.0", get("/small"), "GET /size?n=3000 HTTP/1.0\r\n\r\n"),
+		c("chunked request", "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"),
+		c("chunked request with trailer", "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n3\r\nabc\r\n0\r\nX-T: v\r\n\r\n"),
+		c("keep-alive then chunked", get("/small"), "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"),
+		c("TE identity request", "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\nContent-Length: 3\r\n\r\nabc"),
+		c("TE gzip, chunked request", "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"),
+		c("CL+TE smuggling", "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"+get("/admin")),
+		c("TE+CL smuggling", "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 40\r\n\r\n3\r\nabc\r\n0\r\n\r\n"+get("/admin")),
+		c("obs-folded TE", "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:\r\n chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"+get("/admin")),
+		c("Expect 100-continue", "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\nhello"),
+		c("Expect 100-continue unread", "POST /unread HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\nhello"),
+		c("Expect unknown", "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: bogus\r\n\r\nhello"),
+		c("Upgrade websocket", "GET /small HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"),
+		c("Upgrade h2c", "GET /small HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"),
+		c("CONNECT", "CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n"),
+		c("OPTIONS *", "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n"),
+		c("OPTIONS * with body", "OPTIONS * HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"),
+		c("OPTIONS path", "OPTIONS /small HTTP/1.1\r\nHost: x\r\n\r\n"),
+		c("h2c preface", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+		c("duplicate Host", "GET /small HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n"),
+		c("missing Host", "GET /small HTTP/1.1\r\n\r\n"),
+		c("invalid Host", "GET /small HTTP/1.1\r\nHost: a b\r\n\r\n"),
+		c("Host with slash", "GET /small HTTP/1.1\r\nHost: a/b\r\n\r\n"),
+		c("bare LF", "GET /small HTTP/1.1\nHost: x\n\n"),
+		c("bare LF in headers only", "GET /small HTTP/1.1\r\nHost: x\nX-A: b\r\n\r\n"),
+		c("bare CR", "GET /small HTTP/1.1\rHost: x\r\n\r\n"),
+		c("header line over 4 KiB", "GET /small HTTP/1.1\r\nHost: x\r\nX-Big: "+strings.Repeat("a", 5000)+"\r\n\r\n"),
+		c("head just under 4 KiB", "GET /small HTTP/1.1\r\nHost: x\r\nX-Big: "+strings.Repeat("a", 4000)+"\r\n\r\n"),
+		c("many headers over 4 KiB", "GET /small HTTP/1.1\r\nHost: x\r\n"+strings.Repeat("X-Many: aaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n", 200)+"\r\n"),
+		c("URI over 4 KiB", get("/small?"+strings.Repeat("q", 5000))),
+		c("head over 64 KiB", "GET /small HTTP/1.1\r\nHost: x\r\nX-Big: "+strings.Repeat("a", 70<<10)+"\r\n\r\n"),
+		c("invalid header name", "GET /small HTTP/1.1\r\nHost: x\r\nBad Header: v\r\n\r\n"),
+		c("invalid header name byte", "GET /small HTTP/1.1\r\nHost: x\r\nX-A\x01: v\r\n\r\n"),
+		c("invalid header value CTL", "GET /small HTTP/1.1\r\nHost: x\r\nX-A: a\x01b\r\n\r\n"),
+		c("invalid header value NUL", "GET /small HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n"),
+		c("invalid header value DEL", "GET /small HTTP/1.1\r\nHost: x\r\nX-A: a\x7fb\r\n\r\n"),
+		c("header value obs-text", "GET /small HTTP/1.1\r\nHost: x\r\nX-A: caf\xe9\r\n\r\n"),
+		c("header value tab", "GET /small HTTP/1.1\r\nHost: x\r\nX-A: a\tb\r\n\r\n"),
+		c("space before colon", "GET /small HTTP/1.1\r\nHost: x\r\nX-A : v\r\n\r\n"),
+		c("no colon", "GET /small HTTP/1.1\r\nHost: x\r\nNoColon\r\n\r\n"),
+		c("leading space header", "GET /small HTTP/1.1\r\n Host: x\r\n\r\n"),
+		c("two CLs differing", "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"),
+		c("CL list", "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3, 3\r\n\r\nabc"),
+		c("CL negative request", "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n"),
+		c("CL plus sign", "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: +3\r\n\r\nabc"),
+		c("CL huge", "POST /unread HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n"),
+		c("CL body truncated", "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc"),
+		c("HTTP/2.0 request line", "GET /small HTTP/2.0\r\nHost: x\r\n\r\n"),
+		c("HTTP/0.9", "GET /small HTTP/0.9\r\nHost: x\r\n\r\n"),
+		c("HTTP/1.1 lowercase", "GET /small http/1.1\r\nHost: x\r\n\r\n"),
+		c("no version", "GET /small\r\nHost: x\r\n\r\n"),
+		c("double space", "GET  /small HTTP/1.1\r\nHost: x\r\n\r\n"),
+		c("leading CRLF", "\r\n"+get("/small")),
+		c("bad method", "G(T /small HTTP/1.1\r\nHost: x\r\n\r\n"),
+		c("bad URI", "GET small HTTP/1.1\r\nHost: x\r\n\r\n"),
+		c("URI with space", "GET /a b HTTP/1.1\r\nHost: x\r\n\r\n"),
+		c("garbage", "\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03garbage\r\n\r\n"),
+		c("garbage text", "hello world\r\n\r\n"),
+		c("keep-alive then garbage", get("/small"), "garbage\r\n\r\n"),
+		c("good then bad pipelined", get("/small")+"GET /x HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n"),
+	}
+	return cases
+}
+
+// pollPause yields briefly while polling for handlers to finish.
+func pollPause() { <-time.After(time.Millisecond) }
+
+func TestLeanDifferential(t *testing.T) {
+	for _, guard := range []bool{true, false} {
+		name := "NewServer"
+		if !guard {
+			name = "bare"
+		}
+		t.Run(name, func(t *testing.T) {
+			p := startLeanPair(t, guard)
+			for _, tc := range leanCases() {
+				t.Run(tc.name, func(t *testing.T) { p.compare(t, tc.steps) })
+			}
+		})
+	}
+}
