@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"runtime"
 	"slices"
 	"sort"
 	"strconv"
@@ -858,4 +859,841 @@ func TestLeanDifferential(t *testing.T) {
 			}
 		})
 	}
+}
+
+// leanRun serves srv with RunWithOptions on a fresh loopback listener and
+// returns the address, the cancel that starts the shutdown, and the channel
+// RunWithOptions's result arrives on. The test's end cancels and waits too.
+func leanRun(t *testing.T, srv *http.Server, opts RunOptions) (addr string, cancel context.CancelFunc, done <-chan error) {
+	t.Helper()
+	ln := listen(t)
+	opts.Listener = ln
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	finished := make(chan struct{})
+	var result error
+	go func() {
+		result = RunWithOptions(ctx, srv, opts)
+		errc <- result
+		close(finished)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-finished:
+		case <-time.After(10 * time.Second):
+			t.Errorf("RunWithOptions did not return 10s after its context ended")
+		}
+	})
+	return ln.Addr().String(), cancel, errc
+}
+
+// bothServers runs f as two subtests, against net/http and the lean server,
+// so that every behaviour test is checked against net/http too.
+func bothServers(t *testing.T, f func(t *testing.T, lean bool)) {
+	t.Run("net-http", func(t *testing.T) { f(t, false) })
+	t.Run("lean", func(t *testing.T) { f(t, true) })
+}
+
+// leanWait polls cond every millisecond until it holds or d passes.
+func leanWait(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, d)
+		}
+		pollPause()
+	}
+}
+
+// readClosed reports whether the server closed conn within d: it reads
+// what is left until EOF (or a reset) and fails if the connection is still
+// open at the deadline. What was read is returned.
+func readClosed(conn net.Conn, br *bufio.Reader, d time.Duration) (string, error) {
+	conn.SetReadDeadline(time.Now().Add(d))
+	b, err := io.ReadAll(br)
+	if err == nil || closedErr(err) {
+		return string(b), nil
+	}
+	return string(b), fmt.Errorf("connection not closed (read %q): %w", b, err)
+}
+
+// assertClosed asserts that the server closed conn within 5s with nothing
+// more sent.
+func assertClosed(t *testing.T, conn net.Conn, br *bufio.Reader, msgAndArgs ...any) {
+	t.Helper()
+	rest, err := readClosed(conn, br, 5*time.Second)
+	assert.NoError(t, err, msgAndArgs...)
+	assert.Empty(t, rest, msgAndArgs...)
+}
+
+func rawConn(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	require.NoError(t, conn.SetDeadline(time.Now().Add(10*time.Second)))
+	return conn, bufio.NewReader(conn)
+}
+
+func readBody(t *testing.T, br *bufio.Reader, method string) (*http.Response, string) {
+	t.Helper()
+	res, err := http.ReadResponse(br, &http.Request{Method: method})
+	require.NoError(t, err)
+	b, err := io.ReadAll(res.Body)
+	require.NoError(t, err)
+	res.Body.Close()
+	return res, string(b)
+}
+
+func TestLeanClientKeepAliveReuse(t *testing.T) {
+	bothServers(t, func(t *testing.T, lean bool) {
+		var conns atomic.Int32
+		srv := NewServer("", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			b, _ := io.ReadAll(r.Body)
+			fmt.Fprintf(w, "%s %s %d", r.Method, r.URL.Path, len(b))
+		}))
+		srv.ConnState = func(_ net.Conn, s http.ConnState) {
+			if s == http.StateNew {
+				conns.Add(1)
+			}
+		}
+		addr, _, _ := leanRun(t, srv, RunOptions{LeanHTTP1: lean})
+		tr := &http.Transport{}
+		defer tr.CloseIdleConnections()
+		client := &http.Client{Transport: tr}
+		for i := range 20 {
+			var res *http.Response
+			var err error
+			switch i % 3 {
+			case 0:
+				res, err = client.Get("http://" + addr + "/g")
+			case 1:
+				res, err = client.Post("http://"+addr+"/p", "text/plain", strings.NewReader(strings.Repeat("x", i*100)))
+			default:
+				res, err = client.Head("http://" + addr + "/h")
+			}
+			require.NoError(t, err)
+			b, err := io.ReadAll(res.Body)
+			require.NoError(t, err)
+			res.Body.Close()
+			assert.Equal(t, 200, res.StatusCode)
+			switch i % 3 {
+			case 0:
+				assert.Equal(t, "GET /g 0", string(b))
+			case 1:
+				assert.Equal(t, fmt.Sprintf("POST /p %d", i*100), string(b))
+			default:
+				assert.Empty(t, b)
+			}
+		}
+		assert.Equal(t, int32(1), conns.Load(), "one connection reused for every request")
+	})
+}
+
+func TestLeanGatewayProxy(t *testing.T) {
+	bothServers(t, func(t *testing.T, lean bool) {
+		up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+			b, _ := io.ReadAll(r.Body)
+			w.Header().Set("X-Up", r.Method+" "+r.URL.Path)
+			w.Header().Set("Trailer", "X-Up-Trailer")
+			if r.URL.Path == "/big" {
+				w.Write(bytes.Repeat([]byte("z"), 200<<10))
+			} else {
+				w.Write(b)
+			}
+			w.Header().Set("X-Up-Trailer", "t")
+		})
+		g := New(Options{})
+		g.Route("/").To(backend(t, BackendOptions{Targets: []string{up.URL}}))
+		addr, _, _ := leanRun(t, NewServer("", g), RunOptions{LeanHTTP1: lean})
+		tr := &http.Transport{}
+		defer tr.CloseIdleConnections()
+		client := &http.Client{Transport: tr}
+
+		res, err := client.Post("http://"+addr+"/echo", "text/plain", strings.NewReader("through the gateway"))
+		require.NoError(t, err)
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		assert.Equal(t, 200, res.StatusCode)
+		assert.Equal(t, "through the gateway", string(b))
+		assert.Equal(t, "POST /echo", res.Header.Get("X-Up"))
+		assert.Equal(t, "t", res.Trailer.Get("X-Up-Trailer"))
+
+		res, err = client.Get("http://" + addr + "/big")
+		require.NoError(t, err)
+		b, _ = io.ReadAll(res.Body)
+		res.Body.Close()
+		assert.Equal(t, 200<<10, len(b))
+
+		// A route that is not there is the gateway's own answer.
+		g2 := New(Options{})
+		g2.Route("/only").To(backend(t, BackendOptions{Targets: []string{up.URL}}))
+		addr2, _, _ := leanRun(t, NewServer("", g2), RunOptions{LeanHTTP1: lean})
+		res, err = client.Get("http://" + addr2 + "/elsewhere")
+		require.NoError(t, err)
+		res.Body.Close()
+		assert.Equal(t, 404, res.StatusCode)
+	})
+}
+
+func TestLeanWebSocketThroughGateway(t *testing.T) {
+	bothServers(t, func(t *testing.T, lean bool) {
+		up := wsUpstream(t, func(brw *bufio.ReadWriter) {
+			for {
+				line, err := brw.ReadString('\n')
+				if err != nil {
+					return
+				}
+				brw.WriteString("echo:" + line)
+				brw.Flush()
+			}
+		})
+		g := New(Options{})
+		g.Route("/").To(backend(t, BackendOptions{Targets: []string{up.URL}}))
+		addr, cancel, done := leanRun(t, NewServer("", g), RunOptions{LeanHTTP1: lean, DrainTimeout: 200 * time.Millisecond})
+
+		conn, br := rawConn(t, addr)
+		// A plain request first: the upgrade comes on a kept-alive connection.
+		io.WriteString(conn, get("/plain"))
+		res, err := http.ReadResponse(br, nil)
+		require.NoError(t, err)
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+
+		io.WriteString(conn, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		res, err = http.ReadResponse(br, nil)
+		require.NoError(t, err)
+		require.Equal(t, 101, res.StatusCode)
+		assert.Equal(t, "websocket", res.Header.Get("Upgrade"))
+		for _, msg := range []string{"hello\n", "again\n"} {
+			io.WriteString(conn, msg)
+			line, err := br.ReadString('\n')
+			require.NoError(t, err)
+			assert.Equal(t, "echo:"+msg, line)
+		}
+		// The shutdown closes the tunnel at the drain deadline.
+		cancel()
+		require.NoError(t, <-done)
+		assertClosed(t, conn, br)
+	})
+}
+
+func TestLeanH2CPriorKnowledge(t *testing.T) {
+	bothServers(t, func(t *testing.T, lean bool) {
+		addr, _, _ := leanRun(t, NewServer("", protoEcho()), RunOptions{LeanHTTP1: lean})
+		for _, tc := range []struct {
+			name   string
+			client *http.Client
+			want   string
+		}{
+			{"h2c", h2cClient(t), "HTTP/2.0"},
+			{"http1", &http.Client{Transport: &http.Transport{}}, "HTTP/1.1"},
+			{"h2c again", h2cClient(t), "HTTP/2.0"},
+		} {
+			for range 3 {
+				res, err := tc.client.Get("http://" + addr + "/")
+				require.NoError(t, err, tc.name)
+				b, _ := io.ReadAll(res.Body)
+				res.Body.Close()
+				assert.Equal(t, tc.want, string(b), tc.name)
+			}
+			tc.client.CloseIdleConnections()
+		}
+	})
+}
+
+func TestLeanClientGoneCancelsContext(t *testing.T) {
+	for _, tc := range []struct{ name, raw string }{
+		{"GET", get("/wait")},
+		{"POST read", post("/wait?read=1", "body")},
+		{"second request on the connection", get("/quick") + get("/wait")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bothServers(t, func(t *testing.T, lean bool) {
+				started := make(chan struct{}, 1)
+				result := make(chan error, 1)
+				h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					if r.URL.Path == "/quick" {
+						io.WriteString(w, "quick")
+						return
+					}
+					if r.URL.Query().Get("read") != "" {
+						io.ReadAll(r.Body)
+					}
+					started <- struct{}{}
+					select {
+					case <-r.Context().Done():
+						result <- r.Context().Err()
+					case <-time.After(5 * time.Second):
+						result <- errors.New("context not cancelled 5s after the client left")
+					}
+				})
+				addr, _, _ := leanRun(t, NewServer("", h), RunOptions{LeanHTTP1: lean})
+				conn, err := net.Dial("tcp", addr)
+				require.NoError(t, err)
+				io.WriteString(conn, tc.raw)
+				<-started
+				conn.Close()
+				assert.ErrorIs(t, <-result, context.Canceled)
+			})
+		})
+	}
+}
+
+func TestLeanRequestContextEndsWithHandler(t *testing.T) {
+	bothServers(t, func(t *testing.T, lean bool) {
+		ctxs := make(chan context.Context, 1)
+		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			ctxs <- r.Context()
+			io.WriteString(w, "ok")
+		})
+		addr, _, _ := leanRun(t, NewServer("", h), RunOptions{LeanHTTP1: lean})
+		conn, br := rawConn(t, addr)
+		io.WriteString(conn, get("/"))
+		readBody(t, br, "GET")
+		ctx := <-ctxs
+		leanWait(t, 5*time.Second, "request context cancelled after the handler returned", func() bool { return ctx.Err() != nil })
+	})
+}
+
+func TestLeanGracefulDrain(t *testing.T) {
+	bothServers(t, func(t *testing.T, lean bool) {
+		started := make(chan struct{})
+		finish := make(chan struct{})
+		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/slow" {
+				close(started)
+				<-finish
+			}
+			io.WriteString(w, "done "+r.URL.Path)
+		})
+		addr, cancel, done := leanRun(t, NewServer("", h), RunOptions{LeanHTTP1: lean, DrainTimeout: 10 * time.Second})
+
+		idle, idleBr := rawConn(t, addr)
+		io.WriteString(idle, get("/first"))
+		_, body := readBody(t, idleBr, "GET")
+		assert.Equal(t, "done /first", body)
+
+		busy, busyBr := rawConn(t, addr)
+		io.WriteString(busy, get("/slow"))
+		<-started
+		cancel()
+
+		// The idle keep-alive connection is closed.
+		assertClosed(t, idle, idleBr, "idle connection")
+		select {
+		case err := <-done:
+			t.Fatalf("RunWithOptions returned before the in-flight request finished: %v", err)
+		default:
+		}
+		close(finish)
+		res, body := readBody(t, busyBr, "GET")
+		assert.Equal(t, "done /slow", body)
+		assert.True(t, res.Close, "the in-flight response says Connection: close")
+		assertClosed(t, busy, busyBr, "in-flight connection after its response")
+		assert.NoError(t, <-done)
+		_, err := net.DialTimeout("tcp", addr, time.Second)
+		assert.Error(t, err, "the listener is closed")
+	})
+}
+
+func TestLeanDrainDeadlineClosesStuckRequest(t *testing.T) {
+	bothServers(t, func(t *testing.T, lean bool) {
+		started := make(chan struct{})
+		ended := make(chan error, 1)
+		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			close(started)
+			select {
+			case <-r.Context().Done():
+				ended <- r.Context().Err()
+			case <-time.After(10 * time.Second):
+				ended <- errors.New("handler context never ended")
+			}
+		})
+		addr, cancel, done := leanRun(t, NewServer("", h), RunOptions{LeanHTTP1: lean, DrainTimeout: 200 * time.Millisecond})
+		conn, br := rawConn(t, addr)
+		io.WriteString(conn, get("/stuck"))
+		<-started
+		cancel()
+		assert.NoError(t, <-done)
+		assertClosed(t, conn, br)
+		assert.Error(t, <-ended)
+	})
+}
+
+func TestLeanReadHeaderTimeout(t *testing.T) {
+	for _, tc := range []struct{ name, raw string }{
+		{"silent", ""},
+		{"partial head", "GET / HTTP/1.1\r\nHost: x\r\n"},
+		{"partial request line", "GET /"},
+		{"after a request", get("/") + "GET /"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sent := map[bool]string{}
+			bothServers(t, func(t *testing.T, lean bool) {
+				srv := NewServer("", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+				srv.ReadHeaderTimeout = 200 * time.Millisecond
+				addr, _, _ := leanRun(t, srv, RunOptions{LeanHTTP1: lean})
+				conn, br := rawConn(t, addr)
+				start := time.Now()
+				io.WriteString(conn, tc.raw)
+				if strings.HasPrefix(tc.raw, "GET / HTTP/1.1\r\nHost: x\r\n\r\n") {
+					readBody(t, br, "GET")
+				}
+				rest, err := readClosed(conn, br, 5*time.Second)
+				assert.NoError(t, err)
+				sent[lean] = dateLine.ReplaceAllString(rest, "Date: <masked>")
+				assert.GreaterOrEqual(t, time.Since(start), 150*time.Millisecond)
+			})
+			assert.Equal(t, sent[false], sent[true], "what net/http, then the lean server, sent before closing")
+		})
+	}
+}
+
+func TestLeanIdleTimeout(t *testing.T) {
+	bothServers(t, func(t *testing.T, lean bool) {
+		srv := NewServer("", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+		srv.IdleTimeout = 200 * time.Millisecond
+		srv.ReadHeaderTimeout = 5 * time.Second
+		addr, _, _ := leanRun(t, srv, RunOptions{LeanHTTP1: lean})
+		conn, br := rawConn(t, addr)
+		io.WriteString(conn, get("/"))
+		readBody(t, br, "GET")
+		start := time.Now()
+		assertClosed(t, conn, br)
+		assert.GreaterOrEqual(t, time.Since(start), 150*time.Millisecond)
+		assert.Less(t, time.Since(start), 4*time.Second, "closed by IdleTimeout, not ReadHeaderTimeout")
+	})
+}
+
+func TestLeanReadTimeout(t *testing.T) {
+	sent := map[bool]string{}
+	bothServers(t, func(t *testing.T, lean bool) {
+		readErr := make(chan error, 1)
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, err := io.ReadAll(r.Body)
+			readErr <- err
+		})}
+		srv.ReadTimeout = 200 * time.Millisecond
+		addr, _, _ := leanRun(t, srv, RunOptions{LeanHTTP1: lean})
+		conn, br := rawConn(t, addr)
+		io.WriteString(conn, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nsome")
+		err := <-readErr
+		assert.ErrorIs(t, err, os.ErrDeadlineExceeded)
+		rest, err := readClosed(conn, br, 5*time.Second)
+		assert.NoError(t, err)
+		sent[lean] = dateLine.ReplaceAllString(rest, "Date: <masked>")
+	})
+	assert.Equal(t, sent[false], sent[true], "what net/http, then the lean server, sent before closing")
+}
+
+func TestLeanWriteTimeout(t *testing.T) {
+	bothServers(t, func(t *testing.T, lean bool) {
+		writeErr := make(chan error, 1)
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			// A response far larger than the socket buffers, to a client
+			// that does not read: the write deadline must end it.
+			chunk := bytes.Repeat([]byte("w"), 64<<10)
+			for {
+				if _, err := w.Write(chunk); err != nil {
+					writeErr <- err
+					return
+				}
+			}
+		})}
+		srv.WriteTimeout = 300 * time.Millisecond
+		addr, _, _ := leanRun(t, srv, RunOptions{LeanHTTP1: lean})
+		conn, _ := rawConn(t, addr)
+		io.WriteString(conn, get("/"))
+		select {
+		case err := <-writeErr:
+			assert.ErrorIs(t, err, os.ErrDeadlineExceeded)
+		case <-time.After(10 * time.Second):
+			t.Fatal("the handler's writes never failed")
+		}
+	})
+}
+
+func TestLeanResponseControllerDeadlines(t *testing.T) {
+	bothServers(t, func(t *testing.T, lean bool) {
+		readErr := make(chan error, 1)
+		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			rc := http.NewResponseController(w)
+			if err := rc.SetReadDeadline(time.Now().Add(200 * time.Millisecond)); err != nil {
+				readErr <- err
+				return
+			}
+			_, err := io.ReadAll(r.Body)
+			readErr <- err
+			w.WriteHeader(http.StatusRequestTimeout)
+		})
+		addr, _, _ := leanRun(t, &http.Server{Handler: h}, RunOptions{LeanHTTP1: lean})
+		conn, br := rawConn(t, addr)
+		io.WriteString(conn, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nsome")
+		assert.ErrorIs(t, <-readErr, os.ErrDeadlineExceeded)
+		res, err := http.ReadResponse(br, nil)
+		require.NoError(t, err)
+		res.Body.Close()
+		assert.Equal(t, http.StatusRequestTimeout, res.StatusCode)
+		assertClosed(t, conn, br)
+	})
+}
+
+// With EnableFullDuplex a handler reads the body while it writes: an
+// interactive exchange on one request.
+func TestLeanFullDuplexInteractive(t *testing.T) {
+	bothServers(t, func(t *testing.T, lean bool) {
+		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			rc := http.NewResponseController(w)
+			if err := rc.EnableFullDuplex(); err != nil {
+				http.Error(w, err.Error(), 500)
+				return
+			}
+			w.WriteHeader(200)
+			rc.Flush()
+			br := bufio.NewReader(r.Body)
+			for {
+				line, err := br.ReadString('\n')
+				if err != nil {
+					return
+				}
+				io.WriteString(w, "got:"+line)
+				rc.Flush()
+			}
+		})
+		addr, _, _ := leanRun(t, NewServer("", h), RunOptions{LeanHTTP1: lean})
+		conn, br := rawConn(t, addr)
+		io.WriteString(conn, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\n\r\n")
+		res, err := http.ReadResponse(br, nil)
+		require.NoError(t, err)
+		require.Equal(t, 200, res.StatusCode)
+		body := bufio.NewReader(res.Body)
+		for _, msg := range []string{"one\n", "two\n", "six\n"} {
+			io.WriteString(conn, msg)
+			line, err := body.ReadString('\n')
+			require.NoError(t, err)
+			assert.Equal(t, "got:"+msg, line)
+		}
+		rest, err := io.ReadAll(body)
+		assert.NoError(t, err)
+		assert.Empty(t, rest)
+		// The connection stays for the next request.
+		io.WriteString(conn, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nend\n")
+		_, b := readBody(t, br, "POST")
+		assert.Equal(t, "got:end\n", b)
+	})
+}
+
+func TestLeanHandlerPanic(t *testing.T) {
+	bothServers(t, func(t *testing.T, lean bool) {
+		var logs syncBuffer
+		srv := NewServer("", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			switch r.URL.Path {
+			case "/panic":
+				panic("boom in handler")
+			case "/abort":
+				panic(http.ErrAbortHandler)
+			}
+			io.WriteString(w, "fine")
+		}))
+		srv.ErrorLog = log.New(&logs, "", 0)
+		addr, _, _ := leanRun(t, srv, RunOptions{LeanHTTP1: lean})
+
+		other, otherBr := rawConn(t, addr)
+		io.WriteString(other, get("/before"))
+		_, b := readBody(t, otherBr, "GET")
+		assert.Equal(t, "fine", b)
+
+		conn, br := rawConn(t, addr)
+		io.WriteString(conn, get("/fine")+get("/panic")+get("/fine"))
+		_, b = readBody(t, br, "GET")
+		assert.Equal(t, "fine", b)
+		assertClosed(t, conn, br, "no answer after the panic; connection closed")
+		leanWait(t, 5*time.Second, "panic logged", func() bool {
+			logs.mu.Lock()
+			defer logs.mu.Unlock()
+			return strings.Contains(logs.b.String(), "boom in handler")
+		})
+
+		conn2, br2 := rawConn(t, addr)
+		io.WriteString(conn2, get("/abort"))
+		assertClosed(t, conn2, br2)
+
+		// The server, and the other kept-alive connection, still serve.
+		io.WriteString(other, get("/after"))
+		_, b = readBody(t, otherBr, "GET")
+		assert.Equal(t, "fine", b)
+		conn3, br3 := rawConn(t, addr)
+		io.WriteString(conn3, get("/fresh"))
+		_, b = readBody(t, br3, "GET")
+		assert.Equal(t, "fine", b)
+		out := logs.take()
+		assert.Equal(t, 1, strings.Count(out, "boom in handler"), "the panic is logged once: %s", out)
+		assert.NotContains(t, out, "abort Handler", "ErrAbortHandler is not logged")
+	})
+}
+
+// connStates records ConnState transitions per connection.
+type connStates struct {
+	mu     sync.Mutex
+	states map[net.Conn][]http.ConnState
+	order  []net.Conn
+}
+
+func (c *connStates) hook(conn net.Conn, s http.ConnState) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.states == nil {
+		c.states = make(map[net.Conn][]http.ConnState)
+	}
+	if _, ok := c.states[conn]; !ok {
+		c.order = append(c.order, conn)
+	}
+	c.states[conn] = append(c.states[conn], s)
+}
+
+func (c *connStates) all() [][]http.ConnState {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out [][]http.ConnState
+	for _, conn := range c.order {
+		out = append(out, slices.Clone(c.states[conn]))
+	}
+	return out
+}
+
+func TestLeanConnState(t *testing.T) {
+	New, Active, Idle, Closed, Hijacked := http.StateNew, http.StateActive, http.StateIdle, http.StateClosed, http.StateHijacked
+	for _, tc := range []struct {
+		name string
+		raw  []string
+		want []http.ConnState
+	}{
+		{"two requests", []string{get("/"), get("/")}, []http.ConnState{New, Active, Idle, Active, Idle, Closed}},
+		{"connection close", []string{"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"}, []http.ConnState{New, Active, Closed}},
+		{"pipelined", []string{get("/") + get("/")}, []http.ConnState{New, Active, Idle, Active, Idle, Closed}},
+		{"hijack", []string{get("/hijack")}, []http.ConnState{New, Active, Hijacked}},
+		{"panic", []string{get("/panic")}, []http.ConnState{New, Active, Closed}},
+		{"no request", nil, []http.ConnState{New, Closed}},
+		{"bad request", []string{"GARBAGE\r\n\r\n"}, []http.ConnState{New, Active, Closed}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bothServers(t, func(t *testing.T, lean bool) {
+				var cs connStates
+				srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					switch r.URL.Path {
+					case "/hijack":
+						conn, _, err := http.NewResponseController(w).Hijack()
+						if err == nil {
+							conn.Close()
+						}
+						return
+					case "/panic":
+						panic(http.ErrAbortHandler)
+					}
+					io.WriteString(w, "ok")
+				}), ConnState: cs.hook, ErrorLog: log.New(io.Discard, "", 0)}
+				addr, _, _ := leanRun(t, srv, RunOptions{LeanHTTP1: lean})
+				conn, br := rawConn(t, addr)
+				for _, raw := range tc.raw {
+					io.WriteString(conn, raw)
+					for range requestMethods(raw) {
+						res, err := http.ReadResponse(br, nil)
+						if err != nil {
+							break
+						}
+						io.Copy(io.Discard, res.Body)
+						res.Body.Close()
+					}
+				}
+				if len(tc.raw) == 0 {
+					// Wait until the server has seen the connection.
+					leanWait(t, 5*time.Second, "StateNew", func() bool { return len(cs.all()) == 1 })
+				}
+				conn.Close()
+				want := tc.want
+				leanWait(t, 5*time.Second, "the last state", func() bool {
+					all := cs.all()
+					return len(all) == 1 && len(all[0]) > 0 && all[0][len(all[0])-1] == want[len(want)-1]
+				})
+				assert.Equal(t, [][]http.ConnState{want}, cs.all())
+			})
+		})
+	}
+}
+
+type ctxKeyA struct{}
+type ctxKeyB struct{}
+
+func TestLeanBaseAndConnContext(t *testing.T) {
+	bothServers(t, func(t *testing.T, lean bool) {
+		seen := make(chan string, 1)
+		var connCtxConn atomic.Value
+		srv := NewServer("", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			ctx := r.Context()
+			la, _ := ctx.Value(http.LocalAddrContextKey).(net.Addr)
+			seen <- fmt.Sprintf("base=%v conn=%v tracker=%v server=%v laddr=%v",
+				ctx.Value(ctxKeyA{}), ctx.Value(ctxKeyB{}), trackerFrom(ctx) != nil,
+				ctx.Value(http.ServerContextKey) != nil, la != nil)
+			io.WriteString(w, "ok")
+		}))
+		srv.BaseContext = func(net.Listener) context.Context {
+			return context.WithValue(context.Background(), ctxKeyA{}, "a")
+		}
+		srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+			connCtxConn.Store(c.RemoteAddr().String())
+			return context.WithValue(ctx, ctxKeyB{}, "b")
+		}
+		addr, _, _ := leanRun(t, srv, RunOptions{LeanHTTP1: lean})
+		conn, br := rawConn(t, addr)
+		io.WriteString(conn, get("/"))
+		readBody(t, br, "GET")
+		assert.Equal(t, "base=a conn=b tracker=true server=true laddr=true", <-seen)
+		assert.Equal(t, conn.LocalAddr().String(), connCtxConn.Load())
+	})
+}
+
+func TestLeanGuardBodyIdleTimeout(t *testing.T) {
+	bothServers(t, func(t *testing.T, lean bool) {
+		t.Run("handler reads", func(t *testing.T) {
+			readErr := make(chan error, 1)
+			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_, err := io.ReadAll(r.Body)
+				readErr <- err
+				w.WriteHeader(http.StatusRequestTimeout)
+			})
+			addr, _, _ := leanRun(t, NewServerWithOptions("", h, ServerOptions{BodyIdleTimeout: 200 * time.Millisecond}), RunOptions{LeanHTTP1: lean})
+			conn, br := rawConn(t, addr)
+			io.WriteString(conn, "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nfirst bytes")
+			assert.ErrorIs(t, <-readErr, ErrBodyTimeout)
+			res, err := http.ReadResponse(br, nil)
+			require.NoError(t, err)
+			res.Body.Close()
+			assert.Equal(t, http.StatusRequestTimeout, res.StatusCode)
+			assertClosed(t, conn, br)
+		})
+		t.Run("unread body", func(t *testing.T) {
+			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				Error(w, r, http.StatusUnauthorized, "no")
+			})
+			addr, _, _ := leanRun(t, NewServerWithOptions("", h, ServerOptions{BodyIdleTimeout: 200 * time.Millisecond}), RunOptions{LeanHTTP1: lean})
+			conn, br := rawConn(t, addr)
+			io.WriteString(conn, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nfirst bytes")
+			res, _ := readBody(t, br, "POST")
+			assert.Equal(t, http.StatusUnauthorized, res.StatusCode)
+			assertClosed(t, conn, br)
+		})
+		t.Run("flowing upload then keep-alive", func(t *testing.T) {
+			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				b, err := io.ReadAll(r.Body)
+				if err != nil {
+					w.WriteHeader(http.StatusTeapot)
+					return
+				}
+				io.WriteString(w, strconv.Itoa(len(b)))
+			})
+			addr, _, _ := leanRun(t, NewServerWithOptions("", h, ServerOptions{BodyIdleTimeout: 200 * time.Millisecond}), RunOptions{LeanHTTP1: lean})
+			conn, br := rawConn(t, addr)
+			io.WriteString(conn, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 8\r\n\r\n")
+			require.NoError(t, trickle(conn, 8, 50*time.Millisecond))
+			res, b := readBody(t, br, "POST")
+			assert.Equal(t, "8", b)
+			assert.False(t, res.Close)
+			<-time.After(400 * time.Millisecond) // the client's think time, longer than the body limit
+			io.WriteString(conn, post("/", "abc"))
+			_, b = readBody(t, br, "POST")
+			assert.Equal(t, "3", b)
+		})
+	})
+}
+
+func TestLeanGuardSmugglingClosesConnection(t *testing.T) {
+	const smuggled = "GET /admin HTTP/1.1\r\nHost: x\r\n\r\n"
+	for _, raw := range []string{
+		"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n" + smuggled,
+		"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:\r\n\tchunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n" + smuggled,
+		"POST / HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\nabc" + smuggled,
+		// The same after a request the lean server served itself.
+		post("/first", "hi") + "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n" + smuggled,
+	} {
+		bothServers(t, func(t *testing.T, lean bool) {
+			rec := &pathRecorder{}
+			addr, _, _ := leanRun(t, NewServer("", rec), RunOptions{LeanHTTP1: lean})
+			out := exchange(t, addr, raw)
+			assert.NotContains(t, strings.Join(rec.seen(), ","), "/admin", "the smuggled request reached the handler")
+			assert.Contains(t, out, "body=abc")
+			assert.Contains(t, out, "Connection: close")
+		})
+	}
+}
+
+func TestLeanExpectContinueClient(t *testing.T) {
+	bothServers(t, func(t *testing.T, lean bool) {
+		addr, _, _ := leanRun(t, NewServer("", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			b, _ := io.ReadAll(r.Body)
+			w.Write(b)
+		})), RunOptions{LeanHTTP1: lean})
+		tr := &http.Transport{ExpectContinueTimeout: 10 * time.Second}
+		defer tr.CloseIdleConnections()
+		for range 2 {
+			req, _ := http.NewRequest("PUT", "http://"+addr+"/", strings.NewReader("payload"))
+			req.Header.Set("Expect", "100-continue")
+			res, err := (&http.Client{Transport: tr}).Do(req)
+			require.NoError(t, err)
+			b, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			assert.Equal(t, "payload", string(b))
+		}
+	})
+}
+
+func TestLeanNoGoroutineLeak(t *testing.T) {
+	bothServers(t, func(t *testing.T, lean bool) {
+		base := runtime.NumGoroutine()
+		func() {
+			h := &diffHandler{}
+			srv := NewServer("", h)
+			srv.ErrorLog = log.New(io.Discard, "", 0)
+			h.srv = srv
+			ln := listen(t)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() {
+				done <- RunWithOptions(ctx, srv, RunOptions{Listener: ln, LeanHTTP1: lean, DrainTimeout: 2 * time.Second})
+			}()
+			addr := ln.Addr().String()
+			// Every kind of exchange of the differential table, then idle
+			// keep-alive connections and a connection that sent nothing.
+			for _, tc := range leanCases() {
+				leanExchange(addr, tc.steps)
+			}
+			var open []net.Conn
+			for range 3 {
+				c, err := net.Dial("tcp", addr)
+				require.NoError(t, err)
+				io.WriteString(c, get("/small"))
+				http.ReadResponse(bufio.NewReader(c), nil)
+				open = append(open, c)
+			}
+			c, err := net.Dial("tcp", addr)
+			require.NoError(t, err)
+			open = append(open, c)
+			cancel()
+			assert.NoError(t, <-done)
+			for _, c := range open {
+				c.Close()
+			}
+		}()
+		deadline := time.Now().Add(10 * time.Second)
+		for runtime.NumGoroutine() > base && time.Now().Before(deadline) {
+			pollPause()
+		}
+		if n := runtime.NumGoroutine(); n > base {
+			buf := make([]byte, 1<<20)
+			buf = buf[:runtime.Stack(buf, true)]
+			t.Errorf("%d goroutines after shutdown, %d before:\n%s", n, base, buf)
+		}
+	})
 }
