@@ -90,7 +90,7 @@ func main() {
 	rounds := flag.Int("rounds", 3, "measured runs per proxy, alternating; the median is reported")
 	client := flag.String("client", "auto", "load generator: auto, wrk or go")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of one server's process to this file")
-	profileRole := flag.String("profile-role", "pylon", "the server -cpuprofile profiles: pylon, pylon-stack, pylon-cache or httputil")
+	profileRole := flag.String("profile-role", "pylon", "the server -cpuprofile profiles: pylon, pylon-stack, pylon-cache, pylon-lean, pylon-stack-lean or httputil")
 	withRedis := flag.Bool("redis", false, "also run the shared-breaker scenario on a redis-server of its own")
 	redisOnly := flag.Bool("redis-only", false, "run the shared-breaker scenario only (implies -redis)")
 	redisAddr := flag.String("redis-addr", "", "internal: Redis address for the pylon-shared role")
@@ -145,6 +145,10 @@ func main() {
 	defer stack.stop()
 	cached := startChild("pylon-cache", up.url, *size)
 	defer cached.stop()
+	lean := startChild("pylon-lean", up.url, *size)
+	defer lean.stop()
+	leanStack := startChild("pylon-stack-lean", up.url, *size)
+	defer leanStack.stop()
 	direct := &child{url: up.url}
 	var ngx *nginxProc
 	if _, err := exec.LookPath("nginx"); err == nil {
@@ -167,6 +171,8 @@ func main() {
 		{name: "pylon, whole stack", c: stack},
 		{name: "pylon, cached route", c: cached},
 		{name: "upstream, direct", c: direct},
+		{name: "pylon, lean server", c: lean},
+		{name: "stack, lean server", c: leanStack},
 	}
 	if ngx != nil {
 		runs = append(runs, struct {
@@ -193,13 +199,16 @@ func main() {
 		}
 		fmt.Printf("%-22s %12.0f %10s %10s %12s\n", r.name, med[i].rps, med[i].p50, med[i].p99, cpu)
 	}
-	b, p, st, ca, dir := med[0], med[1], med[2], med[3], med[4]
+	b, p, st, ca, dir, l, ls := med[0], med[1], med[2], med[3], med[4], med[5], med[6]
 	fmt.Printf("\nratio pylon/httputil: %.2fx req/s, p99 %s vs %s\n", p.rps/b.rps, p.p99, b.p99)
 	fmt.Printf("ratio whole stack/plain route: %.2fx req/s\n", st.rps/p.rps)
 	fmt.Printf("ratio cached route/direct upstream: %.2fx req/s\n", ca.rps/dir.rps)
+	fmt.Printf("ratio lean server/httputil: %.2fx req/s, p99 %s vs %s\n", l.rps/b.rps, l.p99, b.p99)
+	fmt.Printf("ratio lean server: whole stack/plain route: %.2fx req/s\n", ls.rps/l.rps)
 	if ngx != nil {
-		n := med[5]
+		n := med[7]
 		fmt.Printf("ratio pylon/nginx: %.2fx req/s, p99 %s vs %s\n", p.rps/n.rps, p.p99, n.p99)
+		fmt.Printf("ratio lean server/nginx: %.2fx req/s, p99 %s vs %s\n", l.rps/n.rps, l.p99, n.p99)
 	}
 	fmt.Printf("\nper round (req/s):")
 	for _, r := range runs {
@@ -271,6 +280,7 @@ func serveRole(role, upstream string, size int) {
 	if err != nil {
 		log.Fatal(err)
 	}
+	role, lean := strings.CutSuffix(role, "-lean")
 	var h http.Handler
 	switch role {
 	case "upstream":
@@ -298,14 +308,14 @@ func serveRole(role, upstream string, size int) {
 		h, token = stackGateway(upstream)
 		fmt.Println("http://" + ln.Addr().String())
 		fmt.Println(token)
-		serve(ln, h)
+		serve(ln, h, lean)
 		return
 	default:
 		log.Fatalf("unknown role %q", role)
 	}
 	fmt.Println("http://" + ln.Addr().String())
 	fmt.Println()
-	serve(ln, h)
+	serve(ln, h, lean)
 }
 
 // plainGateway is one route to one backend, nothing else.
@@ -359,11 +369,13 @@ func stackGateway(upstream string) (http.Handler, string) {
 	return g, token
 }
 
-func serve(ln net.Listener, h http.Handler) {
+// serve runs h on a server from pylon.NewServer, on net/http's connection
+// loop or, with lean, on Pylon's (RunOptions.LeanHTTP1).
+func serve(ln net.Listener, h http.Handler, lean bool) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	srv := pylon.NewServer("", h)
-	if err := pylon.RunWithOptions(ctx, srv, pylon.RunOptions{Listener: ln, DrainTimeout: time.Second}); err != nil {
+	if err := pylon.RunWithOptions(ctx, srv, pylon.RunOptions{Listener: ln, DrainTimeout: time.Second, LeanHTTP1: lean}); err != nil {
 		log.Fatal(err)
 	}
 }

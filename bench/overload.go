@@ -76,7 +76,7 @@ func serveOverloadRole(role string) bool {
 	}
 	fmt.Println("http://" + ln.Addr().String())
 	fmt.Println()
-	serve(ln, h)
+	serve(ln, h, false)
 	return true
 }
 

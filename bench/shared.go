@@ -47,7 +47,7 @@ func serveShared(upstream, addr string) {
 	g.Route("GET /shared").Use(br.Middleware).To(b)
 	fmt.Println("http://" + ln.Addr().String())
 	fmt.Println()
-	serve(ln, g)
+	serve(ln, g, false)
 }
 
 // sharedScenario runs two replicas with a shared breaker on a redis-server
