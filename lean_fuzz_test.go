@@ -1,0 +1,79 @@
+package pylon
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// fuzzAnswer writes data to a new connection to addr, half-closes it and
+// names what came back first: a status code, no answer (the server closed
+// the connection), or a timeout. Every step is bounded by a deadline.
+func fuzzAnswer(addr string, data []byte) (answer, client string) {
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		return "dial: " + err.Error(), ""
+	}
+	defer conn.Close()
+	client = conn.LocalAddr().String()
+	conn.SetDeadline(time.Now().Add(3 * time.Second))
+	wrote := make(chan struct{})
+	go func() {
+		defer close(wrote)
+		if _, err := conn.Write(data); err == nil {
+			conn.(*net.TCPConn).CloseWrite()
+		}
+	}()
+	defer func() { <-wrote }()
+	br := bufio.NewReader(conn)
+	for {
+		res, err := http.ReadResponse(br, nil)
+		switch {
+		case err == nil:
+			res.Body.Close()
+			if res.StatusCode < 200 && res.StatusCode != http.StatusSwitchingProtocols {
+				continue // interim
+			}
+			return fmt.Sprintf("status %d", res.StatusCode), client
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			return "timeout", client
+		case closedErr(err):
+			return "no answer", client
+		default:
+			// Bytes that are no HTTP/1 response (an HTTP/2 server
+			// preface): compared as they are.
+			return "unparsable answer: " + normErr(err), client
+		}
+	}
+}
+
+// FuzzLeanServer feeds arbitrary bytes to a lean and a net/http server with
+// the same handler: the lean one must not panic or hang, and must answer
+// with net/http's status code, or close without an answer when it does.
+func FuzzLeanServer(f *testing.F) {
+	for _, tc := range leanCases() {
+		f.Add([]byte(strings.Join(tc.steps, "")))
+	}
+	p := startLeanPair(f, true)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		std, stdClient := fuzzAnswer(p.std, data)
+		lean, leanClient := fuzzAnswer(p.lean, data)
+		p.stdH.takeNotes(stdClient)
+		p.leanH.takeNotes(leanClient)
+		p.stdLog.take()
+		p.leanLog.take()
+		if std != lean {
+			t.Errorf("net/http: %s, lean: %s, for %q", std, lean, data)
+		}
+		// The lean server still serves.
+		if got, _ := fuzzAnswer(p.lean, []byte(get("/small"))); got != "status 200" {
+			t.Fatalf("after %q the lean server answers a plain GET with %s", data, got)
+		}
+	})
+}
