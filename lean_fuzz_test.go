@@ -2,6 +2,7 @@ package pylon
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -48,9 +49,19 @@ func fuzzAnswer(addr string, data []byte) (answer, client string) {
 		default:
 			// Bytes that are no HTTP/1 response (an HTTP/2 server
 			// preface): compared as they are.
-			return "unparsable answer: " + normErr(err), client
+			// The error quotes the bytes read so far, which is
+			// timing: only its kind counts.
+			msg, _, _ := strings.Cut(normErr(err), " \"")
+			return "unparsable answer: " + msg, client
 		}
 	}
+}
+
+// fuzzKnownDivergences are the handler paths whose answers from the lean
+// server are known to differ in status from net/http's (TestLeanDifferential
+// documents them), so that fuzzing looks for new ones.
+var fuzzKnownDivergences = []string{
+	"/cl-empty", // net/http sends the empty Content-Length: an unparsable answer
 }
 
 // FuzzLeanServer feeds arbitrary bytes to a lean and a net/http server with
@@ -62,6 +73,11 @@ func FuzzLeanServer(f *testing.F) {
 	}
 	p := startLeanPair(f, true)
 	f.Fuzz(func(t *testing.T, data []byte) {
+		for _, known := range fuzzKnownDivergences {
+			if bytes.Contains(data, []byte(known)) {
+				t.Skipf("known divergence %q, see TestLeanDifferential", known)
+			}
+		}
 		std, stdClient := fuzzAnswer(p.std, data)
 		lean, leanClient := fuzzAnswer(p.lean, data)
 		p.stdH.takeNotes(stdClient)

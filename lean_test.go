@@ -188,11 +188,28 @@ func (h *diffHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "/unread":
 		io.WriteString(w, "ok")
 	case "/cl": // ?declared=N&n=bytes&k=writes
-		hdr.Set("Content-Length", r.URL.Query().Get("declared"))
+		if v := r.URL.Query().Get("declared"); v != "" { // an empty one is /cl-empty
+			hdr.Set("Content-Length", v)
+		}
 		h.writeN(w, r, intParam(r, "n", 0), intParam(r, "k", 1))
 	case "/te": // ?v=chunked|identity&n=bytes
 		hdr.Set("Transfer-Encoding", r.URL.Query().Get("v"))
 		h.writeN(w, r, intParam(r, "n", 5), 1)
+	case "/cl-empty":
+		hdr["Content-Length"] = []string{""}
+		h.writeN(w, r, intParam(r, "n", 5), 1)
+	case "/maxbytes": // the body limited to 10 bytes
+		r.Body = http.MaxBytesReader(w, r.Body, 10)
+		_, err := io.ReadAll(r.Body)
+		h.note(r, "read %v", err)
+		if err != nil {
+			w.WriteHeader(http.StatusRequestEntityTooLarge)
+			return
+		}
+		io.WriteString(w, "ok")
+	case "/conn-header": // Connection: ?v
+		hdr.Set("Connection", r.URL.Query().Get("v"))
+		io.WriteString(w, "x")
 	case "/cl-and-te":
 		hdr.Set("Content-Length", "5")
 		hdr.Set("Transfer-Encoding", "chunked")
@@ -699,6 +716,8 @@ func leanCases() []leanCase {
 		c("TE identity", get("/te?v=identity")),
 		c("TE gzip", get("/te?v=gzip")),
 		c("CL and TE", get("/cl-and-te")),
+		c("CL empty", get("/cl-empty")),
+		c("HEAD CL empty", head("/cl-empty?n=0")),
 
 		// Trailers.
 		c("trailer declared", get("/trailer-declared")),
@@ -754,6 +773,13 @@ func leanCases() []leanCase {
 		c("request Connection: Close mixed", "GET /small HTTP/1.1\r\nHost: x\r\nConnection: foo, Close\r\n\r\n"),
 		c("handler Connection: close", get("/close-handler")),
 		c("handler Connection: keep-alive", get("/keepalive-handler")),
+		c("handler Connection: Close", get("/conn-header?v=Close")),
+		c("handler Connection: close, foo", get("/conn-header?v=close,%20foo")),
+		c("handler Connection: upgrade", get("/conn-header?v=upgrade")),
+		c("MaxBytesReader over the limit", post("/maxbytes", kib)),
+		c("MaxBytesReader under the limit", post("/maxbytes", "small")),
+		c("POST then CRLF then GET", post("/echo", "abc")+"\r\n"+get("/small")),
+		c("GET then CRLF then GET", get("/small")+"\r\n"+get("/small")),
 		c("unread body 1 KiB", post("/unread", kib)),
 		c("unread body 1 KiB then next", post("/unread", kib), get("/small")),
 		c("unread body 300 KiB", post("/unread", big)),
@@ -1844,6 +1870,46 @@ func TestLeanHandedOverUnreadBodyAnswered(t *testing.T) {
 				}
 				assert.Zero(t, lost, "answers lost to a reset, of 5")
 			})
+		})
+	}
+}
+
+// srv.SetKeepAlivesEnabled(false) ends every connection after its response.
+func TestLeanKeepAlivesDisabled(t *testing.T) {
+	bothServers(t, func(t *testing.T, lean bool) {
+		srv := NewServer("", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+		srv.SetKeepAlivesEnabled(false)
+		addr, _, _ := leanRun(t, srv, RunOptions{LeanHTTP1: lean})
+		conn, br := rawConn(t, addr)
+		io.WriteString(conn, get("/"))
+		res, _ := readBody(t, br, "GET")
+		assert.True(t, res.Close, "the response says Connection: close")
+		assertClosed(t, conn, br)
+	})
+}
+
+// ConnContext is called once per connection, with the connection the
+// handler's requests come on, whatever the lean loop hands to net/http.
+func TestLeanConnContextOncePerConnection(t *testing.T) {
+	for _, raw := range []string{
+		get("/"),
+		"GET / HTTP/1.0\r\n\r\n",
+		get("/") + "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+	} {
+		bothServers(t, func(t *testing.T, lean bool) {
+			var calls atomic.Int32
+			srv := NewServer("", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+			srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+				calls.Add(1)
+				return ctx
+			}
+			addr, _, _ := leanRun(t, srv, RunOptions{LeanHTTP1: lean})
+			conn, br := rawConn(t, addr)
+			io.WriteString(conn, raw)
+			for _, m := range requestMethods(raw) {
+				readBody(t, br, m)
+			}
+			assert.Equal(t, int32(1), calls.Load(), "ConnContext calls for %q", raw)
 		})
 	}
 }
