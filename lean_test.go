@@ -1913,3 +1913,46 @@ func TestLeanConnContextOncePerConnection(t *testing.T) {
 		})
 	}
 }
+
+// A request that arrives while a slow handler runs (so that the
+// client-gone read has taken its first byte) is served whole, on the lean
+// loop or handed to net/http.
+func TestLeanRequestArrivingDuringSlowHandler(t *testing.T) {
+	for _, tc := range []struct{ name, next, want string }{
+		{"lean-served", get("/second"), "second /second HTTP/1.1"},
+		{"POST", post("/second", "abc"), "second /second HTTP/1.1 abc"},
+		{"handed over", "GET /second HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", "second /second HTTP/1.0"},
+		{"chunked", "POST /second HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", "second /second HTTP/1.1 abc"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bothServers(t, func(t *testing.T, lean bool) {
+				started := make(chan struct{})
+				finish := make(chan struct{})
+				h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					if r.URL.Path == "/slow" {
+						<-time.After(30 * time.Millisecond) // a slow handler: past the lean loop's client-gone delay
+						close(started)
+						<-finish
+						io.WriteString(w, "slow done")
+						return
+					}
+					b, _ := io.ReadAll(r.Body)
+					fmt.Fprintf(w, "second %s %s", r.URL.Path, r.Proto)
+					if len(b) > 0 {
+						fmt.Fprintf(w, " %s", b)
+					}
+				})
+				addr, _, _ := leanRun(t, NewServer("", h), RunOptions{LeanHTTP1: lean})
+				conn, br := rawConn(t, addr)
+				io.WriteString(conn, get("/slow"))
+				<-started
+				io.WriteString(conn, tc.next)
+				close(finish)
+				_, b := readBody(t, br, "GET")
+				assert.Equal(t, "slow done", b)
+				_, b = readBody(t, br, "GET")
+				assert.Equal(t, tc.want, b)
+			})
+		})
+	}
+}
