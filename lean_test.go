@@ -210,6 +210,13 @@ func (h *diffHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "/conn-header": // Connection: ?v
 		hdr.Set("Connection", r.URL.Query().Get("v"))
 		io.WriteString(w, "x")
+	case "/write-then-read": // the response started (?n bytes), then the body read
+		h.writeN(w, r, intParam(r, "n", 3000), 1)
+		if intParam(r, "flush", 0) == 1 {
+			w.(http.Flusher).Flush()
+		}
+		b, err := io.ReadAll(r.Body)
+		h.note(r, "read after write %d %v", len(b), err)
 	case "/cl-and-te":
 		hdr.Set("Content-Length", "5")
 		hdr.Set("Transfer-Encoding", "chunked")
@@ -788,6 +795,9 @@ func leanCases() []leanCase {
 		c("unread body 256 KiB + 1", post("/unread", big[:256<<10+1])),
 		c("body partly read of 300 KiB", post("/readn?n=100", big)),
 		c("body closed early", post("/body-close-early", kib)),
+		c("body read after 3000 bytes written", post("/write-then-read", kib)),
+		c("body read after a flush", post("/write-then-read?n=5&flush=1", kib)),
+		c("body read after small write", post("/write-then-read?n=5", kib)),
 		c("echo 300 KiB", post("/echo", big)),
 		c("flush", get("/flush")),
 		c("flush empty", get("/flush-empty")),
@@ -870,6 +880,13 @@ func leanCases() []leanCase {
 		c("bad method", "G(T /small HTTP/1.1\r\nHost: x\r\n\r\n"),
 		c("bad URI", "GET small HTTP/1.1\r\nHost: x\r\n\r\n"),
 		c("URI with space", "GET /a b HTTP/1.1\r\nHost: x\r\n\r\n"),
+		c("URI bad escape", "GET /small%zz HTTP/1.1\r\nHost: x\r\n\r\n"),
+		c("URI raw UTF-8", "GET /caf\xc3\xa9 HTTP/1.1\r\nHost: x\r\n\r\n"),
+		c("URI control byte", "GET /a\x01b HTTP/1.1\r\nHost: x\r\n\r\n"),
+		c("Host IPv6", "GET /small HTTP/1.1\r\nHost: [::1]:80\r\n\r\n"),
+		c("HEAD with body", "HEAD /small HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"),
+		c("CL leading zeros", "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 003\r\n\r\nabc"),
+		c("CL with spaces", "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length:  3 \r\n\r\nabc"),
 		c("garbage", "\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03garbage\r\n\r\n"),
 		c("garbage text", "hello world\r\n\r\n"),
 		c("keep-alive then garbage", get("/small"), "garbage\r\n\r\n"),
