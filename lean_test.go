@@ -655,6 +655,13 @@ func post(path, body string) string {
 	return "POST " + path + " HTTP/1.1\r\nHost: x\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body
 }
 
+// headOfSize is a GET /small whose head (through the empty line) is n
+// bytes long.
+func headOfSize(n int) string {
+	const pre, post = "GET /small HTTP/1.1\r\nHost: x\r\nX-Pad: ", "\r\n\r\n"
+	return pre + strings.Repeat("p", n-len(pre)-len(post)) + post
+}
+
 type leanCase struct {
 	name  string
 	steps []string // each written, then its answers read
@@ -854,6 +861,11 @@ func leanCases() []leanCase {
 		c("head just under 4 KiB", "GET /small HTTP/1.1\r\nHost: x\r\nX-Big: "+strings.Repeat("a", 4000)+"\r\n\r\n"),
 		c("many headers over 4 KiB", "GET /small HTTP/1.1\r\nHost: x\r\n"+strings.Repeat("X-Many: aaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n", 200)+"\r\n"),
 		c("URI over 4 KiB", get("/small?"+strings.Repeat("q", 5000))),
+		c("head of 4095 bytes, pipelined", headOfSize(4095)+get("/small")),
+		c("head of 4096 bytes, pipelined", headOfSize(4096)+get("/small")),
+		c("head of 4097 bytes, pipelined", headOfSize(4097)+get("/small")),
+		c("head of 4096 bytes after a request", get("/small"), headOfSize(4096)),
+		c("head of 4097 bytes after a request", get("/small"), headOfSize(4097)),
 		c("head over 64 KiB", "GET /small HTTP/1.1\r\nHost: x\r\nX-Big: "+strings.Repeat("a", 70<<10)+"\r\n\r\n"),
 		c("invalid header name", "GET /small HTTP/1.1\r\nHost: x\r\nBad Header: v\r\n\r\n"),
 		c("invalid header name byte", "GET /small HTTP/1.1\r\nHost: x\r\nX-A\x01: v\r\n\r\n"),
@@ -1970,6 +1982,32 @@ func TestLeanRequestArrivingDuringSlowHandler(t *testing.T) {
 				_, b = readBody(t, br, "GET")
 				assert.Equal(t, tc.want, b)
 			})
+		})
+	}
+}
+
+// A head that arrives a byte at a time is served as a whole one is.
+func TestLeanTrickledHead(t *testing.T) {
+	for _, raw := range []string{get("/trickle"), post("/trickle", "abc"), "GET /trickle HTTP/1.0\r\n\r\n"} {
+		bothServers(t, func(t *testing.T, lean bool) {
+			addr, _, _ := leanRun(t, NewServer("", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				b, _ := io.ReadAll(r.Body)
+				fmt.Fprintf(w, "%s %s %s", r.URL.Path, r.Proto, b)
+			})), RunOptions{LeanHTTP1: lean})
+			conn, br := rawConn(t, addr)
+			for i := range len(raw) {
+				_, err := conn.Write([]byte{raw[i]})
+				require.NoError(t, err)
+			}
+			_, b := readBody(t, br, "GET")
+			want := "/trickle HTTP/1.1 "
+			if strings.Contains(raw, "HTTP/1.0") {
+				want = "/trickle HTTP/1.0 "
+			}
+			if strings.HasPrefix(raw, "POST") {
+				want += "abc"
+			}
+			assert.Equal(t, want, b)
 		})
 	}
 }
