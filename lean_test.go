@@ -30,8 +30,27 @@ import (
 // This file tests RunOptions.LeanHTTP1 against net/http: a differential
 // harness (the same raw bytes to a lean and a net/http server with the same
 // handler, answers compared), and behaviour tests of the lean server with
-// real clients. FuzzLeanServer, in lean_fuzz_test.go, feeds both servers
-// arbitrary bytes.
+// real clients, each run against net/http too (bothServers), so that a test
+// that fails only in its "lean" subtest is a divergence of the lean server.
+// FuzzLeanServer, in lean_fuzz_test.go, feeds both servers arbitrary bytes.
+//
+// Divergences these tests document (as of the first lean HTTP/1.1 server
+// commit; each fails until the lean server changes):
+//   - TestLeanDifferential: "CL invalid", "CL negative", "CL empty", "HEAD CL
+//     empty" (a handler's bad Content-Length); "MaxBytesReader over the
+//     limit" (connection kept); "unread body 256 KiB" under NewServer
+//     (connection closed); "body closed early" (connection closed); "body
+//     read after ..." (the body stays readable after the response started);
+//     "hijack after write" (buffered bytes sent); "interfaces" (no
+//     io.ReaderFrom, no http.CloseNotifier); "keep-alive then (short)
+//     garbage" under NewServer (a short malformed request after a served
+//     one waits for the h2c preface check).
+//   - TestLeanReadHeaderTimeout: an unfinished request line gets no 400.
+//   - TestLeanConnState, TestLeanConnContextOncePerConnection: a handed-over
+//     connection is a second connection to the hooks.
+//   - TestLeanHandedOverConnCanCloseWrite, TestLeanOversizeHeadAnswered: the
+//     handed-over conn hides CloseWrite, so a 431 ends in a reset.
+//   - TestLeanKeepAlivesDisabled: srv.SetKeepAlivesEnabled(false) ignored.
 
 // runLean serves srv with RunWithOptions (LeanHTTP1 as lean) on a fresh
 // loopback listener until the test ends, and returns the address.
@@ -1837,7 +1856,7 @@ func TestLeanOversizeHeadAnswered(t *testing.T) {
 		addr, _, _ := leanRun(t, NewServer("", http.NotFoundHandler()), RunOptions{LeanHTTP1: lean})
 		resets := 0
 		var first error
-		for range 20 {
+		for range 5 {
 			conn, br := rawConn(t, addr)
 			io.WriteString(conn, "GET / HTTP/1.1\r\nHost: x\r\nX-Big: "+strings.Repeat("a", 70<<10)+"\r\n\r\n")
 			res, err := http.ReadResponse(br, nil)
@@ -1854,7 +1873,7 @@ func TestLeanOversizeHeadAnswered(t *testing.T) {
 			}
 			conn.Close()
 		}
-		assert.Zero(t, resets, "answers (or their close-delimited bodies) cut by a reset, of 20; the first: %v", first)
+		assert.Zero(t, resets, "answers (or their close-delimited bodies) cut by a reset, of 5; the first: %v", first)
 	})
 }
 
