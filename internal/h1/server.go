@@ -92,7 +92,11 @@ var ErrServerClosed = http.ErrServerClosed
 func (s *Server) Serve(ln net.Listener) error {
 	s.once.Do(func() {
 		s.handoff.addr = ln.Addr()
-		go func() { s.fallErr <- s.srv.Serve(s.handoff) }()
+		go func() {
+			err := s.srv.Serve(s.handoff)
+			s.handoff.Close() // a connection handed over from now on is closed
+			s.fallErr <- err
+		}()
 	})
 	s.mu.Lock()
 	if s.shutting.Load() {
@@ -311,7 +315,8 @@ type serverConn struct {
 	// its end (EOF, reset) cancels the request.
 	mu       sync.Mutex
 	timer    *time.Timer
-	cur      *response // the request the timer watches; nil between requests
+	active   *response // the request in flight, which may be armed
+	cur      *response // the armed request: the one the watch reads for
 	watching bool
 	aborting bool
 	watchEnd chan struct{}
@@ -578,7 +583,7 @@ func (c *serverConn) serveRequest(connCtx context.Context, req *http.Request, st
 	}
 	w := &response{c: c, req: req, header: make(http.Header), contentLength: -1, closeAfter: req.Close, cancel: cancel}
 	if req.ContentLength > 0 {
-		w.reqBody.c, w.reqBody.n = c, req.ContentLength
+		w.reqBody.c, w.reqBody.w, w.reqBody.n = c, w, req.ContentLength
 		req.Body = &w.reqBody
 	} else {
 		req.Body = http.NoBody
@@ -595,27 +600,32 @@ func (c *serverConn) serveRequest(connCtx context.Context, req *http.Request, st
 	return w.reusable()
 }
 
-// startWatch arms the client-gone timer for w, when nothing but the
+// startWatch arms the client-gone timer for w when nothing but the
 // client's going away can come on the connection: the request has no body
-// left to read and nothing pipelined is buffered.
+// left to read and nothing pipelined is buffered. A request with a body is
+// armed when its body reaches its end (requestBody.read).
 func (c *serverConn) startWatch(w *response) {
 	c.mu.Lock()
-	c.cur = w
+	c.active = w
 	c.mu.Unlock()
 	if w.req.ContentLength == 0 {
-		c.armWatch()
+		c.armWatch(w)
 	}
 }
 
-func (c *serverConn) armWatch() {
+// armWatch makes w the request the watch may read for. Only an armed
+// request is ever watched, so a timer that fired late for the previous
+// request cannot read a body's bytes.
+func (c *serverConn) armWatch(w *response) {
 	if c.br.Buffered() > 0 {
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.cur == nil {
-		return
+	if c.active != w {
+		return // ended, or hijacked
 	}
+	c.cur = w
 	if c.timer == nil {
 		c.timer = time.AfterFunc(clientGoneAfter, c.watch)
 	} else {
@@ -657,7 +667,7 @@ func (c *serverConn) watch() {
 // to return.
 func (c *serverConn) stopWatch() {
 	c.mu.Lock()
-	c.cur = nil
+	c.active, c.cur = nil, nil
 	if c.timer != nil {
 		c.timer.Stop()
 	}
@@ -683,6 +693,7 @@ var aLongTimeAgo = time.Unix(1, 0)
 // transport's body writer) with the loop's discarding of the rest.
 type requestBody struct {
 	c      *serverConn
+	w      *response
 	mu     sync.Mutex
 	n      int64 // bytes left
 	closed bool  // by the handler
@@ -712,7 +723,7 @@ func (b *requestBody) read(p []byte) (int, error) {
 	n, err := b.c.br.Read(p)
 	b.n -= int64(n)
 	if b.n == 0 {
-		b.c.armWatch()
+		b.c.armWatch(b.w)
 		return n, io.EOF
 	}
 	if err == io.EOF {
@@ -850,8 +861,7 @@ func (w *response) WriteHeader(code int) {
 func writeStatusLine(bw *bufio.Writer, code int) {
 	bw.WriteString("HTTP/1.1 ")
 	if text := http.StatusText(code); text != "" {
-		var b [3]byte
-		bw.Write(strconv.AppendInt(b[:0], int64(code), 10))
+		bw.Write(strconv.AppendInt(bw.AvailableBuffer(), int64(code), 10))
 		bw.WriteByte(' ')
 		bw.WriteString(text)
 		bw.WriteString("\r\n")
@@ -958,8 +968,7 @@ func (w *response) emitChunk(b []byte) {
 
 func (w *response) writeChunk(p []byte, s string) {
 	bw := w.c.bw
-	var hx [16]byte
-	bw.Write(strconv.AppendInt(hx[:0], int64(len(p)+len(s)), 16))
+	bw.Write(strconv.AppendInt(bw.AvailableBuffer(), int64(len(p)+len(s)), 16))
 	bw.WriteString("\r\n")
 	if p != nil {
 		bw.Write(p)
@@ -1024,9 +1033,8 @@ func (w *response) commit(p []byte, s string) {
 	writeStatusLine(bw, code)
 	bw.Write(c.hdr)
 	if hasCL && bodyOK {
-		var b [20]byte
 		bw.WriteString("Content-Length: ")
-		bw.Write(strconv.AppendInt(b[:0], w.contentLength, 10))
+		bw.Write(strconv.AppendInt(bw.AvailableBuffer(), w.contentLength, 10))
 		bw.WriteString("\r\n")
 	}
 	if bodyOK && !w.haveType && !w.hasCE && !hasTE && len(c.body)+len(p)+len(s) > 0 {
@@ -1035,9 +1043,8 @@ func (w *response) commit(p []byte, s string) {
 		bw.WriteString("\r\n")
 	}
 	if !w.hasDate {
-		var b [len(http.TimeFormat)]byte
 		bw.WriteString("Date: ")
-		bw.Write(time.Now().UTC().AppendFormat(b[:0], http.TimeFormat))
+		bw.Write(time.Now().UTC().AppendFormat(bw.AvailableBuffer(), http.TimeFormat))
 		bw.WriteString("\r\n")
 	}
 	if sendTE {
