@@ -376,6 +376,8 @@ type serverConn struct {
 	gone     bool // the watch saw the client go away
 
 	afterPost bool // the last request was a POST
+	dateSec   int64
+	dateBuf   []byte
 }
 
 // connSource is what the connection's reader reads: the byte the watch
@@ -498,7 +500,11 @@ func (c *serverConn) serve(ctx context.Context) {
 		}
 		start := time.Now()
 		if d := c.headerTimeout(); d > 0 && !first {
-			_ = c.rwc.SetReadDeadline(start.Add(d))
+			// Between requests the idle timeout applies; the header
+			// timeout is armed only when the head is not in yet.
+			if buf, _ := c.br.Peek(c.br.Buffered()); headEnd(buf) < 0 {
+				_ = c.rwc.SetReadDeadline(start.Add(d))
+			}
 		}
 		n, err := c.peekHead()
 		if err != nil && c.br.Buffered() == 0 {
@@ -1161,7 +1167,7 @@ func (w *response) commit(p []byte, s string) {
 	}
 	if !w.hasDate {
 		bw.WriteString("Date: ")
-		bw.Write(time.Now().UTC().AppendFormat(bw.AvailableBuffer(), http.TimeFormat))
+		bw.Write(c.date())
 		bw.WriteString("\r\n")
 	}
 	if sendTE {
@@ -1181,6 +1187,16 @@ func (w *response) commit(p []byte, s string) {
 	if isHEAD || !bodyOK {
 		c.body = c.body[:0]
 	}
+}
+
+// date is the Date field's value for now, formatted once a second.
+func (c *serverConn) date() []byte {
+	now := time.Now()
+	if sec := now.Unix(); sec != c.dateSec || c.dateBuf == nil {
+		c.dateSec = sec
+		c.dateBuf = now.UTC().AppendFormat(c.dateBuf[:0], http.TimeFormat)
+	}
+	return c.dateBuf
 }
 
 // sniff is http.DetectContentType of the first 512 bytes of body and then
