@@ -46,8 +46,9 @@ import (
 //
 // The *http.Server's Handler, ErrorLog, ReadTimeout, ReadHeaderTimeout,
 // WriteTimeout, IdleTimeout, ConnState, BaseContext and ConnContext apply
-// to both loops. A connection handed over is reported to ConnState as
-// closed by this loop and then as new by the *http.Server.
+// to both loops, which show them one net.Conn for a connection's whole
+// life (a wrapper with CloseWrite and NetConn) and report its states once
+// (NewServer wraps srv.ConnState to that end).
 // SetKeepAlivesEnabled is not seen by this loop.
 type Server struct {
 	srv     *http.Server
@@ -72,6 +73,19 @@ const (
 // NewServer returns a Server that serves srv's handler and hands what it
 // does not serve to srv.
 func NewServer(srv *http.Server) *Server {
+	if srv.ConnState != nil {
+		srv.ConnState = filterState(srv.ConnState)
+	}
+	if cc := srv.ConnContext; cc != nil {
+		// A handed-over connection keeps the context the lean loop
+		// made for it: ConnContext is called once per connection.
+		srv.ConnContext = func(ctx context.Context, nc net.Conn) context.Context {
+			if hc, ok := nc.(*handedConn); ok && hc.ctx != nil {
+				return hc.ctx
+			}
+			return cc(ctx, nc)
+		}
+	}
 	return &Server{
 		srv:     srv,
 		handoff: &handoffListener{ch: make(chan net.Conn), done: make(chan struct{})},
@@ -92,7 +106,11 @@ var ErrServerClosed = http.ErrServerClosed
 func (s *Server) Serve(ln net.Listener) error {
 	s.once.Do(func() {
 		s.handoff.addr = ln.Addr()
-		go func() { s.fallErr <- s.srv.Serve(s.handoff) }()
+		go func() {
+			err := s.srv.Serve(s.handoff)
+			s.handoff.Close() // a connection handed over from now on is closed
+			s.fallErr <- err
+		}()
 	})
 	s.mu.Lock()
 	if s.shutting.Load() {
@@ -131,13 +149,14 @@ func (s *Server) Serve(ln net.Listener) error {
 			return err
 		}
 		backoff = 0
+		c := s.newConn(rwc)
 		ctx := base
 		if s.srv.ConnContext != nil {
-			if ctx = s.srv.ConnContext(ctx, rwc); ctx == nil {
+			if ctx = s.srv.ConnContext(ctx, c.nc); ctx == nil {
 				panic("ConnContext returned nil")
 			}
+			c.nc.ctx = ctx
 		}
-		c := s.newConn(rwc)
 		if !s.track(c) {
 			rwc.Close()
 			return ErrServerClosed
@@ -261,15 +280,22 @@ func (l *handoffListener) Close() error {
 
 func (l *handoffListener) Addr() net.Addr { return l.addr }
 
-// replayConn is a connection handed over: its reads return the bytes the
-// lean loop already took from it first.
-type replayConn struct {
+// handedConn is the net.Conn the *http.Server's hooks (ConnContext,
+// ConnState) and a Hijack see for a connection of the lean loop, the same
+// value for its whole life, on either loop. Once handed over, its reads
+// return the bytes the lean loop already took first.
+type handedConn struct {
 	net.Conn
 	head []byte
 	br   *bufio.Reader
+
+	// After a hand-over the *http.Server reports the connection as new
+	// and active again; the lean loop has reported both already.
+	skipNew, skipActive atomic.Bool
+	ctx                 context.Context // from srv.ConnContext, if any
 }
 
-func (c *replayConn) Read(p []byte) (int, error) {
+func (c *handedConn) Read(p []byte) (int, error) {
 	if len(c.head) > 0 {
 		n := copy(p, c.head)
 		c.head = c.head[n:]
@@ -284,6 +310,36 @@ func (c *replayConn) Read(p []byte) (int, error) {
 	return c.Conn.Read(p)
 }
 
+// CloseWrite half-closes a TCP connection, as net/http does before it
+// closes one it refused a request on, so that its answer is not lost to a
+// reset.
+func (c *handedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Conn.Close()
+}
+
+// NetConn returns the connection it wraps.
+func (c *handedConn) NetConn() net.Conn { return c.Conn }
+
+// filterState wraps an *http.Server's ConnState so that a handed-over
+// connection is not reported new and active twice.
+func filterState(hook func(net.Conn, http.ConnState)) func(net.Conn, http.ConnState) {
+	return func(nc net.Conn, st http.ConnState) {
+		if hc, ok := nc.(*handedConn); ok {
+			switch {
+			case st == http.StateNew && hc.skipNew.Swap(false):
+				return
+			case st == http.StateActive && hc.skipActive.Swap(false):
+				return
+			}
+			hc.skipActive.Store(false)
+		}
+		hook(nc, st)
+	}
+}
+
 // Connection states for Shutdown: an idle connection may be closed by it.
 const (
 	stateActive int32 = iota
@@ -295,7 +351,8 @@ const (
 // serverConn is one client connection on the lean loop.
 type serverConn struct {
 	s      *Server
-	rwc    net.Conn
+	rwc    net.Conn    // the connection, for the loop's reads and writes
+	nc     *handedConn // the same, for hooks, a Hijack and a hand-over
 	remote string
 	src    connSource
 	br     *bufio.Reader
@@ -311,13 +368,16 @@ type serverConn struct {
 	// its end (EOF, reset) cancels the request.
 	mu       sync.Mutex
 	timer    *time.Timer
-	cur      *response // the request the timer watches; nil between requests
+	active   *response // the request in flight, which may be armed
+	cur      *response // the armed request: the one the watch reads for
 	watching bool
 	aborting bool
 	watchEnd chan struct{}
 	gone     bool // the watch saw the client go away
 
 	afterPost bool // the last request was a POST
+	dateSec   int64
+	dateBuf   []byte
 }
 
 // connSource is what the connection's reader reads: the byte the watch
@@ -357,7 +417,7 @@ func (w *connWriter) Write(p []byte) (int, error) {
 }
 
 func (s *Server) newConn(rwc net.Conn) *serverConn {
-	c := &serverConn{s: s, rwc: rwc, remote: rwc.RemoteAddr().String()}
+	c := &serverConn{s: s, rwc: rwc, nc: &handedConn{Conn: rwc}, remote: rwc.RemoteAddr().String()}
 	c.src.c = rwc
 	c.out.c = rwc
 	c.br = bufio.NewReaderSize(&c.src, headBufSize)
@@ -368,7 +428,7 @@ func (s *Server) newConn(rwc net.Conn) *serverConn {
 
 func (c *serverConn) setState(st http.ConnState) {
 	if h := c.s.srv.ConnState; h != nil {
-		h(c.rwc, st)
+		h(c.nc, st)
 	}
 }
 
@@ -440,15 +500,20 @@ func (c *serverConn) serve(ctx context.Context) {
 		}
 		start := time.Now()
 		if d := c.headerTimeout(); d > 0 && !first {
-			_ = c.rwc.SetReadDeadline(start.Add(d))
+			// Between requests the idle timeout applies; the header
+			// timeout is armed only when the head is not in yet.
+			if buf, _ := c.br.Peek(c.br.Buffered()); headEnd(buf) < 0 {
+				_ = c.rwc.SetReadDeadline(start.Add(d))
+			}
 		}
 		n, err := c.peekHead()
-		if err != nil && (isTimeout(err) || c.br.Buffered() == 0) {
+		if err != nil && c.br.Buffered() == 0 {
 			return // as net/http: a silent close
 		}
 		if err != nil || n < 0 {
-			// A head too big for the loop's buffer, or one cut short:
-			// net/http answers it.
+			// A head too big for the loop's buffer, or one cut short
+			// by a timeout or the client: net/http answers it (400
+			// for a request line cut short, a silent close else).
 			c.handOver(nil)
 			handedOver = true
 			return
@@ -461,6 +526,13 @@ func (c *serverConn) serve(ctx context.Context) {
 		if read > n || err == nil && read != n {
 			return // cannot happen: textproto reads lines to the empty one
 		}
+		if err != nil && !first && read+c.br.Buffered() < len(prefacePrefix) {
+			// net/http would wait for as many bytes as the h2c
+			// preface's first line before reading this on a new
+			// connection; on a kept-alive one it answers at once.
+			_, _ = io.WriteString(c.rwc, badRequest)
+			return
+		}
 		if err != nil || !leanable(req) {
 			c.handOver(c.head[:read])
 			handedOver = true
@@ -471,6 +543,11 @@ func (c *serverConn) serve(ctx context.Context) {
 		}
 	}
 }
+
+const (
+	prefacePrefix = "PRI * HTTP/2.0"
+	badRequest    = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n400 Bad Request"
+)
 
 func numLeadingCRorLF(v []byte) (n int) {
 	for _, b := range v {
@@ -550,11 +627,13 @@ func leanable(req *http.Request) bool {
 // of a request already taken from the reader) and what the reader holds
 // read again first.
 func (c *serverConn) handOver(head []byte) {
-	c.setState(http.StateClosed)
 	c.s.untrack(c)
-	rc := &replayConn{Conn: c.rwc, head: head, br: c.br}
+	hc := c.nc
+	hc.head, hc.br = head, c.br
+	hc.skipNew.Store(true)
+	hc.skipActive.Store(true)
 	select {
-	case c.s.handoff.ch <- rc:
+	case c.s.handoff.ch <- hc:
 	case <-c.s.handoff.done:
 		c.rwc.Close()
 	}
@@ -578,7 +657,7 @@ func (c *serverConn) serveRequest(connCtx context.Context, req *http.Request, st
 	}
 	w := &response{c: c, req: req, header: make(http.Header), contentLength: -1, closeAfter: req.Close, cancel: cancel}
 	if req.ContentLength > 0 {
-		w.reqBody.c, w.reqBody.n = c, req.ContentLength
+		w.reqBody.c, w.reqBody.w, w.reqBody.n = c, w, req.ContentLength
 		req.Body = &w.reqBody
 	} else {
 		req.Body = http.NoBody
@@ -595,27 +674,32 @@ func (c *serverConn) serveRequest(connCtx context.Context, req *http.Request, st
 	return w.reusable()
 }
 
-// startWatch arms the client-gone timer for w, when nothing but the
+// startWatch arms the client-gone timer for w when nothing but the
 // client's going away can come on the connection: the request has no body
-// left to read and nothing pipelined is buffered.
+// left to read and nothing pipelined is buffered. A request with a body is
+// armed when its body reaches its end (requestBody.read).
 func (c *serverConn) startWatch(w *response) {
 	c.mu.Lock()
-	c.cur = w
+	c.active = w
 	c.mu.Unlock()
 	if w.req.ContentLength == 0 {
-		c.armWatch()
+		c.armWatch(w)
 	}
 }
 
-func (c *serverConn) armWatch() {
+// armWatch makes w the request the watch may read for. Only an armed
+// request is ever watched, so a timer that fired late for the previous
+// request cannot read a body's bytes.
+func (c *serverConn) armWatch(w *response) {
 	if c.br.Buffered() > 0 {
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.cur == nil {
-		return
+	if c.active != w {
+		return // ended, or hijacked
 	}
+	c.cur = w
 	if c.timer == nil {
 		c.timer = time.AfterFunc(clientGoneAfter, c.watch)
 	} else {
@@ -657,7 +741,7 @@ func (c *serverConn) watch() {
 // to return.
 func (c *serverConn) stopWatch() {
 	c.mu.Lock()
-	c.cur = nil
+	c.active, c.cur = nil, nil
 	if c.timer != nil {
 		c.timer.Stop()
 	}
@@ -683,6 +767,7 @@ var aLongTimeAgo = time.Unix(1, 0)
 // transport's body writer) with the loop's discarding of the rest.
 type requestBody struct {
 	c      *serverConn
+	w      *response
 	mu     sync.Mutex
 	n      int64 // bytes left
 	closed bool  // by the handler
@@ -712,7 +797,7 @@ func (b *requestBody) read(p []byte) (int, error) {
 	n, err := b.c.br.Read(p)
 	b.n -= int64(n)
 	if b.n == 0 {
-		b.c.armWatch()
+		b.c.armWatch(b.w)
 		return n, io.EOF
 	}
 	if err == io.EOF {
@@ -724,13 +809,31 @@ func (b *requestBody) read(p []byte) (int, error) {
 	return n, err
 }
 
-// Close marks the body closed: reads fail, and an unread rest closes the
-// connection after the response.
+// Close ends the body: later reads fail. As net/http does, a rest of up to
+// 256 KiB is read and discarded now so that the connection can carry the
+// next request; a bigger one closes it after the response.
 func (b *requestBody) Close() error {
 	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed || b.ended {
+		return nil
+	}
+	if b.n > 0 && b.n <= maxDiscard && b.err == nil {
+		b.discard()
+	}
 	b.closed = true
-	b.mu.Unlock()
 	return nil
+}
+
+// discard reads the rest of the body; b.mu is held.
+func (b *requestBody) discard() {
+	bp := copyBufPool.Get().(*[]byte)
+	for b.n > 0 && b.err == nil {
+		if _, err := b.read(*bp); err != nil {
+			break
+		}
+	}
+	copyBufPool.Put(bp)
 }
 
 // response is the http.ResponseWriter of one request on the lean loop.
@@ -753,6 +856,8 @@ type response struct {
 	written       int64
 
 	// The handler's header as it was at WriteHeader, for the head.
+	clVals    []string
+	clPresent bool
 	te        string
 	teVals    []string
 	conn      string
@@ -799,6 +904,10 @@ func (w *response) WriteHeader(code int) {
 	w.wroteHeader = true
 	w.status = code
 	h := w.header
+	// net/http sends the handler's Content-Length fields as they were at
+	// WriteHeader (an invalid one too, unless it chunks) and sets its own
+	// only when there were none.
+	w.clVals, w.clPresent = h["Content-Length"]
 	if cl := h.Get("Content-Length"); cl != "" {
 		if v, err := strconv.ParseInt(cl, 10, 64); err == nil && v >= 0 {
 			w.contentLength = v
@@ -850,8 +959,7 @@ func (w *response) WriteHeader(code int) {
 func writeStatusLine(bw *bufio.Writer, code int) {
 	bw.WriteString("HTTP/1.1 ")
 	if text := http.StatusText(code); text != "" {
-		var b [3]byte
-		bw.Write(strconv.AppendInt(b[:0], int64(code), 10))
+		bw.Write(strconv.AppendInt(bw.AvailableBuffer(), int64(code), 10))
 		bw.WriteByte(' ')
 		bw.WriteString(text)
 		bw.WriteString("\r\n")
@@ -958,8 +1066,7 @@ func (w *response) emitChunk(b []byte) {
 
 func (w *response) writeChunk(p []byte, s string) {
 	bw := w.c.bw
-	var hx [16]byte
-	bw.Write(strconv.AppendInt(hx[:0], int64(len(p)+len(s)), 16))
+	bw.Write(strconv.AppendInt(bw.AvailableBuffer(), int64(len(p)+len(s)), 16))
 	bw.WriteString("\r\n")
 	if p != nil {
 		bw.Write(p)
@@ -981,33 +1088,54 @@ func (w *response) commit(p []byte, s string) {
 	bodyOK := bodyAllowedForStatus(code)
 	trailers := len(w.trailers) > 0 || w.hasPrefix
 	hasTE := w.te != ""
-	if w.handlerDone && !trailers && !hasTE && bodyOK && w.contentLength == -1 && (!isHEAD || len(c.body) > 0) {
+	autoCL := false
+	if w.handlerDone && !trailers && !hasTE && bodyOK && !w.clPresent && (!isHEAD || len(c.body) > 0) {
 		w.contentLength = int64(len(c.body))
+		autoCL = true
 	}
 	hasCL := w.contentLength != -1
 	if w.conn == "close" || c.s.shutting.Load() {
 		w.closeAfter = true
 	}
+	if code == http.StatusRequestEntityTooLarge && w.req.ContentLength > 0 {
+		// The body is refused (http.MaxBytesReader's answer, which
+		// tells net/http to close): reading its rest is pointless.
+		b := &w.reqBody
+		b.mu.Lock()
+		if b.n > 0 {
+			w.closeAfter = true
+		}
+		b.mu.Unlock()
+	}
 	if w.req.ContentLength != 0 && !w.closeAfter {
 		if w.handlerDone {
 			w.discardBody()
 		} else if !w.fullDuplex {
-			// net/http reads a small rest of the body now; the lean
-			// loop lets the handler go on reading it and discards
-			// what is left when it returns. A big rest closes the
-			// connection either way.
+			// As net/http: once the response starts, a small rest of
+			// the body is read and discarded (later reads fail) and a
+			// big one closes the connection after the response; with
+			// EnableFullDuplex the handler reads on.
 			b := &w.reqBody
 			b.mu.Lock()
-			if b.closed && b.n > 0 || b.n >= maxDiscard {
+			switch {
+			case b.n > maxDiscard:
 				w.closeAfter = true
+			case b.n > 0 && !b.closed && b.err == nil:
+				b.discard()
+				b.closed = true
+				if b.n != 0 {
+					w.closeAfter = true
+				}
 			}
 			b.mu.Unlock()
 		}
 	}
+	dropCL := false
 	if hasCL && hasTE && w.te != "identity" {
 		c.s.logf("http: WriteHeader called with both Transfer-Encoding of %q and a Content-Length of %d", w.te, w.contentLength)
 		hasCL = false
 		w.contentLength = -1
+		dropCL = true
 	}
 	sendTE := false
 	switch {
@@ -1023,11 +1151,14 @@ func (w *response) commit(p []byte, s string) {
 	bw := c.bw
 	writeStatusLine(bw, code)
 	bw.Write(c.hdr)
-	if hasCL && bodyOK {
-		var b [20]byte
+	switch {
+	case !bodyOK || w.chunking || dropCL:
+	case autoCL:
 		bw.WriteString("Content-Length: ")
-		bw.Write(strconv.AppendInt(b[:0], w.contentLength, 10))
+		bw.Write(strconv.AppendInt(bw.AvailableBuffer(), w.contentLength, 10))
 		bw.WriteString("\r\n")
+	case len(w.clVals) > 0:
+		_ = http.Header{"Content-Length": w.clVals}.Write(bw)
 	}
 	if bodyOK && !w.haveType && !w.hasCE && !hasTE && len(c.body)+len(p)+len(s) > 0 {
 		bw.WriteString("Content-Type: ")
@@ -1035,9 +1166,8 @@ func (w *response) commit(p []byte, s string) {
 		bw.WriteString("\r\n")
 	}
 	if !w.hasDate {
-		var b [len(http.TimeFormat)]byte
 		bw.WriteString("Date: ")
-		bw.Write(time.Now().UTC().AppendFormat(b[:0], http.TimeFormat))
+		bw.Write(c.date())
 		bw.WriteString("\r\n")
 	}
 	if sendTE {
@@ -1057,6 +1187,16 @@ func (w *response) commit(p []byte, s string) {
 	if isHEAD || !bodyOK {
 		c.body = c.body[:0]
 	}
+}
+
+// date is the Date field's value for now, formatted once a second.
+func (c *serverConn) date() []byte {
+	now := time.Now()
+	if sec := now.Unix(); sec != c.dateSec || c.dateBuf == nil {
+		c.dateSec = sec
+		c.dateBuf = now.UTC().AppendFormat(c.dateBuf[:0], http.TimeFormat)
+	}
+	return c.dateBuf
 }
 
 // sniff is http.DetectContentType of the first 512 bytes of body and then
@@ -1093,18 +1233,14 @@ func (w *response) discardBody() {
 	if b.n == 0 {
 		return
 	}
-	if b.closed || b.n >= maxDiscard || b.err != nil {
+	if b.closed || b.n > maxDiscard || b.err != nil {
 		w.closeAfter = true
 		return
 	}
-	bp := copyBufPool.Get().(*[]byte)
-	for b.n > 0 {
-		if _, err := b.read(*bp); err != nil && err != io.EOF {
-			w.closeAfter = true
-			break
-		}
+	b.discard()
+	if b.n != 0 {
+		w.closeAfter = true
 	}
-	copyBufPool.Put(bp)
 }
 
 var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
@@ -1227,7 +1363,7 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	_ = c.rwc.SetDeadline(time.Time{})
 	c.setState(http.StateHijacked)
 	c.s.untrack(c)
-	return c.rwc, bufio.NewReadWriter(c.br, c.bw), nil
+	return c.nc, bufio.NewReadWriter(c.br, c.bw), nil
 }
 
 // SetReadDeadline sets the connection's read deadline; the method
@@ -1237,8 +1373,42 @@ func (w *response) SetReadDeadline(t time.Time) error { return w.c.rwc.SetReadDe
 // SetWriteDeadline sets the connection's write deadline.
 func (w *response) SetWriteDeadline(t time.Time) error { return w.c.rwc.SetWriteDeadline(t) }
 
+// ReadFrom copies src into the body through a pooled buffer, so that
+// io.Copy finds the writer net/http's has.
+func (w *response) ReadFrom(src io.Reader) (int64, error) {
+	bp := copyBufPool.Get().(*[]byte)
+	defer copyBufPool.Put(bp)
+	buf := *bp
+	var n int64
+	for {
+		nr, rerr := src.Read(buf)
+		if nr > 0 {
+			nw, werr := w.Write(buf[:nr])
+			n += int64(nw)
+			if werr != nil {
+				return n, werr
+			}
+		}
+		if rerr == io.EOF {
+			return n, nil
+		}
+		if rerr != nil {
+			return n, rerr
+		}
+	}
+}
+
+// CloseNotify returns a channel that receives a value when the request
+// ends or its client goes away: the deprecated http.CloseNotifier, for
+// handlers that still ask for it.
+func (w *response) CloseNotify() <-chan bool {
+	ch := make(chan bool, 1)
+	context.AfterFunc(w.req.Context(), func() { ch <- true })
+	return ch
+}
+
 // EnableFullDuplex lets the handler read the request body after it has
-// started the response; the lean loop allows it always.
+// started the response, as with net/http.
 func (w *response) EnableFullDuplex() error {
 	w.fullDuplex = true
 	return nil
