@@ -1575,6 +1575,10 @@ func TestLeanConnState(t *testing.T) {
 		{"panic", []string{get("/panic")}, []http.ConnState{New, Active, Closed}},
 		{"no request", nil, []http.ConnState{New, Closed}},
 		{"bad request", []string{"GARBAGE\r\n\r\n"}, []http.ConnState{New, Active, Closed}},
+		{"served, then handed over", []string{get("/"), "GET / HTTP/1.0\r\n\r\n"}, []http.ConnState{New, Active, Idle, Active, Closed}},
+		{"served, then chunked, then served", []string{get("/"), "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", get("/")},
+			[]http.ConnState{New, Active, Idle, Active, Idle, Active, Idle, Closed}},
+		{"handed-over hijack", []string{"GET /hijack HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"}, []http.ConnState{New, Active, Hijacked}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			bothServers(t, func(t *testing.T, lean bool) {
@@ -2022,4 +2026,42 @@ func TestLeanTrickledHead(t *testing.T) {
 			assert.Equal(t, want, b)
 		})
 	}
+}
+
+// A handed-over request in flight when the shutdown starts finishes too,
+// and a handed-over idle connection is closed.
+func TestLeanGracefulDrainHandedOver(t *testing.T) {
+	bothServers(t, func(t *testing.T, lean bool) {
+		started := make(chan struct{})
+		finish := make(chan struct{})
+		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/slow" {
+				close(started)
+				<-finish
+			}
+			io.WriteString(w, "done "+r.URL.Path)
+		})
+		addr, cancel, done := leanRun(t, NewServer("", h), RunOptions{LeanHTTP1: lean, DrainTimeout: 10 * time.Second})
+
+		idle, idleBr := rawConn(t, addr)
+		io.WriteString(idle, "GET /first HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+		_, body := readBody(t, idleBr, "GET")
+		assert.Equal(t, "done /first", body)
+
+		busy, busyBr := rawConn(t, addr)
+		io.WriteString(busy, "GET /slow HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+		<-started
+		cancel()
+		assertClosed(t, idle, idleBr, "idle handed-over connection")
+		select {
+		case err := <-done:
+			t.Fatalf("RunWithOptions returned before the in-flight request finished: %v", err)
+		default:
+		}
+		close(finish)
+		_, body = readBody(t, busyBr, "GET")
+		assert.Equal(t, "done /slow", body)
+		assertClosed(t, busy, busyBr, "in-flight connection after its response")
+		assert.NoError(t, <-done)
+	})
 }
