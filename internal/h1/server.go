@@ -1032,14 +1032,7 @@ func (w *response) write(p []byte, s string) (int, error) {
 		return n, nil
 	}
 	if w.chunking {
-		if len(c.body)+n <= bufferBeforeCL {
-			c.body = append(c.body, p...)
-			c.body = append(c.body, s...)
-			return n, nil
-		}
-		w.emitChunk(c.body)
-		c.body = c.body[:0]
-		w.writeChunk(p, s)
+		w.chunk(p, s)
 	} else {
 		if len(c.body) > 0 {
 			c.bw.Write(c.body)
@@ -1055,6 +1048,32 @@ func (w *response) write(p []byte, s string) (int, error) {
 		return 0, c.out.err
 	}
 	return n, nil
+}
+
+// chunk writes p or s in chunks as net/http's 2 KiB buffer in front of
+// its chunk writer cuts them: the buffer is filled and sent whole, and a
+// write at least as big as the buffer meeting an empty one is a chunk of
+// its own.
+func (w *response) chunk(p []byte, s string) {
+	c := w.c
+	for len(p)+len(s) > bufferBeforeCL-len(c.body) {
+		if len(c.body) == 0 {
+			w.writeChunk(p, s)
+			return
+		}
+		room := bufferBeforeCL - len(c.body)
+		if p != nil {
+			c.body = append(c.body, p[:room]...)
+			p = p[room:]
+		} else {
+			c.body = append(c.body, s[:room]...)
+			s = s[room:]
+		}
+		w.emitChunk(c.body)
+		c.body = c.body[:0]
+	}
+	c.body = append(c.body, p...)
+	c.body = append(c.body, s...)
 }
 
 func (w *response) emitChunk(b []byte) {
@@ -1109,16 +1128,17 @@ func (w *response) commit(p []byte, s string) {
 	}
 	if w.req.ContentLength != 0 && !w.closeAfter {
 		if w.handlerDone {
-			w.discardBody()
+			w.discardBody(w.discardLimit())
 		} else if !w.fullDuplex {
 			// As net/http: once the response starts, a small rest of
 			// the body is read and discarded (later reads fail) and a
 			// big one closes the connection after the response; with
 			// EnableFullDuplex the handler reads on.
 			b := &w.reqBody
+			limit := w.discardLimit()
 			b.mu.Lock()
 			switch {
-			case b.n > maxDiscard:
+			case b.n > limit:
 				w.closeAfter = true
 			case b.n > 0 && !b.closed && b.err == nil:
 				b.discard()
@@ -1150,38 +1170,41 @@ func (w *response) commit(p []byte, s string) {
 
 	bw := c.bw
 	writeStatusLine(bw, code)
+	// The handler's fields, then the server's in net/http's order.
 	bw.Write(c.hdr)
 	switch {
 	case !bodyOK || w.chunking || dropCL:
-	case autoCL:
-		bw.WriteString("Content-Length: ")
-		bw.Write(strconv.AppendInt(bw.AvailableBuffer(), w.contentLength, 10))
-		bw.WriteString("\r\n")
 	case len(w.clVals) > 0:
 		_ = http.Header{"Content-Length": w.clVals}.Write(bw)
 	}
-	if bodyOK && !w.haveType && !w.hasCE && !hasTE && len(c.body)+len(p)+len(s) > 0 {
-		bw.WriteString("Content-Type: ")
-		bw.WriteString(sniff(c.body, p, s))
-		bw.WriteString("\r\n")
+	if sendTE && hasTE && w.te != "chunked" {
+		// net/http keeps a coding of the handler's beside its own.
+		_ = http.Header{"Transfer-Encoding": w.teVals}.Write(bw)
+	}
+	closeField := w.closeAfter && !hasToken(w.conn, "close")
+	if len(w.connVals) > 0 && !closeField {
+		_ = http.Header{"Connection": w.connVals}.Write(bw)
 	}
 	if !w.hasDate {
 		bw.WriteString("Date: ")
 		bw.Write(c.date())
 		bw.WriteString("\r\n")
 	}
-	if sendTE {
-		if hasTE && w.te != "chunked" {
-			// net/http keeps a coding of the handler's beside its own.
-			_ = http.Header{"Transfer-Encoding": w.teVals}.Write(bw)
-		}
-		bw.WriteString("Transfer-Encoding: chunked\r\n")
+	if autoCL && bodyOK {
+		bw.WriteString("Content-Length: ")
+		bw.Write(strconv.AppendInt(bw.AvailableBuffer(), w.contentLength, 10))
+		bw.WriteString("\r\n")
 	}
-	switch {
-	case w.closeAfter && !hasToken(w.conn, "close"):
+	if bodyOK && !w.haveType && !w.hasCE && !hasTE && len(c.body)+len(p)+len(s) > 0 {
+		bw.WriteString("Content-Type: ")
+		bw.WriteString(sniff(c.body, p, s))
+		bw.WriteString("\r\n")
+	}
+	if closeField {
 		bw.WriteString("Connection: close\r\n")
-	case len(w.connVals) > 0:
-		_ = http.Header{"Connection": w.connVals}.Write(bw)
+	}
+	if sendTE {
+		bw.WriteString("Transfer-Encoding: chunked\r\n")
 	}
 	bw.WriteString("\r\n")
 	if isHEAD || !bodyOK {
@@ -1223,17 +1246,28 @@ func hasToken(v, token string) bool {
 	return false
 }
 
+// discardLimit is the most of a request body left unread that the
+// response's start discards, as net/http decides it there: its own body
+// closes the connection at 256 KiB unread, a body the handler wrapped is
+// read up to 256 KiB + 1 first.
+func (w *response) discardLimit() int64 {
+	if w.req.Body == io.ReadCloser(&w.reqBody) {
+		return maxDiscard - 1
+	}
+	return maxDiscard
+}
+
 // discardBody reads what the handler left of the request body, up to
 // maxDiscard, so that the connection can carry the next request; a bigger
 // or broken rest closes it.
-func (w *response) discardBody() {
+func (w *response) discardBody(limit int64) {
 	b := &w.reqBody
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.n == 0 {
 		return
 	}
-	if b.closed || b.n > maxDiscard || b.err != nil {
+	if b.closed || b.n > limit || b.err != nil {
 		w.closeAfter = true
 		return
 	}
@@ -1255,7 +1289,7 @@ func (w *response) finish() {
 	if !w.committed {
 		w.commit(nil, "")
 	} else if w.req.ContentLength != 0 && !w.closeAfter {
-		w.discardBody()
+		w.discardBody(maxDiscard) // net/http's Body.Close rule
 	}
 	if w.chunking {
 		w.emitChunk(c.body)
@@ -1354,7 +1388,13 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	c := w.c
 	c.stopWatch()
 	if w.wroteHeader {
-		if err := w.FlushError(); err != nil {
+		// As net/http: the head goes out, body bytes still held back
+		// do not.
+		c.body = c.body[:0]
+		if !w.committed {
+			w.commit(nil, "")
+		}
+		if err := c.bw.Flush(); err != nil {
 			return nil, nil, err
 		}
 	}
