@@ -202,8 +202,8 @@ type RunOptions struct {
 	// LeanHTTP1 serves HTTP/1.1 requests on plaintext connections with
 	// Pylon's own connection loop instead of net/http's: the same handler,
 	// timeouts, hooks and drain, parsed by http.ReadRequest and answered
-	// by net/http's rules, at about a quarter less CPU per proxied request
-	// (see the README's Performance section). It leaves to srv, with the
+	// by net/http's rules, with 6–16 % less CPU per proxied request in the
+	// load benchmark (see the README's Performance section). It leaves to srv, with the
 	// bytes it has read, every connection whose request it does not serve
 	// itself: HTTP/2 (h2c), HTTP/1.0, chunked request bodies,
 	// Expect: 100-continue, upgrades, CONNECT, "OPTIONS *", heads over
