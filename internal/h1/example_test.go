@@ -1,8 +1,11 @@
 package h1_test
 
 import (
+	"bufio"
+	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 
@@ -33,4 +36,43 @@ func Example() {
 	// Output:
 	// 200 GET /a
 	// 200 GET /b
+}
+
+// A Server serves what it can on its own loop and hands the rest (here an
+// HTTP/1.0 request) to the *http.Server it was made from.
+func ExampleServer() {
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s", r.Proto)
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	s := h1.NewServer(srv)
+	go s.Serve(ln)
+	defer s.Shutdown(context.Background())
+
+	res, err := http.Get("http://" + ln.Addr().String() + "/")
+	if err != nil {
+		panic(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	fmt.Println(string(b))
+
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		panic(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET / HTTP/1.0\r\n\r\n")
+	res, err = http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		panic(err)
+	}
+	b, _ = io.ReadAll(res.Body)
+	fmt.Println(string(b))
+	// Output:
+	// HTTP/1.1
+	// HTTP/1.0
 }

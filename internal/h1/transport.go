@@ -15,6 +15,10 @@
 // whole, its response read to the end, neither side asked to close, the
 // request was not cancelled and no byte is left unread: nothing pooled can
 // deliver a stale response.
+//
+// It also holds the server side's lean loop, [Server]: HTTP/1.1 requests
+// read by [http.ReadRequest] and answered by net/http's rules on a
+// goroutine per connection, everything else handed to an *http.Server.
 package h1
 
 import (
