@@ -197,7 +197,12 @@ func (h *diffHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		h.writeN(w, r, intParam(r, "n", 0), intParam(r, "k", 1))
 	case "/te": // ?v=chunked|identity&n=bytes
-		hdr.Set("Transfer-Encoding", r.URL.Query().Get("v"))
+		// Without v no field is set: net/http sends a handler's empty
+		// Transfer-Encoding beside its own "chunked", an answer no
+		// client parses, which the lean loop does not copy.
+		if v := r.URL.Query().Get("v"); v != "" {
+			hdr.Set("Transfer-Encoding", v)
+		}
 		h.writeN(w, r, intParam(r, "n", 5), 1)
 	case "/cl-empty":
 		hdr["Content-Length"] = []string{""}
