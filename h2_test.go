@@ -241,9 +241,16 @@ func TestBackendH2CRespectsTheTargetsStreamLimit(t *testing.T) {
 		}()
 	}
 	<-entered
-	<-entered // both at once: the second on a connection of its own
+	<-entered // both at once: with one stream per connection, on two connections
 	close(release)
 	<-done
 	<-done
-	assert.Equal(t, int32(2), conns.Load())
+	// Two connections if the first request's stream was already
+	// forgotten by the client connection when the two were sent (HTTP/2
+	// does that on the stream's writer goroutine, a moment after the body's
+	// end reached the caller), three if not; never one stream too many on
+	// a connection, which would have kept the second request from entering.
+	n := conns.Load()
+	assert.GreaterOrEqual(t, n, int32(2))
+	assert.LessOrEqual(t, n, int32(3))
 }
