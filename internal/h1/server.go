@@ -41,8 +41,7 @@ import (
 //
 // What it saves is net/http's background read per request: a request's
 // context is still cancelled when its client goes away, but the read that
-// notices it starts only for a handler still running after
-// clientGoneAfter.
+// notices it starts only for a handler still running after 5 ms.
 //
 // The *http.Server's Handler, ErrorLog, ReadTimeout, ReadHeaderTimeout,
 // WriteTimeout, IdleTimeout, ConnState, BaseContext and ConnContext apply
