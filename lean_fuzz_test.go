@@ -2,7 +2,6 @@ package pylon
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -57,13 +56,6 @@ func fuzzAnswer(addr string, data []byte) (answer, client string) {
 	}
 }
 
-// fuzzKnownDivergences are the handler paths whose answers from the lean
-// server are known to differ in status from net/http's (TestLeanDifferential
-// documents them), so that fuzzing looks for new ones.
-var fuzzKnownDivergences = []string{
-	"/cl-empty", // net/http sends the empty Content-Length: an unparsable answer
-}
-
 // FuzzLeanServer feeds arbitrary bytes to a lean and a net/http server with
 // the same handler: the lean one must not panic or hang, and must answer
 // with net/http's status code, or close without an answer when it does.
@@ -73,11 +65,6 @@ func FuzzLeanServer(f *testing.F) {
 	}
 	pairs := []*leanPair{startLeanPair(f, true), startLeanPair(f, false)}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		for _, known := range fuzzKnownDivergences {
-			if bytes.Contains(data, []byte(known)) {
-				t.Skipf("known divergence %q, see TestLeanDifferential", known)
-			}
-		}
 		for i, p := range pairs {
 			variant := []string{"NewServer", "bare http.Server"}[i]
 			// Some answers are timing (an HTTP/2 server that reads EOF

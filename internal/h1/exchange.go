@@ -270,8 +270,13 @@ func (e *exchange) bodyWritten() bool {
 	}
 }
 
-func hasClose(h http.Header) bool {
-	for _, v := range h["Connection"] {
+// hasClose reports whether h's Connection field has the close option.
+func hasClose(h http.Header) bool { return hasCloseToken(h["Connection"]) }
+
+// hasCloseToken reports whether Connection field values have the close
+// option.
+func hasCloseToken(vals []string) bool {
+	for _, v := range vals {
 		for tok := range strings.SplitSeq(v, ",") {
 			if strings.EqualFold(strings.TrimSpace(tok), "close") {
 				return true

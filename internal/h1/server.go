@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"maps"
 	"net"
 	"net/http"
 	"runtime"
@@ -53,7 +54,6 @@ type Server struct {
 	srv     *http.Server
 	handoff *handoffListener
 	once    sync.Once
-	fallErr chan error
 
 	shutting atomic.Bool
 	mu       sync.Mutex
@@ -88,7 +88,6 @@ func NewServer(srv *http.Server) *Server {
 	return &Server{
 		srv:     srv,
 		handoff: &handoffListener{ch: make(chan net.Conn), done: make(chan struct{})},
-		fallErr: make(chan error, 1),
 		conns:   make(map[*serverConn]struct{}),
 		lns:     make(map[net.Listener]struct{}),
 		drained: make(chan struct{}),
@@ -106,9 +105,10 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.once.Do(func() {
 		s.handoff.addr = ln.Addr()
 		go func() {
-			err := s.srv.Serve(s.handoff)
+			if err := s.srv.Serve(s.handoff); !errors.Is(err, http.ErrServerClosed) {
+				s.logf("h1: the server for handed-over connections stopped: %v", err)
+			}
 			s.handoff.Close() // a connection handed over from now on is closed
-			s.fallErr <- err
 		}()
 	})
 	s.mu.Lock()
@@ -498,14 +498,11 @@ func (c *serverConn) serve(ctx context.Context) {
 			_, _ = c.br.Discard(numLeadingCRorLF(peek))
 		}
 		start := time.Now()
+		var headDeadline time.Time // between requests the idle timeout applies until the head must be waited for
 		if d := c.headerTimeout(); d > 0 && !first {
-			// Between requests the idle timeout applies; the header
-			// timeout is armed only when the head is not in yet.
-			if buf, _ := c.br.Peek(c.br.Buffered()); headEnd(buf) < 0 {
-				_ = c.rwc.SetReadDeadline(start.Add(d))
-			}
+			headDeadline = start.Add(d)
 		}
-		n, err := c.peekHead()
+		n, err := c.peekHead(headDeadline)
 		if err != nil && c.br.Buffered() == 0 {
 			return // as net/http: a silent close
 		}
@@ -560,8 +557,9 @@ func numLeadingCRorLF(v []byte) (n int) {
 
 // peekHead waits until a whole request head (through the empty line that
 // ends it) is in the reader's buffer and returns its length, or -1 when
-// the buffer filled without one.
-func (c *serverConn) peekHead() (int, error) {
+// the buffer filled without one. A non-zero deadline is armed before the
+// first wait, so a head that came whole costs no deadline.
+func (c *serverConn) peekHead(deadline time.Time) (int, error) {
 	for {
 		buf, _ := c.br.Peek(c.br.Buffered())
 		if i := headEnd(buf); i >= 0 {
@@ -569,6 +567,10 @@ func (c *serverConn) peekHead() (int, error) {
 		}
 		if len(buf) >= c.br.Size() {
 			return -1, nil
+		}
+		if !deadline.IsZero() {
+			_ = c.rwc.SetReadDeadline(deadline)
+			deadline = time.Time{}
 		}
 		if _, err := c.br.Peek(len(buf) + 1); err != nil {
 			return 0, err
@@ -935,20 +937,13 @@ func (w *response) WriteHeader(code int) {
 	}
 	for k := range h {
 		if strings.HasPrefix(k, http.TrailerPrefix) {
-			w.hasPrefix = true
-		}
-	}
-	if w.hasPrefix {
-		dyn := make(map[string]bool, len(ex)+1)
-		for k := range ex {
-			dyn[k] = true
-		}
-		for k := range h {
-			if strings.HasPrefix(k, http.TrailerPrefix) {
-				dyn[k] = true
+			if !w.hasPrefix {
+				// Rare: trailers set before the head; exclude them too.
+				w.hasPrefix = true
+				ex = maps.Clone(ex)
 			}
+			ex[k] = true
 		}
-		ex = dyn
 	}
 	hdr := appendWriter{&w.c.hdr}
 	w.c.hdr = w.c.hdr[:0]
@@ -1180,7 +1175,7 @@ func (w *response) commit(p []byte, s string) {
 		// net/http keeps a coding of the handler's beside its own.
 		_ = http.Header{"Transfer-Encoding": w.teVals}.Write(bw)
 	}
-	closeField := w.closeAfter && !hasToken(w.conn, "close")
+	closeField := w.closeAfter && !hasCloseToken(w.connVals)
 	if len(w.connVals) > 0 && !closeField {
 		_ = http.Header{"Connection": w.connVals}.Write(bw)
 	}
@@ -1232,17 +1227,6 @@ func sniff(body, p []byte, s string) string {
 		n += copy(b[n:], s)
 	}
 	return http.DetectContentType(b[:n])
-}
-
-// hasToken reports whether the comma-separated list v has token, case
-// insensitively.
-func hasToken(v, token string) bool {
-	for f := range strings.SplitSeq(v, ",") {
-		if strings.EqualFold(strings.TrimSpace(f), token) {
-			return true
-		}
-	}
-	return false
 }
 
 // discardLimit is the most of a request body left unread that the

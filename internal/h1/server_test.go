@@ -180,16 +180,16 @@ func TestServerKeepsAPipelinedRequestWhileWatching(t *testing.T) {
 		}
 		io.WriteString(w, r.URL.Path)
 	})}
-	addr, _ := startLean(t, srv)
+	addr, s := startLean(t, srv)
 	c, err := net.Dial("tcp", addr)
 	require.NoError(t, err)
 	defer c.Close()
 	br := bufio.NewReader(c)
 	_, err = io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
 	require.NoError(t, err)
-	// The watch read starts after clientGoneAfter; the next request
-	// arrives while it reads and must not be lost.
-	time.Sleep(3 * clientGoneAfter) // the simulated client's pause, not a wait for an event
+	// The next request arrives while the watch reads and must not be
+	// lost: wait until the watch has started.
+	require.Eventually(t, func() bool { return watching(s) }, 5*time.Second, time.Millisecond)
 	_, err = io.WriteString(c, "GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
 	require.NoError(t, err)
 	close(release)
@@ -200,6 +200,22 @@ func TestServerKeepsAPipelinedRequestWhileWatching(t *testing.T) {
 		res.Body.Close()
 		assert.Equal(t, want, string(b))
 	}
+}
+
+// watching reports whether a connection of s has its client-gone read
+// running.
+func watching(s *Server) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		c.mu.Lock()
+		w := c.watching
+		c.mu.Unlock()
+		if w {
+			return true
+		}
+	}
+	return false
 }
 
 func TestServerShutdownDrains(t *testing.T) {
