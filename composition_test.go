@@ -612,3 +612,99 @@ func TestCompositionIdempotencyKeysPerSubject(t *testing.T) {
 	assert.Equal(t, "true", a2.Header().Get("Idempotent-Replayed"))
 	assert.Equal(t, 2, up.count())
 }
+
+// A "sub" is unique only within its issuer (OpenID Connect Core §5.7): behind
+// a jwtauth.Multi, two issuers' equal subjects are two clients to the rate
+// limit, the per-subject cache and the idempotency keys, while a single
+// issuer's subjects keep their unscoped keys.
+func TestCompositionMultiIssuerSubjectsAreTwoClients(t *testing.T) {
+	var verifiers []*jwtauth.Verifier
+	var idps []*jwttest.Issuer
+	for range 2 {
+		idp := jwttest.NewIssuer()
+		t.Cleanup(idp.Close)
+		v, err := jwtauth.New(context.Background(), jwtauth.Options{
+			JWKS: idp.JWKS(), Issuer: idp.URL, Audience: []string{jwttest.DefaultAudience}, Algorithms: []string{"RS256"},
+		})
+		require.NoError(t, err)
+		t.Cleanup(func() { v.Close() })
+		idps, verifiers = append(idps, idp), append(verifiers, v)
+	}
+	multi, err := jwtauth.NewMulti(verifiers...)
+	require.NoError(t, err)
+	auth := jwtauth.RequireWithOptions(multi, jwtauth.RequireOptions{
+		ForwardClaims: map[string]string{"X-User-Id": "sub", "X-User-Iss": "iss"},
+		Logger:        slog.New(slog.DiscardHandler),
+	})
+	up := newRecorder(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet {
+			w.Header().Set("Cache-Control", "private, max-age=60")
+		} else {
+			w.WriteHeader(http.StatusCreated)
+		}
+		fmt.Fprintf(w, "%s of %s", r.Header.Get("X-User-Id"), r.Header.Get("X-User-Iss"))
+	})
+	logs := &syncBuffer{}
+	gw := pylon.New(pylon.Options{})
+	gw.Use(middleware.AccessLog(slog.New(slog.NewJSONHandler(logs, nil))))
+	c := cache.MustNew(cache.Options{PerSubject: true})
+	t.Cleanup(func() { c.Close() })
+	api := gw.Group("/api", auth)
+	be := backendFor(t, "users", up)
+	api.Route("GET /me").Use(c.Middleware).To(be)
+	api.Route("GET /orders").Use(ratelimit.MustNew(ratelimit.BySubject, ratelimit.PerMinute(1))).To(be)
+	api.Route("POST /orders").Use(idempotency.New(idempotency.Options{Required: true})).To(be)
+	require.NoError(t, gw.Err())
+
+	token := func(i int) string { return "Authorization: Bearer " + idps[i].Mint(map[string]any{"sub": "alice"}) }
+	want := func(i int) string { return "alice of " + idps[i].URL }
+
+	// The per-subject cache: each issuer's alice is filled once, and
+	// served her own answer after.
+	for _, i := range []int{0, 1, 0, 1} {
+		rec := serve(gw, "192.0.2.1:1", "GET", "/api/me", token(i))
+		assert.Equal(t, want(i), rec.Body.String(), "issuer %d's alice", i)
+	}
+	assert.Equal(t, 2, up.count(), "one fill per (issuer, subject)")
+
+	// The rate limit: one request a minute for each of them.
+	for _, i := range []int{0, 1} {
+		assert.Equal(t, http.StatusOK, serve(gw, "192.0.2.1:1", "GET", "/api/orders", token(i)).Code, "issuer %d's alice", i)
+	}
+	for _, i := range []int{0, 1} {
+		assert.Equal(t, http.StatusTooManyRequests, serve(gw, "192.0.2.1:1", "GET", "/api/orders", token(i)).Code, "issuer %d's alice again", i)
+	}
+
+	// The idempotency key: the second issuer's alice is not answered
+	// from the first one's.
+	post := func(i int) *httptest.ResponseRecorder {
+		return serve(gw, "192.0.2.1:1", "POST", "/api/orders", token(i), `Idempotency-Key: "k-1"`)
+	}
+	a, b, a2 := post(0), post(1), post(0)
+	assert.Equal(t, want(0), a.Body.String())
+	assert.Equal(t, want(1), b.Body.String(), "issuer 1's alice got issuer 0's answer")
+	assert.Empty(t, b.Header().Get("Idempotent-Replayed"))
+	assert.Equal(t, "true", a2.Header().Get("Idempotent-Replayed"))
+
+	// The access log names the scope beside the subject.
+	scopes := map[any]bool{}
+	for _, l := range logs.lines() {
+		if l["subject"] == "alice" {
+			scopes[l["subject_scope"]] = true
+		}
+	}
+	assert.Equal(t, map[any]bool{idps[0].URL: true, idps[1].URL: true}, scopes)
+
+	// One issuer alone: the subject needs no scope, and its keys are
+	// what they were.
+	var scope, key string
+	one := pylon.New(pylon.Options{})
+	one.Route("GET /x").Use(jwtauth.Require(verifiers[0])).Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		info := pylon.Info(r.Context())
+		scope, key = info.SubjectScope, info.SubjectKey()
+	}))
+	require.NoError(t, one.Err())
+	assert.Equal(t, http.StatusOK, serve(one, "192.0.2.1:1", "GET", "/x", token(0)).Code)
+	assert.Equal(t, "", scope)
+	assert.Equal(t, "alice", key)
+}

@@ -271,3 +271,44 @@ func TestRequestInfoChild(t *testing.T) {
 	c := parent.Child()
 	assert.Equal(t, &RequestInfo{RequestID: "r1", Route: "x", Subject: "alice", Auth: "jwt", Scheme: "https", Host: "h", PeerTrusted: true}, c)
 }
+
+func TestSubjectKeyTellsEveryScopeApart(t *testing.T) {
+	infos := []RequestInfo{
+		{Subject: "alice"},
+		{Subject: `"alice`},
+		{Subject: `""alice`},
+		{Subject: "alice", SubjectScope: "https://a.example"},
+		{Subject: "alice", SubjectScope: "https://b.example"},
+		{Subject: "b.example alice", SubjectScope: "https://a."},
+		{Subject: `"alice`, SubjectScope: `"`},
+		{Subject: `alice`, SubjectScope: `""`},
+		{Subject: `"https://a.example"alice`},
+		{Subject: "x", SubjectScope: `x"`},
+		{Subject: `"x`, SubjectScope: "x"},
+	}
+	seen := map[string]RequestInfo{}
+	for _, i := range infos {
+		k := i.SubjectKey()
+		if k == "" {
+			t.Fatalf("%+v: empty key", i)
+		}
+		if prev, dup := seen[k]; dup {
+			t.Errorf("%q and %q (scopes %q, %q) share the key %q", prev.Subject, i.Subject, prev.SubjectScope, i.SubjectScope, k)
+		}
+		seen[k] = i
+	}
+	if k := (&RequestInfo{Subject: "alice"}).SubjectKey(); k != "alice" {
+		t.Errorf("an unscoped subject's key = %q, want the subject", k)
+	}
+	if k := (&RequestInfo{SubjectScope: "https://a.example"}).SubjectKey(); k != "" {
+		t.Errorf("no subject: key %q, want none", k)
+	}
+	var none *RequestInfo
+	if none.SubjectKey() != "" {
+		t.Error("a nil RequestInfo has a key")
+	}
+	child := (&RequestInfo{Subject: "alice", SubjectScope: "https://a.example"}).Child()
+	if child.SubjectScope != "https://a.example" {
+		t.Errorf("Child dropped the scope: %+v", child)
+	}
+}

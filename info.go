@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"time"
 )
 
@@ -67,6 +68,14 @@ type RequestInfo struct {
 
 	// Subject is the authenticated subject (for example a JWT "sub").
 	Subject string
+	// SubjectScope qualifies Subject when one authentication admits the
+	// subjects of several namespaces in which the same name may be two
+	// different clients: jwtauth with a Multi of several issuers sets it
+	// to the token's issuer (OpenID Connect Core §5.7: only "iss" and
+	// "sub" together identify a user). It is empty when Subject is unique
+	// on its own. Rate limits, caches and idempotency keys tell clients
+	// apart by [RequestInfo.SubjectKey], which includes it.
+	SubjectScope string
 	// Auth names the mechanism that authenticated the request ("jwt",
 	// "apikey", ...), set with Subject by whichever authentication
 	// middleware admitted it. Caches and rate limits read [Authenticated],
@@ -130,6 +139,23 @@ func (i *RequestInfo) Authenticated() bool {
 	return i != nil && (i.Auth != "" || i.Subject != "")
 }
 
+// SubjectKey returns the authenticated client's name as rate limits,
+// caches and idempotency keys count it: Subject when SubjectScope is empty,
+// else both, encoded so that no two (scope, subject) pairs, and no unscoped
+// subject, share a key. It is "" when there is no Subject.
+func (i *RequestInfo) SubjectKey() string {
+	if i == nil || i.Subject == "" {
+		return ""
+	}
+	if i.SubjectScope == "" && i.Subject[0] != '"' {
+		return i.Subject
+	}
+	// A quoted scope ends at its first unescaped quote; an unscoped
+	// subject that starts with a quote gets the empty scope `""`, which
+	// no scoped key starts with.
+	return strconv.Quote(i.SubjectScope) + i.Subject
+}
+
 // HasGRPCStatus reports whether a gRPC status was recorded in GRPCStatus:
 // the upstream sent one, or the gateway answered the call itself.
 func (i *RequestInfo) HasGRPCStatus() bool { return i != nil && i.grpcStatusSet }
@@ -150,8 +176,8 @@ type RateLimitInfo struct {
 
 // Child returns a new RequestInfo for a sub-request made on behalf of this
 // one (an aggregation call): it inherits the request-level fields (Start,
-// RequestID, the client decision, Route, Pattern, Subject, Auth and
-// ClientCert) and none of the upstream ones, so that concurrent
+// RequestID, the client decision, Route, Pattern, Subject, SubjectScope,
+// Auth and ClientCert) and none of the upstream ones, so that concurrent
 // sub-requests each record their own story.
 func (i *RequestInfo) Child() *RequestInfo {
 	return &RequestInfo{
@@ -164,6 +190,7 @@ func (i *RequestInfo) Child() *RequestInfo {
 		Route:        i.Route,
 		Pattern:      i.Pattern,
 		Subject:      i.Subject,
+		SubjectScope: i.SubjectScope,
 		Auth:         i.Auth,
 		GRPCService:  i.GRPCService,
 		GRPCMethod:   i.GRPCMethod,

@@ -86,7 +86,8 @@ type Options struct {
 	PassTTL time.Duration
 
 	// PerSubject keys entries by the authenticated subject
-	// (pylon.Info(ctx).Subject) as well: each subject gets its own entries,
+	// (pylon.Info(ctx).SubjectKey(): the Subject, with its SubjectScope
+	// when it has one) as well: each subject gets its own entries,
 	// and responses to requests with Authorization, or marked private, are
 	// stored for that subject. A request without a subject is cached as
 	// if PerSubject were false. False means RFC 9111 shared-cache rules: a
@@ -453,7 +454,7 @@ func (c *Cache) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 	}
 	perSubject := c.opts.PerSubject && info != nil && info.Subject != ""
 	if perSubject {
-		key = subjectKey(key, info.Subject)
+		key = subjectKey(key, info.SubjectKey())
 	}
 	rd := reqDirectives{maxAge: -1, maxStale: -1, minFresh: -1}
 	if !c.opts.IgnoreRequestDirectives {
@@ -737,7 +738,7 @@ func (c *Cache) passMethod(w http.ResponseWriter, r *http.Request, next http.Han
 	// variant unreachable (variant keys carry the marker's generation).
 	_ = c.store.Delete(ctx, key)
 	if c.opts.PerSubject && info != nil && info.Subject != "" {
-		_ = c.store.Delete(ctx, subjectKey(key, info.Subject))
+		_ = c.store.Delete(ctx, subjectKey(key, info.SubjectKey()))
 	}
 }
 

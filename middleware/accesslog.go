@@ -224,6 +224,9 @@ func appendLine(a []slog.Attr, rl *[4]slog.Attr, query bool, r *http.Request, in
 	}
 	if info.Subject != "" {
 		a = append(a, slog.String("subject", info.Subject))
+		if info.SubjectScope != "" {
+			a = append(a, slog.String("subject_scope", info.SubjectScope))
+		}
 	}
 	if v := info.RateLimit; v.Decided {
 		// A GroupValue of rl; slog.Group would box each attribute into an

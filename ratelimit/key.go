@@ -122,7 +122,8 @@ func ByHeader(name string, c Case) KeyFunc {
 
 // BySubject keys requests by the authenticated subject recorded in
 // RequestInfo.Subject (the JWT "sub" claim, set by jwtauth; the key owner,
-// set by apikey). A request without a subject has no key, and is answered
+// set by apikey), qualified by its SubjectScope when it has one (see
+// RequestInfo.SubjectKey). A request without a subject has no key, and is answered
 // 401 under the default MissingKey policy. A limit keyed by subject must run
 // after the authentication: in a Gateway, Err reports a route whose chain
 // has it before jwtauth.Require or apikey.Require.
@@ -131,7 +132,7 @@ func BySubject(r *http.Request) (string, bool) {
 	if info == nil || info.Subject == "" {
 		return "", false
 	}
-	return boundedKey("sub:", info.Subject), true
+	return boundedKey("sub:", info.SubjectKey()), true
 }
 
 // ByRoute keys requests by the name of the matched route recorded in

@@ -153,7 +153,7 @@ func RequireWithOptions(o Options) func(http.Handler) http.Handler {
 				r.Header.Del(header)
 			}
 			if info := pylon.Info(r.Context()); info != nil {
-				info.Subject, info.Auth = owner, "apikey"
+				info.Subject, info.SubjectScope, info.Auth = owner, "", "apikey"
 			}
 			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ownerKey{}, owner)))
 		}), stage)

@@ -192,7 +192,7 @@ func RequireWithOptions(o Options) pylon.Middleware {
 				r.Header.Del("Authorization")
 			}
 			if info := pylon.Info(r.Context()); info != nil {
-				info.Subject, info.Auth = user, "basic"
+				info.Subject, info.SubjectScope, info.Auth = user, "", "basic"
 			}
 			next.ServeHTTP(w, r)
 		}), stage)

@@ -260,7 +260,7 @@ func (a *authz) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 		r.Header[h] = v
 	}
 	if info != nil {
-		info.Subject, info.Auth = d.subject, "extauthz"
+		info.Subject, info.SubjectScope, info.Auth = d.subject, "", "extauthz"
 	}
 	next.ServeHTTP(w, r)
 }

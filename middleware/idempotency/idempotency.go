@@ -16,7 +16,7 @@
 //     again.
 //
 // Keys are stored per client: the authenticated subject
-// (RequestInfo.Auth and Subject), or on a route without authentication the
+// (RequestInfo.Auth and SubjectKey), or on a route without authentication the
 // client's address (RequestInfo.ClientIP), so that one client's key never
 // replays another's answer. The middleware declares pylon.RoleNeedsSubject
 // and pylon.RoleStoredResponses, so the Gateway refuses a route whose chain
@@ -205,7 +205,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	client, subject, route := "", "", r.Pattern
 	if info := pylon.Info(r.Context()); info != nil {
 		if info.Authenticated() {
-			client, subject = info.Auth, info.Subject
+			client, subject = info.Auth, info.SubjectKey()
 		} else if info.ClientIP.IsValid() {
 			client, subject = "ip", info.ClientIP.String()
 		}

@@ -28,6 +28,11 @@ type TokenVerifier interface {
 // Verifier then checks the signature and the issuer as usual, so a token
 // naming an issuer it was not signed by fails.
 //
+// Behind Require, a Multi of several issuers records the token's issuer as
+// pylon.RequestInfo.SubjectScope: a "sub" is unique only within its issuer,
+// so rate limits, per-subject caches and idempotency keys count the same
+// "sub" from two issuers as two clients.
+//
 // Multi is safe for concurrent use.
 type Multi struct {
 	byIss  map[string]*Verifier

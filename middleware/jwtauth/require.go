@@ -71,7 +71,9 @@ func Require(v TokenVerifier, rules ...Rule) func(http.Handler) http.Handler {
 // logged instead. On success the claims are in the request context
 // (FromContext), the subject in pylon.Info(ctx).Subject and "jwt" (or the
 // verifier's Mechanism) in its Auth, which caches and rate limits after it
-// read. A verifier that answers ErrUnavailable gets 503 without a
+// read. With a Multi of several issuers the token's issuer is also its
+// SubjectScope, so that two issuers' equal "sub"s are two clients to rate
+// limits, per-subject caches and idempotency keys. A verifier that answers ErrUnavailable gets 503 without a
 // challenge.
 //
 // Tokens bound to their holder are checked whatever the verifier: one
@@ -87,6 +89,12 @@ func RequireWithOptions(v TokenVerifier, o RequireOptions) func(http.Handler) ht
 	mech := "jwt"
 	if m, ok := v.(interface{ Mechanism() string }); ok {
 		mech = m.Mechanism()
+	}
+	// A Multi of several issuers admits subjects of several namespaces:
+	// the issuer then tells equal "sub"s apart (RequestInfo.SubjectScope).
+	scoped := false
+	if m, ok := v.(*Multi); ok {
+		scoped = len(m.list) > 1
 	}
 	log := o.Logger
 	if log == nil {
@@ -180,7 +188,10 @@ func RequireWithOptions(v TokenVerifier, o RequireOptions) func(http.Handler) ht
 				}
 			}
 			if info := pylon.Info(r.Context()); info != nil {
-				info.Subject, info.Auth = c.Subject, mech
+				info.Subject, info.SubjectScope, info.Auth = c.Subject, "", mech
+				if scoped {
+					info.SubjectScope = c.Issuer
+				}
 			}
 			next.ServeHTTP(w, r.WithContext(NewContext(r.Context(), c)))
 		}), stage)

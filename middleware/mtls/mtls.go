@@ -108,7 +108,7 @@ func New(o Options) func(http.Handler) http.Handler {
 			if info != nil {
 				info.ClientCert = cc
 				if !info.Authenticated() {
-					info.Subject, info.Auth = subject(leaf), "mtls"
+					info.Subject, info.SubjectScope, info.Auth = subject(leaf), "", "mtls"
 				}
 			}
 			if header != "" {
