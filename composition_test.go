@@ -95,7 +95,8 @@ type stack struct {
 	logs     *syncBuffer
 }
 
-func newStack(t *testing.T, opts pylon.Options) *stack {
+// newIdP returns a test issuer and a Verifier of its RS256 tokens.
+func newIdP(t *testing.T) (*jwttest.Issuer, *jwtauth.Verifier) {
 	t.Helper()
 	idp := jwttest.NewIssuer()
 	t.Cleanup(idp.Close)
@@ -104,6 +105,12 @@ func newStack(t *testing.T, opts pylon.Options) *stack {
 	})
 	require.NoError(t, err)
 	t.Cleanup(func() { v.Close() })
+	return idp, v
+}
+
+func newStack(t *testing.T, opts pylon.Options) *stack {
+	t.Helper()
+	idp, v := newIdP(t)
 	logs := &syncBuffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, nil))
 	gw := pylon.New(opts)
@@ -621,13 +628,7 @@ func TestCompositionMultiIssuerSubjectsAreTwoClients(t *testing.T) {
 	var verifiers []*jwtauth.Verifier
 	var idps []*jwttest.Issuer
 	for range 2 {
-		idp := jwttest.NewIssuer()
-		t.Cleanup(idp.Close)
-		v, err := jwtauth.New(context.Background(), jwtauth.Options{
-			JWKS: idp.JWKS(), Issuer: idp.URL, Audience: []string{jwttest.DefaultAudience}, Algorithms: []string{"RS256"},
-		})
-		require.NoError(t, err)
-		t.Cleanup(func() { v.Close() })
+		idp, v := newIdP(t)
 		idps, verifiers = append(idps, idp), append(verifiers, v)
 	}
 	multi, err := jwtauth.NewMulti(verifiers...)
