@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"strings"
 
+	"golang.org/x/net/http/httpguts"
+
 	"github.com/pylon-gateway/pylon"
 )
 
@@ -174,7 +176,7 @@ func RequireWithOptions(v TokenVerifier, o RequireOptions) func(http.Handler) ht
 			}
 			for i, name := range fwdNames {
 				r.Header.Del(name)
-				if val := c.String(fwdPaths[i]); val != "" && validHeaderValue(val) {
+				if val := c.String(fwdPaths[i]); val != "" && httpguts.ValidHeaderFieldValue(val) {
 					r.Header[name] = []string{val}
 				}
 			}
@@ -263,17 +265,6 @@ func tokenFrom(r *http.Request, cookie, header string, dpop bool) (token string,
 		}
 	}
 	return "", false, true
-}
-
-// validHeaderValue reports whether s can be sent as a header value without
-// splitting or smuggling (no control characters).
-func validHeaderValue(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 && c != '\t' || c == 0x7f {
-			return false
-		}
-	}
-	return true
 }
 
 func reject(w http.ResponseWriter, r *http.Request, log *slog.Logger, status int, challenge string, reason error) {

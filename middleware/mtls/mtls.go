@@ -30,6 +30,8 @@ import (
 	"net/http"
 	"strings"
 
+	"golang.org/x/net/http/httpguts"
+
 	"github.com/pylon-gateway/pylon"
 )
 
@@ -112,7 +114,7 @@ func New(o Options) func(http.Handler) http.Handler {
 				}
 			}
 			if header != "" {
-				if v := headerValue(cc); validHeaderValue(v) {
+				if v := headerValue(cc); httpguts.ValidHeaderFieldValue(v) {
 					r.Header[header] = []string{v}
 				}
 			}
@@ -179,15 +181,4 @@ func quote(v string) string {
 		return v
 	}
 	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(v) + `"`
-}
-
-// validHeaderValue reports whether s can be sent as a header value
-// without splitting or smuggling (no control characters).
-func validHeaderValue(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 && c != '\t' || c == 0x7f {
-			return false
-		}
-	}
-	return true
 }
