@@ -33,6 +33,11 @@ import (
 //     granted if fewer than MaxRequests have been granted in this
 //     generation.
 //   - Each change of state increments the generation and clears the counts.
+//   - A request whose generation is newer than the store's means the store
+//     lost the state (it expired, was evicted, or the store restarted or
+//     failed over without it): the store takes the request's generation,
+//     as a closed breaker with no counts, before applying the request.
+//     Generations never go back, so every process keeps counting.
 //
 // A store should fail fast (return an error at once) while it knows its
 // backend to be down: the breaker then decides with its local breaker.

@@ -69,6 +69,9 @@ func (m *memStore) Sync(ctx context.Context, name string, req SyncRequest) (Shar
 		clear(s.bucket)
 		s.until = now.Add(p.OpenDuration)
 	}
+	if req.Gen > s.gen { // the state was lost: go on from the caller's generation
+		*s = memState{gen: req.Gen, bucket: make([]struct{ n, s, f int64 }, p.Buckets)}
+	}
 	if s.state != StateClosed && !now.Before(s.until) {
 		to(StateHalfOpen)
 	}

@@ -25,13 +25,28 @@ local consec, oks, probes = tonumber(v[4]) or 0, tonumber(v[5]) or 0, tonumber(v
 local dirty = false
 local changed = false
 
-local function to(s)
-	st, gen, consec, oks, probes, untl = s, gen + 1, 0, 0, 0, now + openMs
+local function clearBuckets()
 	for i = 0, buckets - 1 do
 		redis.call('HDEL', k, 'n' .. i, 's' .. i, 'f' .. i)
 	end
+end
+
+local function to(s)
+	st, gen, consec, oks, probes, untl = s, gen + 1, 0, 0, 0, now + openMs
+	clearBuckets()
 	dirty = true
 	changed = true
+end
+
+-- A caller that knows a newer generation than the store's means the store
+-- lost the state (the key expired or was evicted, Redis restarted or
+-- failed over without it): the generation goes on from the caller's, as a
+-- closed breaker with no counts, and the caller's outcomes count. Without
+-- this every replica's batches would be dropped as "older" for good.
+if rgen > gen then
+	st, gen, untl, consec, oks, probes = 0, rgen, 0, 0, 0, 0
+	clearBuckets()
+	dirty = true
 end
 
 -- Open past its period, or half-open with probes that never decided.

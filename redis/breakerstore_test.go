@@ -339,3 +339,70 @@ type nopWriter struct{ h http.Header }
 func (w *nopWriter) Header() http.Header         { return w.h }
 func (w *nopWriter) Write(p []byte) (int, error) { return len(p), nil }
 func (w *nopWriter) WriteHeader(int)             {}
+
+// The shared state can be lost: the key expires (StateTTL) or is evicted,
+// Redis restarts without persistence, a failover loses the last writes.
+// The replicas know a newer generation than the one left in Redis; the
+// breaker must go on from theirs and trip again, not drop their counts as
+// old for good.
+func TestSharedBreakerTripsAfterTheStateIsLost(t *testing.T) {
+	network, addr := breakerRedis(t)
+	prefix := breakerPrefix()
+	set := breaker.Settings{Name: "lost", ConsecutiveFailures: 3, OpenDuration: 100 * time.Millisecond}
+	storeA := mustBreakerStore(t, breakerClient(t, network, addr), BreakerStoreOptions{Prefix: prefix})
+	a := sharedBreaker(t, storeA, set)
+	b := sharedBreaker(t, mustBreakerStore(t, breakerClient(t, network, addr), BreakerStoreOptions{Prefix: prefix}), set)
+	up := newCounter(200)
+	ha, hb := a.Middleware(up), b.Middleware(up)
+	admin := breakerClient(t, network, addr)
+	key := storeA.Key("lost")
+	ctx := context.Background()
+
+	// tripAndClose opens the breaker through a, and closes it again with
+	// a probe after the open period; both replicas end closed.
+	tripAndClose := func(step string) {
+		t.Helper()
+		up.status.Store(502)
+		waitFor(t, step+": a opens", 2*time.Second, func() bool {
+			send(ha)
+			return a.State() == breaker.StateOpen
+		})
+		waitFor(t, step+": b sees it open", time.Second, func() bool { return b.State() == breaker.StateOpen })
+		up.status.Store(200)
+		waitFor(t, step+": a probe closes it", 3*time.Second, func() bool {
+			wa, _ := send(ha)
+			wb, _ := send(hb)
+			return wa.Code == 200 && wb.Code == 200 && a.State() == breaker.StateClosed && b.State() == breaker.StateClosed
+		})
+	}
+	gen := func() int64 {
+		g, _ := admin.HGet(ctx, key, "gen").Int64()
+		return g
+	}
+	tripAndClose("before")
+	before := gen()
+	if before < 3 {
+		t.Fatalf("generation %d after open, half-open and closed, want at least 3", before)
+	}
+
+	losses := []struct {
+		name string
+		lose func() error
+	}{
+		{"key gone (expired, evicted, restart)", func() error { return admin.Del(ctx, key).Err() }},
+		{"older generation (failover lost writes)", func() error {
+			return admin.HSet(ctx, key, "st", 0, "gen", 1, "consec", 0).Err()
+		}},
+	}
+	for _, l := range losses {
+		known := gen()
+		if err := l.lose(); err != nil {
+			t.Fatal(err)
+		}
+		// Failures must trip it again, on both replicas.
+		tripAndClose(l.name)
+		if g := gen(); g <= known {
+			t.Fatalf("%s: generation %d after the trip, want past the replicas' %d", l.name, g, known)
+		}
+	}
+}
