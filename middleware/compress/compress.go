@@ -10,7 +10,9 @@
 // request. A compressed response loses Content-Length and Accept-Ranges, and
 // a strong ETag becomes weak (the compressed bytes are another
 // representation). Every response of a compressible type carries Vary:
-// Accept-Encoding, so that shared caches keep encodings apart.
+// Accept-Encoding, so that shared caches keep encodings apart — also when
+// it is sent uncompressed because the request had no Accept-Encoding, was
+// a HEAD or asked for a Range.
 //
 // Streaming works: Flush (and http.ResponseController's) flushes the
 // encoder, so server-sent events arrive as they are written. Informational
@@ -174,8 +176,15 @@ type encoder interface {
 
 func (c *config) serve(next http.Handler, w http.ResponseWriter, r *http.Request) {
 	ae := r.Header["Accept-Encoding"]
-	if ae == nil || r.Method == http.MethodHead || r.Header["Range"] != nil || r.Header["Upgrade"] != nil {
+	if r.Header["Upgrade"] != nil {
 		next.ServeHTTP(w, r)
+		return
+	}
+	if ae == nil || r.Method == http.MethodHead || r.Header["Range"] != nil {
+		// Not compressed, but the answer varies all the same: a cache
+		// after this middleware must keep it apart from the compressed
+		// ones (RFC 9110 §12.5.5).
+		next.ServeHTTP(&varyWriter{ResponseWriter: w, c: c}, r)
 		return
 	}
 	cw := &writer{ResponseWriter: w, c: c, coding: Negotiate(ae, c.encodings)}
@@ -381,6 +390,64 @@ func noTransform(h http.Header) bool {
 		}
 	}
 	return false
+}
+
+// varyWriter passes a response through unchanged but for Vary: a response
+// that would have been compressed for a client that asked gets
+// Vary: Accept-Encoding when it is sent uncompressed too (no
+// Accept-Encoding, HEAD, Range).
+type varyWriter struct {
+	http.ResponseWriter
+	c    *config
+	sent bool
+}
+
+// Unwrap returns the wrapped writer, for http.ResponseController.
+func (w *varyWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *varyWriter) WriteHeader(code int) {
+	if !w.sent && (code >= 200 || code == http.StatusSwitchingProtocols) {
+		w.vary(code, nil)
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *varyWriter) Write(p []byte) (int, error) {
+	if !w.sent {
+		w.vary(http.StatusOK, p)
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+// Flush flushes the wrapped writer.
+func (w *varyWriter) Flush() {
+	if !w.sent {
+		w.vary(http.StatusOK, nil)
+	}
+	_ = http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+// vary adds Vary: Accept-Encoding, once, when a response with this status
+// and header (and first bytes p, for a type still to be sniffed) is one
+// the writer would have compressed. An unknown type counts as one:
+// a needless Vary costs a cache a variant, a missing one serves a client
+// an encoding it did not ask for.
+func (w *varyWriter) vary(code int, p []byte) {
+	w.sent = true
+	h := w.Header()
+	if !compressibleStatus(code) || h.Get("Content-Encoding") != "" || noTransform(h) {
+		return
+	}
+	if cl, err := strconv.ParseInt(h.Get("Content-Length"), 10, 64); err == nil && cl < int64(w.c.minSize) {
+		return
+	}
+	ct := h.Get("Content-Type")
+	if ct == "" && h["Content-Type"] == nil && len(p) > 0 {
+		ct = http.DetectContentType(p)
+	}
+	if ct == "" || w.c.compressible(ct) {
+		addVary(h)
+	}
 }
 
 // addVary adds Accept-Encoding to Vary unless it is there (or Vary is *).

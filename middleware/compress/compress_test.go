@@ -10,6 +10,7 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/andybalholm/brotli"
@@ -17,6 +18,8 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"go.uber.org/goleak"
 
+	"github.com/pylon-gateway/pylon"
+	"github.com/pylon-gateway/pylon/cache"
 	"github.com/pylon-gateway/pylon/middleware/compress"
 )
 
@@ -156,7 +159,10 @@ func TestLeavesAlone(t *testing.T) {
 		vary    bool
 		wantLen bool
 	}{
-		{"no Accept-Encoding", jsonHandler(big), nil, false, false},
+		// Not compressed, and Vary all the same: a cache after the
+		// middleware must not give this answer to a client that asks for
+		// gzip, nor a gzip one to this client.
+		{"no Accept-Encoding", jsonHandler(big), nil, true, false},
 		{"identity only", jsonHandler(big), []string{"Accept-Encoding: identity"}, true, false},
 		{"small body", jsonHandler(`{"a":1}`), []string{"Accept-Encoding: gzip"}, true, true},
 		{"image", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -173,7 +179,19 @@ func TestLeavesAlone(t *testing.T) {
 			w.Header().Set("Cache-Control", "public, no-transform")
 			io.WriteString(w, big)
 		}), []string{"Accept-Encoding: gzip"}, false, false},
-		{"range request", jsonHandler(big), []string{"Accept-Encoding: gzip", "Range: bytes=0-10"}, false, false},
+		{"range request answered 200", jsonHandler(big), []string{"Accept-Encoding: gzip", "Range: bytes=0-10"}, true, false},
+		{"no Accept-Encoding, small", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Content-Length", "7")
+			io.WriteString(w, `{"a":1}`)
+		}), nil, false, true},
+		{"no Accept-Encoding, image", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "image/png")
+			io.WriteString(w, big)
+		}), nil, false, false},
+		{"no Accept-Encoding, sniffed JSON-less text", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, big) // sniffed as text/plain, a compressible type
+		}), nil, true, false},
 		{"upgrade request", jsonHandler(big), []string{"Accept-Encoding: gzip", "Connection: Upgrade", "Upgrade: websocket"}, false, false},
 		{"206", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "text/plain")
@@ -205,6 +223,9 @@ func TestLeavesAlone(t *testing.T) {
 	m(jsonHandler(big)).ServeHTTP(w, r)
 	if w.Header().Get("Content-Encoding") != "" {
 		t.Errorf("HEAD encoded")
+	}
+	if w.Header().Get("Vary") != "Accept-Encoding" {
+		t.Errorf("HEAD: Vary %q, want the GET's Accept-Encoding", w.Header().Get("Vary"))
 	}
 }
 
@@ -350,4 +371,53 @@ func withGot1xx(r *http.Request, f func(code int)) context.Context {
 	return httptrace.WithClientTrace(r.Context(), &httptrace.ClientTrace{
 		Got1xxResponse: func(code int, _ textproto.MIMEHeader) error { f(code); return nil },
 	})
+}
+
+// A cache before the middleware stores what it sends: one variant per
+// encoding, the identity one included, so that a client without
+// Accept-Encoding never takes the place of the compressed answers (nor is
+// given one).
+func TestCacheKeepsTheIdentityVariantApart(t *testing.T) {
+	var calls atomic.Int32
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "public, max-age=60")
+		io.WriteString(w, big)
+	}))
+	t.Cleanup(up.Close)
+	b := pylon.MustNewBackend("up", pylon.BackendOptions{Targets: []string{up.URL}})
+	t.Cleanup(func() { b.Close() })
+	c := cache.MustNew(cache.Options{})
+	t.Cleanup(func() { c.Close() })
+	gw := pylon.New(pylon.Options{})
+	gw.Route("GET /x").Use(c.Middleware, mw(t, compress.Options{})).To(b)
+	if err := gw.Err(); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(gw)
+	t.Cleanup(srv.Close)
+	tr := &http.Transport{DisableCompression: true}
+	t.Cleanup(tr.CloseIdleConnections)
+	for i, ae := range []string{"gzip", "", "gzip", "", "br", "gzip"} {
+		req, _ := http.NewRequest("GET", srv.URL+"/x", nil)
+		if ae != "" {
+			req.Header.Set("Accept-Encoding", ae)
+		}
+		res, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if got := res.Header.Get("Content-Encoding"); got != ae {
+			t.Fatalf("request %d (Accept-Encoding %q): Content-Encoding %q, Cache-Status %q", i, ae, got, res.Header.Get("Cache-Status"))
+		}
+		if decode(t, ae, body) != big {
+			t.Fatalf("request %d: body changed", i)
+		}
+	}
+	if n := calls.Load(); n != 3 {
+		t.Errorf("%d upstream calls, want 3 (gzip, identity, br: one fill per variant)", n)
+	}
 }
