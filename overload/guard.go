@@ -16,7 +16,11 @@ const MaxTargets = 4096
 // an attempt to a full target waits in that target's queue (when MaxQueued
 // allows) and is otherwise refused, so that the Backend tries another
 // target, and answers 503 with Retry-After when every one is refused. Each
-// attempt (retries included) takes one place until it ends.
+// attempt (retries included) takes one place until it ends. A request waits
+// in a queue at most once: after a limit refused it, the other targets'
+// limits admit it only to a free place, without queueing (read from
+// RequestInfo.Shed, so outside a Gateway each may wait again), so that its
+// wait is bounded by one MaxWait whatever the number of targets.
 type TargetLimit struct {
 	cfg  Limits
 	mu   sync.Mutex
@@ -66,7 +70,12 @@ func (g *TargetLimit) Allow(r *http.Request, t *pylon.Target) (func(int, error),
 	if s == nil {
 		return nil, nil
 	}
-	if err := s.acquire(r.Context(), isCritical(r)); err != nil {
+	// Refused by a limit already (counted then): a free place or nothing.
+	wait := true
+	if info := pylon.Info(r.Context()); info != nil && info.Shed != "" {
+		wait = false
+	}
+	if err := s.acquire(r.Context(), isCritical(r), wait); err != nil {
 		recordShed(r, s.cfg.Name)
 		return nil, err
 	}
@@ -134,7 +143,7 @@ func (g *BackendLimit) Allow(r *http.Request, _ *pylon.Target) (func(int, error)
 		// Refused already for this request (counted then): at once.
 		return nil, &ShedError{Limit: g.s.cfg.Name, Retry: g.s.cfg.RetryAfter, Reason: "full"}
 	}
-	if err := g.s.acquire(r.Context(), crit); err != nil {
+	if err := g.s.acquire(r.Context(), crit, true); err != nil {
 		recordShed(r, g.s.cfg.Name)
 		return nil, err
 	}

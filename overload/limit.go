@@ -175,7 +175,7 @@ func (s *sem) capFor(crit bool, now time.Time) int {
 
 // acquire admits a request or refuses it with a *ShedError, waiting in the
 // queue at most MaxWait.
-func (s *sem) acquire(ctx context.Context, crit bool) error {
+func (s *sem) acquire(ctx context.Context, crit, wait bool) error {
 	now := s.cfg.Now()
 	ci := 0
 	if crit {
@@ -194,7 +194,7 @@ func (s *sem) acquire(ctx context.Context, crit bool) error {
 		s.admitted.Add(1)
 		return nil
 	}
-	if s.queued >= s.cfg.MaxQueued {
+	if !wait || s.queued >= s.cfg.MaxQueued {
 		s.mu.Unlock()
 		return s.refuse(crit, "full")
 	}

@@ -91,6 +91,43 @@ func TestPerTargetSkipsFullTarget(t *testing.T) {
 	}
 }
 
+// A request waits in one target's queue at most once: when that wait fails,
+// the next target admits it only to a free place, so its wait is one
+// MaxWait, not one per target.
+func TestPerTargetQueuesARequestOnce(t *testing.T) {
+	up1, up2 := newHoldBackend(t), newHoldBackend(t)
+	lim := overload.MustPerTarget(overload.Limits{MaxInFlight: 1, MaxQueued: 1, MaxWait: 200 * time.Millisecond})
+	gw, url := gateway(t, lim, []string{up1.srv.URL, up2.srv.URL})
+	a, b := get(t, url+"/x"), get(t, url+"/x")
+	waitFor(t, "one request on each target", func() bool { return up1.arrived.Load() == 1 && up2.arrived.Load() == 1 })
+	targets := gw.Backends()[0].Targets()
+	c := get(t, url+"/x")
+	queuedOn := map[string]bool{}
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	var r result
+	for waiting := true; waiting; {
+		select {
+		case r = <-c:
+			waiting = false
+		case <-tick.C:
+			for _, tg := range targets {
+				if lim.Stats(tg).Queued > 0 {
+					queuedOn[tg.String()] = true
+				}
+			}
+		}
+	}
+	checkShed(t, r, 503)
+	if len(queuedOn) != 1 {
+		t.Errorf("the request queued on %d targets (%v), want 1", len(queuedOn), queuedOn)
+	}
+	up1.open()
+	up2.open()
+	recv(t, a)
+	recv(t, b)
+}
+
 func TestCriticalTakesReservedPlaces(t *testing.T) {
 	up := newHoldBackend(t)
 	lim := overload.MustPerBackend(overload.Limits{MaxInFlight: 4, CriticalShare: 0.5})
