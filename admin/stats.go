@@ -20,8 +20,11 @@ type StatsOptions struct {
 	// MaxRoutes bounds the routes tracked; requests of routes past it are
 	// counted under the route "(other)". Zero means 256.
 	MaxRoutes int
-	// MaxTargets bounds the upstream targets tracked; attempts to targets
-	// past it are not counted per target. Zero means 1024.
+	// MaxTargets bounds the upstream targets tracked. When it is reached,
+	// a new target takes the place of one that had no attempt in the whole
+	// Window (a target long gone after a deploy or a discovery change);
+	// attempts to targets past it are not counted per target while every
+	// tracked one is still in use. Zero means 1024.
 	MaxTargets int
 	// MaxErrors is how many recent errors are kept. Zero means 50.
 	MaxErrors int
@@ -58,6 +61,7 @@ type Stats struct {
 	routes    map[string]*ring
 	order     []string // route names, in order first seen
 	targets   map[targetKey]*ring
+	swept     int64 // the second targetRing last looked for idle rings
 	errMu     sync.Mutex
 	errs      []ErrorRecord // ring of MaxErrors
 	errNext   int
@@ -188,7 +192,7 @@ func (s *Stats) Record(method string, info *pylon.RequestInfo, status int, start
 	rg.mu.Unlock()
 
 	if info.Backend != "" && info.Target != "" {
-		if tr := s.targetRing(targetKey{info.Backend, info.Target}); tr != nil {
+		if tr := s.targetRing(targetKey{info.Backend, info.Target}, sec); tr != nil {
 			up := info.UpstreamDuration
 			tr.mu.Lock()
 			b := tr.at(sec)
@@ -248,7 +252,10 @@ func (s *Stats) routeRing(name string) *ring {
 	return rg
 }
 
-func (s *Stats) targetRing(k targetKey) *ring {
+// targetRing returns the ring of target k, making one if there is room, or
+// room can be made by dropping the rings of targets without an attempt in
+// the window that ends at second sec.
+func (s *Stats) targetRing(k targetKey, sec int64) *ring {
 	s.mu.RLock()
 	rg := s.targets[k]
 	s.mu.RUnlock()
@@ -261,11 +268,35 @@ func (s *Stats) targetRing(k targetKey) *ring {
 		return rg
 	}
 	if len(s.targets) >= s.maxT {
-		return nil
+		if s.swept == sec {
+			return nil // looked this second already: every ring was in use
+		}
+		s.swept = sec
+		for tk, old := range s.targets {
+			if old.idle(sec) {
+				delete(s.targets, tk)
+			}
+		}
+		if len(s.targets) >= s.maxT {
+			return nil
+		}
 	}
 	rg = &ring{buckets: make([]bucket, s.window)}
 	s.targets[k] = rg
 	return rg
+}
+
+// idle reports whether the ring holds nothing of the window that ends at
+// second sec.
+func (rg *ring) idle(sec int64) bool {
+	rg.mu.Lock()
+	defer rg.mu.Unlock()
+	for _, b := range rg.buckets {
+		if b.sec > sec-int64(len(rg.buckets)) {
+			return false
+		}
+	}
+	return true
 }
 
 func (s *Stats) addError(e ErrorRecord) {

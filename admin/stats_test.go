@@ -102,6 +102,35 @@ func TestStatsBuckets(t *testing.T) {
 	}
 }
 
+// A target gone for a whole window (a rolling deploy, a discovery change)
+// gives its place to a new one; targets still in use keep theirs.
+func TestStatsTargetsMakeRoomForNewOnes(t *testing.T) {
+	c := newClock()
+	s := NewStats(StatsOptions{MaxTargets: 2, Window: 10 * time.Second, Now: c.Now})
+	attempt := func(target string) {
+		s.Record("GET", &pylon.RequestInfo{Route: "a", Backend: "b", Target: target, UpstreamDuration: time.Millisecond}, 200, c.Now(), c.Now())
+	}
+	attempt("http://old:1")
+	attempt("http://kept:1")
+	c.Advance(5 * time.Second)
+	attempt("http://kept:1")
+	attempt("http://new:1") // both still in the window: not tracked
+	if _, ok := s.Target("b", "http://new:1"); ok {
+		t.Fatal("a target past MaxTargets is tracked while every tracked one is in use")
+	}
+	c.Advance(6 * time.Second) // old's last attempt is out of the window, kept's is not
+	attempt("http://new:1")
+	if tr, ok := s.Target("b", "http://new:1"); !ok || tr.Requests != 1 {
+		t.Fatalf("the new target is not tracked (%v, %+v)", ok, tr)
+	}
+	if _, ok := s.Target("b", "http://old:1"); ok {
+		t.Error("the target gone for a window is still tracked")
+	}
+	if tr, ok := s.Target("b", "http://kept:1"); !ok || tr.Requests != 1 {
+		t.Errorf("the target in use lost its place or its counts (%v, %+v)", ok, tr)
+	}
+}
+
 func TestStatsBounded(t *testing.T) {
 	c := newClock()
 	s := NewStats(StatsOptions{MaxRoutes: 3, MaxTargets: 2, MaxErrors: 4, Now: c.Now})
