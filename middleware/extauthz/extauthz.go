@@ -10,7 +10,10 @@
 // a login page) is returned to the client as the service gave it: status,
 // body and chosen headers. When the service cannot answer (unreachable,
 // timeout, a 5xx) the failure mode decides: deny with 503 by default, or
-// admit when FailOpen is set.
+// admit when FailOpen is set. A request body that cannot be read (larger
+// than the route accepts, stalled, malformed) is the client's failure, not
+// the service's: it is answered as a Backend answers it (413, 408 or 400),
+// never admitted, whatever the failure mode.
 //
 // Answers may be cached by a key the user chooses (a session cookie, the
 // Authorization header), never longer than CacheTTL; failures are never
@@ -39,7 +42,8 @@ var (
 	// or 5xx; the answer was returned to the client.
 	ErrDenied = errors.New("extauthz: denied")
 	// ErrUnavailable means the service could not answer (unreachable,
-	// timeout, 5xx); the request was denied with 503 unless FailOpen.
+	// timeout, 5xx); the request was denied with 503 unless FailOpen. A
+	// request body that cannot be read is not such a failure.
 	ErrUnavailable = errors.New("extauthz: authorization service unavailable")
 	// ErrConfig is wrapped by every configuration error New returns.
 	ErrConfig = errors.New("extauthz: invalid configuration")
@@ -84,7 +88,11 @@ type Options struct {
 	// MaxBodyBytes is how much of the request body is sent to the
 	// service; the upstream still gets the whole body. When the body is
 	// longer, X-Auth-Partial-Body: true tells the service. Zero means no
-	// body is sent.
+	// body is sent. When that much of the body cannot be read, the
+	// service is not asked and the request is refused as a Backend
+	// refuses it: 413 for a body over the route's MaxBodyBytes, 408 for
+	// one that stopped arriving (pylon.ErrBodyTimeout), 400 otherwise,
+	// nothing when the client has gone.
 	MaxBodyBytes int64
 	// MaxDenyBodyBytes bounds the denial body returned to the client.
 	// Zero means 64 KiB.
@@ -92,7 +100,8 @@ type Options struct {
 	// Timeout bounds one call to the service. Zero means 2s.
 	Timeout time.Duration
 	// FailOpen admits requests, unauthenticated, when the service cannot
-	// answer. False (the default) denies them with 503.
+	// answer. False (the default) denies them with 503. A request whose
+	// body cannot be read is never admitted (see MaxBodyBytes).
 	FailOpen bool
 	// HTTPClient calls the service; it must not follow redirects, which
 	// are answers to return. Nil means a client of its own that does not.
@@ -108,9 +117,9 @@ type Options struct {
 	// CacheSize bounds the cache in entries. Zero means 10000.
 	CacheSize int
 
-	// Logger receives service failures at Warn level and refusals at Debug
-	// level (a refusal is logged once, by the access log). Nil means
-	// slog.Default().
+	// Logger receives service failures at Warn level, and refusals and
+	// unreadable request bodies at Debug level (a refusal is logged once,
+	// by the access log). Nil means slog.Default().
 	Logger *slog.Logger
 	// Now returns the current time, for the cache. Nil means time.Now.
 	Now func() time.Time
@@ -212,6 +221,15 @@ func (a *authz) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 	if d == nil {
 		var err error
 		d, err = a.ask(r, info)
+		var be *bodyError
+		if errors.As(err, &be) {
+			// The client's failure: the service was not asked, and the
+			// failure mode does not apply.
+			a.log.LogAttrs(r.Context(), slog.LevelDebug, "extauthz: request body unreadable",
+				slog.String("err", be.err.Error()), slog.String("method", r.Method), slog.String("path", r.URL.Path))
+			refuseBody(w, r, info, be.err)
+			return
+		}
 		if err != nil {
 			a.log.LogAttrs(r.Context(), slog.LevelWarn, "extauthz: service failed",
 				slog.String("err", err.Error()), slog.Bool("fail_open", a.o.FailOpen),
@@ -265,8 +283,36 @@ func (a *authz) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 	next.ServeHTTP(w, r)
 }
 
+// bodyError is a failure to read the client's request body, which ask
+// returns before calling the service.
+type bodyError struct{ err error }
+
+func (e *bodyError) Error() string { return "extauthz: reading the request body: " + e.err.Error() }
+func (e *bodyError) Unwrap() error { return e.err }
+
+// refuseBody answers a request whose body could not be read as the root
+// Backend answers one (its bodyError): 413 for a body over the route's
+// limit, 408 for one that stopped arriving, nothing when the client has
+// gone, 400 otherwise.
+func refuseBody(w http.ResponseWriter, r *http.Request, info *pylon.RequestInfo, err error) {
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		pylon.Error(w, r, http.StatusRequestEntityTooLarge, "The request body is larger than this route accepts.")
+	case errors.Is(err, pylon.ErrBodyTimeout): // checked first: net/http also cancels r's context
+		pylon.Error(w, r, http.StatusRequestTimeout, "The request body stopped arriving.")
+	case r.Context().Err() == context.Canceled:
+		if info != nil {
+			info.ClientCanceled, info.Error = true, "client canceled"
+		}
+	default:
+		pylon.Error(w, r, http.StatusBadRequest, "The request body could not be read.")
+	}
+}
+
 // ask calls the service and reads its decision. It returns an error
-// wrapping ErrUnavailable when there is none to read.
+// wrapping ErrUnavailable when there is none to read, and a *bodyError,
+// without asking, when the request body cannot be read.
 func (a *authz) ask(r *http.Request, info *pylon.RequestInfo) (*decision, error) {
 	ctx, cancel := context.WithTimeout(r.Context(), a.o.Timeout)
 	defer cancel()
@@ -282,7 +328,7 @@ func (a *authz) ask(r *http.Request, info *pylon.RequestInfo) (*decision, error)
 	if a.o.MaxBodyBytes > 0 && r.Body != nil && r.Body != http.NoBody {
 		read, err := io.ReadAll(io.LimitReader(r.Body, a.o.MaxBodyBytes+1))
 		if err != nil {
-			return nil, fmt.Errorf("%w: reading the request body: %v", ErrUnavailable, err)
+			return nil, &bodyError{err}
 		}
 		// The upstream gets the whole body: what was read, then the rest.
 		r.Body = struct {

@@ -1,8 +1,12 @@
 package extauthz_test
 
 import (
+	"bufio"
+	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -292,5 +296,107 @@ func TestCache(t *testing.T) {
 func TestConfig(t *testing.T) {
 	if _, err := extauthz.New(extauthz.Options{URL: "unix:///x"}); err == nil {
 		t.Fatal("bad URL accepted")
+	}
+}
+
+// levels records the level of every log record, by message.
+type levels struct {
+	mu  sync.Mutex
+	got map[string]slog.Level
+}
+
+func (l *levels) Enabled(context.Context, slog.Level) bool { return true }
+func (l *levels) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.got == nil {
+		l.got = map[string]slog.Level{}
+	}
+	if lvl, ok := l.got[r.Message]; !ok || r.Level > lvl {
+		l.got[r.Message] = r.Level
+	}
+	return nil
+}
+func (l *levels) WithAttrs([]slog.Attr) slog.Handler { return l }
+func (l *levels) WithGroup(string) slog.Handler      { return l }
+
+// A request body that cannot be read is the client's failure: the service
+// is not asked, FailOpen does not admit the request, and the client gets
+// what a Backend would answer, logged at Debug only.
+func TestUnreadableBodyIsRefused(t *testing.T) {
+	const idle = 100 * time.Millisecond
+	for _, tt := range []struct {
+		name string
+		raw  string
+		want int
+	}{
+		{"over the route's limit", "POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n32\r\n" + strings.Repeat("x", 50) + "\r\n0\r\n\r\n", 413},
+		{"stalled", "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 8\r\n\r\nxxxx", 408}, // the client sends no more
+		{"malformed", "POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400},
+	} {
+		for _, failOpen := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s, FailOpen %v", tt.name, failOpen), func(t *testing.T) {
+				var asked, admitted atomic.Int64
+				svc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					asked.Add(1)
+					w.WriteHeader(http.StatusForbidden)
+				}))
+				t.Cleanup(svc.Close)
+				log := &levels{}
+				mw, err := extauthz.New(extauthz.Options{URL: svc.URL, MaxBodyBytes: 1000, FailOpen: failOpen, Logger: slog.New(log)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				gw := pylon.New(pylon.Options{})
+				gw.Route("POST /upload").MaxBodyBytes(10).Use(mw).Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					admitted.Add(1)
+				}))
+				if err := gw.Err(); err != nil {
+					t.Fatal(err)
+				}
+				srv := httptest.NewUnstartedServer(nil)
+				srv.Config = pylon.NewServerWithOptions("", gw, pylon.ServerOptions{BodyIdleTimeout: idle})
+				srv.Start()
+				t.Cleanup(srv.Close)
+
+				conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer conn.Close()
+				_ = conn.SetDeadline(time.Now().Add(10 * time.Second)) // a bound, not a wait
+				if _, err := io.WriteString(conn, tt.raw); err != nil {
+					t.Fatal(err)
+				}
+				resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				_ = resp.Body.Close()
+				if resp.StatusCode != tt.want || resp.Header.Get("Content-Type") != pylon.ProblemContentType {
+					t.Errorf("got %d %q %s, want %d problem+json", resp.StatusCode, resp.Header.Get("Content-Type"), body, tt.want)
+				}
+				if strings.Contains(string(body), "extauthz") || strings.Contains(string(body), "http:") {
+					t.Errorf("internal detail in the answer: %s", body)
+				}
+				if n := admitted.Load(); n != 0 {
+					t.Errorf("the route's handler ran %d times", n)
+				}
+				if n := asked.Load(); n != 0 {
+					t.Errorf("the service was asked %d times", n)
+				}
+				log.mu.Lock()
+				defer log.mu.Unlock()
+				for msg, lvl := range log.got {
+					if lvl > slog.LevelDebug {
+						t.Errorf("logged %q at %v, want Debug", msg, lvl)
+					}
+				}
+				if _, ok := log.got["extauthz: request body unreadable"]; !ok {
+					t.Errorf("no Debug record of the unreadable body: %v", log.got)
+				}
+			})
+		}
 	}
 }

@@ -9,6 +9,16 @@
 // predicates) and forward claims as headers the same way, and record
 // "introspection" in pylon.RequestInfo.Auth.
 //
+// An active answer admits only an access token, as a JWT must be one: an
+// answer whose "token_type" (RFC 7662 §2.2) is present and is not
+// "Bearer", "DPoP" or "access_token" (compared ignoring case), or whose
+// Keycloak-style "typ" claim is "Refresh" or "Offline" (refresh tokens) is
+// refused with jwtauth.ErrTokenType, and so is one that looks like an
+// OpenID Connect ID token by jwtauth's rule ([jwtauth.Claims.IsIDToken])
+// unless Options.AllowIDTokens. Options.AuthorizedParties checks "azp" or
+// "client_id" as jwtauth.Options.AuthorizedParties does. jwtauth.Require
+// answers these refusals 401 invalid_token, as for JWTs.
+//
 // An active answer is cached until the token's "exp" and never longer than
 // Options.CacheTTL; an inactive answer for Options.NegativeTTL; a failure
 // to reach the endpoint is never cached and answers 503. Concurrent
@@ -37,8 +47,9 @@ import (
 )
 
 // Sentinel errors. Verify also returns jwtauth's: ErrMissingToken,
-// ErrTokenTooLarge, ErrExpired, ErrNotYetValid, ErrIssuer, ErrAudience, and
-// ErrUnavailable (wrapped with the cause) when the endpoint cannot answer.
+// ErrTokenTooLarge, ErrExpired, ErrNotYetValid, ErrIssuer, ErrAudience,
+// ErrTokenType, ErrAuthorizedParty, and ErrUnavailable (wrapped with the
+// cause) when the endpoint cannot answer.
 var (
 	// ErrInactive means the authorization server answered "active": false
 	// (an unknown, expired or revoked token).
@@ -66,6 +77,17 @@ type Options struct {
 	// Audience, when set, lists the accepted "aud" values: an active
 	// answer must carry one of them. Empty means no check.
 	Audience []string
+	// AuthorizedParties lists the clients whose tokens are accepted: an
+	// active answer's "azp", or its "client_id" (RFC 7662 §2.2) when it
+	// has no "azp", must be one of them. Empty means no check.
+	AuthorizedParties []string
+	// AllowIDTokens accepts answers that look like OpenID Connect ID
+	// tokens ("at_hash", "c_hash" or "s_hash", or a "typ" claim of "ID";
+	// see jwtauth.Claims.IsIDToken). False (the default) refuses them, as
+	// jwtauth.Options.AllowIDTokens does: an ID token is meant for the
+	// client that logged in, not for an API. Refresh tokens are refused
+	// either way.
+	AllowIDTokens bool
 
 	// HTTPClient calls the endpoint. Nil means a client of its own.
 	HTTPClient *http.Client
@@ -102,6 +124,7 @@ type Introspector struct {
 	client    *http.Client
 	ownClient bool
 	aud       map[string]struct{}
+	azp       map[string]struct{}
 	cache     *authcache.Cache[answer, struct{}]
 	sf        singleflight.Group
 	now       func() time.Time
@@ -147,6 +170,12 @@ func New(o Options) (*Introspector, error) {
 		i.aud = map[string]struct{}{}
 		for _, a := range o.Audience {
 			i.aud[a] = struct{}{}
+		}
+	}
+	if len(o.AuthorizedParties) > 0 {
+		i.azp = map[string]struct{}{}
+		for _, a := range o.AuthorizedParties {
+			i.azp[a] = struct{}{}
 		}
 	}
 	if i.now == nil {
@@ -267,8 +296,8 @@ func (i *Introspector) introspect(ctx context.Context, token string) (answer, er
 	return answer{claims: c}, nil
 }
 
-// check applies the same time, issuer and audience rules as a JWT, on
-// top of the server's "active".
+// check applies the same time, issuer, audience and access-token rules as
+// a JWT, on top of the server's "active".
 func (i *Introspector) check(c *jwtauth.Claims, now time.Time) error {
 	if !c.ExpiresAt.IsZero() && !now.Before(c.ExpiresAt) {
 		return jwtauth.ErrExpired
@@ -285,7 +314,32 @@ func (i *Introspector) check(c *jwtauth.Claims, now time.Time) error {
 	}) {
 		return jwtauth.ErrAudience
 	}
+	if tt, ok := c.Raw()["token_type"]; ok {
+		if s, _ := tt.(string); !accessTokenType(s) {
+			return fmt.Errorf("%w: token_type %.64q", jwtauth.ErrTokenType, s)
+		}
+	}
+	if typ := c.String("typ"); strings.EqualFold(typ, "Refresh") || strings.EqualFold(typ, "Offline") {
+		return fmt.Errorf("%w: typ %.64q", jwtauth.ErrTokenType, typ)
+	}
+	if !i.o.AllowIDTokens && c.IsIDToken() {
+		return fmt.Errorf("%w: an ID token", jwtauth.ErrTokenType)
+	}
+	if i.azp != nil {
+		party := c.AuthorizedParty()
+		if _, ok := i.azp[party]; !ok {
+			return fmt.Errorf("%w: %.64q", jwtauth.ErrAuthorizedParty, party)
+		}
+	}
 	return nil
+}
+
+// accessTokenType reports whether an answer's "token_type" names an
+// access token: the token types of RFC 6749 §7.1 a gateway accepts
+// (Bearer, and DPoP, RFC 9449 §5, whose binding jwtauth.Require checks),
+// or "access_token", the token_type_hint name some servers answer with.
+func accessTokenType(t string) bool {
+	return strings.EqualFold(t, "Bearer") || strings.EqualFold(t, "DPoP") || strings.EqualFold(t, "access_token")
 }
 
 // Forget removes token's cached answer, so the next request presenting it

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -346,4 +347,76 @@ func TestIntrospectFailures(t *testing.T) {
 			}
 		}
 	})
+}
+
+// Only access tokens are admitted, by the same rules as JWTs: refresh
+// tokens and ID tokens the server reports active are refused with 401
+// invalid_token, and AuthorizedParties checks azp or client_id.
+func TestIntrospectAdmitsOnlyAccessTokens(t *testing.T) {
+	as := newAuthServer(t)
+	exp := time.Now().Add(time.Hour).Unix()
+	for tok, claims := range map[string]map[string]any{
+		"at-bearer":     {"token_type": "Bearer", "client_id": "web"},
+		"at-lower":      {"token_type": "bearer", "client_id": "web"},
+		"at-hintname":   {"token_type": "access_token", "client_id": "web"},
+		"at-keycloak":   {"typ": "Bearer", "azp": "web"},
+		"at-bare":       {"client_id": "web"},
+		"rt-token-type": {"token_type": "refresh_token", "client_id": "web"},
+		"rt-keycloak":   {"typ": "Refresh", "azp": "web"},
+		"rt-offline":    {"typ": "Offline", "azp": "web"},
+		"odd-type":      {"token_type": "N_A", "client_id": "web"},
+		"id-at-hash":    {"at_hash": "x", "nonce": "n", "client_id": "web"},
+		"id-keycloak":   {"typ": "ID", "azp": "web"},
+		"other-client":  {"client_id": "evil"},
+		"azp-wins":      {"azp": "evil", "client_id": "web"},
+		"no-client":     {},
+	} {
+		claims["sub"], claims["exp"] = "alice", exp
+		as.add(tok, claims)
+	}
+	strict := newIntrospector(t, as, func(o *introspect.Options) { o.AuthorizedParties = []string{"web"} })
+	lenient := newIntrospector(t, as, func(o *introspect.Options) { o.AllowIDTokens = true })
+	strictURL, _ := serve(t, jwtauth.RequireWithOptions(strict, jwtauth.RequireOptions{Logger: quiet}))
+	lenientURL, _ := serve(t, jwtauth.RequireWithOptions(lenient, jwtauth.RequireOptions{Logger: quiet}))
+	for _, tt := range []struct {
+		token           string
+		strict, lenient error // nil: admitted
+	}{
+		{"at-bearer", nil, nil},
+		{"at-lower", nil, nil},
+		{"at-hintname", nil, nil},
+		{"at-keycloak", nil, nil},
+		{"at-bare", nil, nil},
+		{"rt-token-type", jwtauth.ErrTokenType, jwtauth.ErrTokenType},
+		{"rt-keycloak", jwtauth.ErrTokenType, jwtauth.ErrTokenType},
+		{"rt-offline", jwtauth.ErrTokenType, jwtauth.ErrTokenType},
+		{"odd-type", jwtauth.ErrTokenType, jwtauth.ErrTokenType},
+		{"id-at-hash", jwtauth.ErrTokenType, nil},
+		{"id-keycloak", jwtauth.ErrTokenType, nil},
+		{"other-client", jwtauth.ErrAuthorizedParty, nil},
+		{"azp-wins", jwtauth.ErrAuthorizedParty, nil},
+		{"no-client", jwtauth.ErrAuthorizedParty, nil},
+	} {
+		t.Run(tt.token, func(t *testing.T) {
+			for _, c := range []struct {
+				name string
+				i    *introspect.Introspector
+				u    string
+				want error
+			}{{"strict", strict, strictURL, tt.strict}, {"AllowIDTokens", lenient, lenientURL, tt.lenient}} {
+				if _, err := c.i.Verify(context.Background(), tt.token); !errors.Is(err, c.want) {
+					t.Errorf("%s: Verify = %v, want %v", c.name, err, c.want)
+				}
+				resp := call(t, c.u, tt.token)
+				switch {
+				case c.want == nil && resp.StatusCode != 204:
+					t.Errorf("%s: status %d, want 204", c.name, resp.StatusCode)
+				case c.want != nil && (resp.StatusCode != 401 || !strings.Contains(resp.Header.Get("WWW-Authenticate"), `error="invalid_token"`) ||
+					resp.Header.Get("Content-Type") != pylon.ProblemContentType):
+					t.Errorf("%s: status %d %q %q, want 401 invalid_token problem", c.name, resp.StatusCode,
+						resp.Header.Get("WWW-Authenticate"), resp.Header.Get("Content-Type"))
+				}
+			}
+		})
+	}
 }

@@ -93,6 +93,35 @@ func (c *Claims) Strings(path string) []string {
 	return toStrings(v)
 }
 
+// IsIDToken reports whether the claims are those of an OpenID Connect ID
+// token rather than an access token: they carry "at_hash", "c_hash" or
+// "s_hash" (claims only ID tokens carry), or a Keycloak "typ" claim of
+// "ID". Verifier refuses such tokens unless Options.AllowIDTokens; other
+// TokenVerifiers (introspect) apply the same rule through it.
+func (c *Claims) IsIDToken() bool {
+	if c.String("typ") == "ID" {
+		return true
+	}
+	for _, name := range [...]string{"at_hash", "c_hash", "s_hash"} {
+		if _, ok := c.raw[name]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// AuthorizedParty returns the client the token was issued to: its "azp"
+// claim, or its "client_id" claim (RFC 9068 §2.2, RFC 7662 §2.2) when it
+// has no "azp"; "" when it has neither. It is what
+// Options.AuthorizedParties is checked against.
+func (c *Claims) AuthorizedParty() string {
+	if party, _ := c.raw["azp"].(string); party != "" {
+		return party
+	}
+	party, _ := c.raw["client_id"].(string)
+	return party
+}
+
 // HasScope reports whether the token grants scope s.
 func (c *Claims) HasScope(s string) bool {
 	for _, have := range c.Scopes {

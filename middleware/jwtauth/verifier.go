@@ -503,21 +503,11 @@ func (v *Verifier) checkKind(c *Claims, typ string) error {
 	if v.typ != "" && t != v.typ {
 		return fmt.Errorf("%w: typ %q", ErrTokenType, truncate(typ))
 	}
-	if !v.opts.AllowIDTokens {
-		if t == "id_token+jwt" || c.String("typ") == "ID" {
-			return fmt.Errorf("%w: an ID token", ErrTokenType)
-		}
-		for _, name := range [...]string{"at_hash", "c_hash", "s_hash"} {
-			if _, ok := c.raw[name]; ok {
-				return fmt.Errorf("%w: an ID token (%s)", ErrTokenType, name)
-			}
-		}
+	if !v.opts.AllowIDTokens && (t == "id_token+jwt" || c.IsIDToken()) {
+		return fmt.Errorf("%w: an ID token", ErrTokenType)
 	}
 	if v.azp != nil {
-		party, _ := c.raw["azp"].(string)
-		if party == "" {
-			party, _ = c.raw["client_id"].(string)
-		}
+		party := c.AuthorizedParty()
 		if _, ok := v.azp[party]; !ok {
 			return fmt.Errorf("%w: %q", ErrAuthorizedParty, truncate(party))
 		}

@@ -54,8 +54,9 @@ type Options struct {
 	// its first URI SAN (a SPIFFE ID, say) when it has one, else its
 	// subject distinguished name.
 	Subject func(*x509.Certificate) string
-	// Logger receives the reason of each refusal at Info level. Nil means
-	// slog.Default().
+	// Logger receives the reason of each refusal at Debug level (the
+	// access log records the refusal and its reason, from
+	// pylon.RequestInfo, once). Nil means slog.Default().
 	Logger *slog.Logger
 }
 
@@ -92,7 +93,7 @@ func New(o Options) func(http.Handler) http.Handler {
 			info := pylon.Info(r.Context())
 			if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
 				if o.Require {
-					log.LogAttrs(r.Context(), slog.LevelInfo, "mtls: request rejected",
+					log.LogAttrs(r.Context(), slog.LevelDebug, "mtls: request rejected",
 						slog.String("reason", "no verified client certificate"),
 						slog.String("method", r.Method), slog.String("path", r.URL.Path))
 					if info != nil && info.Error == "" {

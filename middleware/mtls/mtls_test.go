@@ -16,6 +16,7 @@ import (
 	"github.com/pylon-gateway/pylon"
 	"github.com/pylon-gateway/pylon/gatewaytest"
 	"github.com/pylon-gateway/pylon/gatewaytest/tlstest"
+	"github.com/pylon-gateway/pylon/middleware"
 	"github.com/pylon-gateway/pylon/middleware/mtls"
 )
 
@@ -215,4 +216,64 @@ func TestClientCertTLSNeedsCAs(t *testing.T) {
 		}
 	}()
 	pylon.ClientCertTLS(pylon.ClientCerts{})
+}
+
+// syncBuffer is a log destination safe for concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// A refusal is logged once, by the access log at Info, which carries its
+// reason; mtls itself logs it at Debug only, as every authentication does.
+func TestRefusalLoggedOnceByAccessLog(t *testing.T) {
+	ca := tlstest.NewCA("clients CA")
+	var buf syncBuffer
+	logger := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	up := gatewaytest.NewBackend(t)
+	gw := pylon.New(pylon.Options{})
+	gw.Use(middleware.AccessLog(logger))
+	gw.Route("GET /api/").Use(mtls.New(mtls.Options{Require: true, Logger: logger})).
+		To(pylon.MustNewBackend("api", pylon.BackendOptions{Targets: []string{up.URL}}))
+	if err := gw.Err(); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(gw)
+	srv.TLS = pylon.ClientCertTLS(pylon.ClientCerts{CAs: ca.Pool, Base: ca.Server()})
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+
+	resp, err := get(t, client(t, ca, tls.Certificate{}), srv.URL+"/api/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 403 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	// The access line is written before the client reads the end of the
+	// response, so the log is complete here.
+	var above []string
+	for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		if strings.Contains(line, "mtls: request rejected") && !strings.Contains(line, "level=DEBUG") {
+			t.Errorf("mtls logged its refusal above Debug: %s", line)
+		}
+		if !strings.Contains(line, "level=DEBUG") {
+			above = append(above, line)
+		}
+	}
+	if len(above) != 1 || !strings.Contains(above[0], "status=403") || !strings.Contains(above[0], `error="mtls: no verified client certificate"`) {
+		t.Errorf("want one Info line, the access log's with the reason; got %q", above)
+	}
 }
