@@ -272,7 +272,9 @@ func isHex(c byte) bool {
 
 // rewriteLocation maps a Location that points at the target back to the
 // gateway: the target's base path removed, a prefix a group's RewritePrefix
-// added removed, and a prefix the route stripped put back. An absolute
+// added removed, and a prefix the route stripped put back (behind a
+// RewritePrefix, only when the path begins with the prefix it added, at a
+// segment boundary: a path outside it is left as it is). An absolute
 // Location naming the target's host gets the client's host and scheme; a
 // relative one (RFC 9110 §10.2.2 allows any URI reference) is resolved
 // against the upstream request's URL first, then stays relative to the
@@ -299,10 +301,16 @@ func rewriteLocation(loc string, target *url.URL, base *url.URL, r *http.Request
 	if bp := strings.TrimSuffix(base.Path, "/"); bp != "" && hasPathPrefix(path, bp) {
 		path = path[len(bp):]
 	}
-	if info != nil && info.addedPrefix != "" && hasPathPrefix(path, info.addedPrefix) {
-		path = path[len(info.addedPrefix):]
+	// The stripped prefix goes back only in front of what the route
+	// forwards under: behind a RewritePrefix, a path outside the prefix it
+	// added is no path of the group, and stays as it is.
+	inside := true
+	if info != nil && info.addedPrefix != "" {
+		if inside = hasPathPrefix(path, info.addedPrefix); inside {
+			path = path[len(info.addedPrefix):]
+		}
 	}
-	if info != nil && info.strippedPrefix != "" {
+	if inside && info != nil && info.strippedPrefix != "" {
 		path = info.strippedPrefix + path
 	}
 	if path == "" {
