@@ -693,7 +693,7 @@ func (b *Backend) outRequest(r *http.Request, info *RequestInfo, upType string) 
 		info = &local
 	}
 	out.Header = make(http.Header, len(r.Header)+5)
-	copyRequestHeader(out.Header, r.Header, !info.connStripped, !info.PeerTrusted)
+	copyRequestHeader(out.Header, r.Header, !info.connStripped)
 	if upType != "" {
 		out.Header["Connection"] = []string{"Upgrade"}
 		out.Header["Upgrade"] = []string{upType}

@@ -39,7 +39,10 @@ type Trust struct {
 	// Header is the one header read behind a trusted proxy. Zero means
 	// X-Forwarded-For (with X-Forwarded-Proto and X-Forwarded-Host). Only
 	// one family is read, the one your proxies set: a proxy that sets one
-	// passes a client's forged copy of the other untouched.
+	// passes a client's forged copy of the other untouched, so upstream the
+	// gateway extends only the family it read and replaces the other from
+	// its decision, as it does for an untrusted peer. Client-IP headers no
+	// Trust reads (X-Real-IP, True-Client-IP, ...) are never forwarded.
 	Header ForwardedHeader
 }
 
@@ -93,6 +96,7 @@ func (t Trust) Identify(info *RequestInfo, r *http.Request) {
 		return
 	}
 	info.PeerTrusted = true
+	info.fwdHeader = t.Header
 
 	var hops [MaxForwardedHops]string
 	var n int
@@ -326,8 +330,9 @@ func isPort(s string) bool {
 }
 
 // isClientIPHeader reports whether k is a header some servers read as the
-// client's address. From an untrusted peer they are never forwarded as the
-// client sent them.
+// client's address (or scheme, port, prefix) and that no Trust reads. They
+// are never forwarded, from any peer: a trusted proxy that does not set one
+// passes a client's forged copy untouched.
 func isClientIPHeader(k string) bool {
 	switch k {
 	case "X-Real-Ip", "True-Client-Ip", "Cf-Connecting-Ip", "X-Client-Ip",

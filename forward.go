@@ -42,15 +42,16 @@ func headerHasToken(values []string, token string) bool {
 // added; a Backend served outside a Gateway has only the header as it is.
 // Value slices are shared with src: the upstream request's header is only
 // ever Set or deleted, never appended to.
-// With untrusted (the peer is no trusted proxy), the headers some servers
-// read as the client's address (isClientIPHeader) are left out too.
-func copyRequestHeader(dst, src http.Header, connNamed, untrusted bool) {
+// The headers some servers read as the client's address (isClientIPHeader)
+// are left out too, from any peer: no Trust reads them, so their value is
+// whatever a client sent.
+func copyRequestHeader(dst, src http.Header, connNamed bool) {
 	var conn []string
 	if connNamed {
 		conn = src["Connection"]
 	}
 	for k, vv := range src {
-		if isHopHeader(k) || strings.HasPrefix(k, ":") || untrusted && isClientIPHeader(k) ||
+		if isHopHeader(k) || strings.HasPrefix(k, ":") || isClientIPHeader(k) ||
 			conn != nil && headerHasToken(conn, k) {
 			// A pseudo-header (":protocol" of RFC 8441 extended CONNECT)
 			// describes this hop's stream; the transport refuses it.
@@ -112,10 +113,11 @@ var (
 
 // setForwarded rebuilds X-Forwarded-For, X-Forwarded-Host,
 // X-Forwarded-Proto and Forwarded (RFC 7239) from the gateway's decision
-// in info (see [Trust.Identify]). X-Forwarded-For and Forwarded are kept
-// and extended with the peer only when the peer is a trusted proxy; from
-// any other peer they are replaced, and the other headers that name a
-// client address (X-Real-IP, True-Client-IP, ...) are dropped, so a client
+// in info (see [Trust.Identify]). Behind a trusted proxy, the one family
+// the Trust read (X-Forwarded-For, or Forwarded) is kept and extended with
+// the peer: it is what that proxy vouches for. The other family, which the
+// proxy passes as the client sent it, is replaced from the decision
+// (ClientIP, Scheme, Host), as both are for any other peer, so a client
 // cannot spoof its address. X-Forwarded-Proto and X-Forwarded-Host always
 // carry the decided scheme and host: what caches key on is what the
 // upstream is sent.
@@ -127,20 +129,38 @@ func setForwarded(h http.Header, r *http.Request, info *RequestInfo) {
 	if i := strings.IndexByte(peer, '%'); i >= 0 {
 		peer = peer[:i] // an IPv6 zone names a local interface; it means nothing upstream
 	}
+	// Behind a trusted peer, the family its Trust read is extended; every
+	// other one names the decided client, which for an untrusted peer is
+	// the peer itself.
 	trusted := info.PeerTrusted
-	hop := "http" // this hop's own scheme, for Forwarded
+	extendXFF := trusted && info.fwdHeader == XForwardedFor
+	extendFwd := trusted && info.fwdHeader == Forwarded
+	client := peer
+	if trusted {
+		client = info.ClientIP.String()
+	}
+	// The Forwarded element this hop writes: its peer, host and scheme when
+	// it extends the header or the peer is untrusted (they are then the
+	// decision too), else the decision.
+	forVal, host, proto := peer, r.Host, "http"
 	if r.TLS != nil {
-		hop = "https"
+		proto = "https"
+	}
+	if trusted && !extendFwd {
+		forVal, host, proto = client, info.Host, info.Scheme
 	}
 
 	// One backing array for the three header values saves two allocations
 	// on every request.
 	vals := make([]string, 3)
 	prior := r.Header["X-Forwarded-For"]
-	if trusted && len(prior) > 0 {
+	switch {
+	case extendXFF && len(prior) > 0:
 		vals[0] = strings.Join(prior, ", ") + ", " + peer
-	} else {
+	case extendXFF:
 		vals[0] = peer
+	default:
+		vals[0] = client
 	}
 	h["X-Forwarded-For"] = vals[0:1:1]
 	vals[1] = info.Host
@@ -152,25 +172,25 @@ func setForwarded(h http.Header, r *http.Request, info *RequestInfo) {
 	}
 
 	var b strings.Builder
-	b.Grow(len(peer) + len(r.Host) + 32)
-	if pf := r.Header["Forwarded"]; trusted && len(pf) > 0 {
+	b.Grow(len(forVal) + len(host) + 32)
+	if pf := r.Header["Forwarded"]; extendFwd && len(pf) > 0 {
 		for _, v := range pf {
 			b.WriteString(v)
 			b.WriteString(", ")
 		}
 	}
 	b.WriteString("for=")
-	if strings.IndexByte(peer, ':') >= 0 {
-		writeForwardedValue(&b, "["+peer+"]") // quoted: "[2001:db8::1]"
+	if strings.IndexByte(forVal, ':') >= 0 {
+		writeForwardedValue(&b, "["+forVal+"]") // quoted: "[2001:db8::1]"
 	} else {
-		writeForwardedValue(&b, peer)
+		writeForwardedValue(&b, forVal)
 	}
-	if r.Host != "" {
+	if host != "" {
 		b.WriteString(";host=")
-		writeForwardedValue(&b, r.Host)
+		writeForwardedValue(&b, host)
 	}
 	b.WriteString(";proto=")
-	b.WriteString(hop)
+	b.WriteString(proto)
 	vals[2] = b.String()
 	h["Forwarded"] = vals[2:3:3]
 }
@@ -252,7 +272,9 @@ func isHex(c byte) bool {
 
 // rewriteLocation maps a Location that points at the target back to the
 // gateway: the target's base path removed, a prefix a group's RewritePrefix
-// added removed, and a prefix the route stripped put back. An absolute
+// added removed, and a prefix the route stripped put back (behind a
+// RewritePrefix, only when the path begins with the prefix it added, at a
+// segment boundary: a path outside it is left as it is). An absolute
 // Location naming the target's host gets the client's host and scheme; a
 // relative one (RFC 9110 §10.2.2 allows any URI reference) is resolved
 // against the upstream request's URL first, then stays relative to the
@@ -279,10 +301,16 @@ func rewriteLocation(loc string, target *url.URL, base *url.URL, r *http.Request
 	if bp := strings.TrimSuffix(base.Path, "/"); bp != "" && hasPathPrefix(path, bp) {
 		path = path[len(bp):]
 	}
-	if info != nil && info.addedPrefix != "" && hasPathPrefix(path, info.addedPrefix) {
-		path = path[len(info.addedPrefix):]
+	// The stripped prefix goes back only in front of what the route
+	// forwards under: behind a RewritePrefix, a path outside the prefix it
+	// added is no path of the group, and stays as it is.
+	inside := true
+	if info != nil && info.addedPrefix != "" {
+		if inside = hasPathPrefix(path, info.addedPrefix); inside {
+			path = path[len(info.addedPrefix):]
+		}
 	}
-	if info != nil && info.strippedPrefix != "" {
+	if inside && info != nil && info.strippedPrefix != "" {
 		path = info.strippedPrefix + path
 	}
 	if path == "" {

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -108,5 +109,45 @@ func TestRewriteLocationForms(t *testing.T) {
 		}
 		assert.True(t, ok, loc)
 		assert.Equal(t, want, got, loc)
+	}
+}
+
+// TestRewritePrefixLocationOutsidePrefix: behind a group's RewritePrefix, a
+// Location under the prefix the gateway added comes back under the group's
+// prefix; one outside it (at a segment boundary) is no path of the group
+// and keeps its path, in the absolute and relative forms alike.
+func TestRewritePrefixLocationOutsidePrefix(t *testing.T) {
+	var upURL string
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		loc := r.URL.Query().Get("loc")
+		if abs, ok := strings.CutPrefix(loc, "UP"); ok {
+			loc = upURL + abs
+		}
+		w.Header().Set("Location", loc)
+		w.WriteHeader(http.StatusFound)
+	})
+	upURL = up.URL
+	b := backend(t, BackendOptions{Targets: []string{up.URL}})
+	g := New(Options{})
+	g.Group("/api").Group("/v1").RewritePrefix("/v1").Route("GET /orders/{id}").To(b)
+	require.NoError(t, g.Err())
+	gw := httptest.NewServer(g)
+	defer gw.Close()
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for _, tc := range []struct{ loc, want string }{
+		{"/v1/orders/43", "/api/v1/orders/43"},
+		{"/v1", "/api/v1"},
+		{"43", "/api/v1/orders/43"},
+		{"UP/v1/orders/44", gw.URL + "/api/v1/orders/44"},
+		{"/other", "/other"},
+		{"/v1x/orders", "/v1x/orders"},
+		{"../../other", "/other"},
+		{"UP/other", gw.URL + "/other"},
+	} {
+		res, err := client.Get(gw.URL + "/api/v1/orders/42?loc=" + url.QueryEscape(tc.loc))
+		require.NoError(t, err)
+		res.Body.Close()
+		assert.Equal(t, http.StatusFound, res.StatusCode, tc.loc)
+		assert.Equal(t, tc.want, res.Header.Get("Location"), tc.loc)
 	}
 }

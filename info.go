@@ -131,6 +131,10 @@ type RequestInfo struct {
 	strippedPrefix     string   // the path prefix the route removed, for Location
 	addedPrefix        string   // the path prefix a group's RewritePrefix put in its place
 	requestTrailers    bool     // the route forwards request trailers
+
+	// fwdHeader is the forwarding-header family Trust read (when
+	// PeerTrusted): the one family that is extended upstream.
+	fwdHeader ForwardedHeader
 }
 
 // Authenticated reports whether an authentication middleware admitted the
@@ -197,6 +201,7 @@ func (i *RequestInfo) Child() *RequestInfo {
 		Critical:     i.Critical,
 		ClientCert:   i.ClientCert,
 		identified:   i.identified,
+		fwdHeader:    i.fwdHeader,
 		connStripped: i.connStripped,
 	}
 }

@@ -122,7 +122,8 @@ func TestProxyForwardedHeaders(t *testing.T) {
 			name:    "trusted proxy is extended",
 			trusted: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
 			xff:     "6.6.6.6, 127.0.0.1", xfh: "evil.example", xfp: "https", // what the trusted proxy said
-			fwd: "for=6.6.6.6, for=127.0.0.1;host=shop.example;proto=http",
+			// Forwarded is not the family the Trust reads: rebuilt from the decision.
+			fwd: "for=6.6.6.6;host=evil.example;proto=https",
 		},
 		{
 			name: "preserve host", preserveHost: true,
@@ -148,6 +149,67 @@ func TestProxyForwardedHeaders(t *testing.T) {
 				wantHost = strings.TrimPrefix(up.URL, "http://")
 			}
 			assert.Equal(t, wantHost, gotHost)
+		})
+	}
+}
+
+// TestProxyForwardedTrustedOtherFamily: behind a trusted proxy, only the
+// forwarding-header family the Trust reads is extended. The other family,
+// which that proxy passes as the client forged it, reaches the upstream
+// rebuilt from the client decision, and client-IP headers no Trust reads
+// (X-Real-IP and kin) never reach it at all.
+func TestProxyForwardedTrustedOtherFamily(t *testing.T) {
+	var got http.Header
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) { got = r.Header.Clone() })
+	trust := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	for _, tc := range []struct {
+		name     string
+		header   ForwardedHeader
+		set      map[string]string // what the trusted proxy passes on
+		xff, fwd string
+	}{
+		{
+			name:   "X-Forwarded-For read, Forwarded forged",
+			header: XForwardedFor,
+			set: map[string]string{
+				"X-Forwarded-For": "203.0.113.5", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "shop.example",
+				"Forwarded": "for=6.6.6.6;host=evil.example;proto=http",
+			},
+			xff: "203.0.113.5, 127.0.0.1",
+			fwd: "for=203.0.113.5;host=shop.example;proto=https",
+		},
+		{
+			name:   "Forwarded read, X-Forwarded-For forged",
+			header: Forwarded,
+			set: map[string]string{
+				"Forwarded":       "for=203.0.113.5;host=shop.example;proto=https",
+				"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "http", "X-Forwarded-Host": "evil.example",
+			},
+			xff: "203.0.113.5",
+			fwd: "for=203.0.113.5;host=shop.example;proto=https, for=127.0.0.1;host=gw.internal;proto=http",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			gw := front(t, Options{Trust: Trust{Proxies: trust, Header: tc.header}}, backend(t, BackendOptions{Targets: []string{up.URL}}))
+			req, _ := http.NewRequest("GET", gw.URL+"/", nil)
+			req.Host = "gw.internal"
+			for k, v := range tc.set {
+				req.Header.Set(k, v)
+			}
+			for _, k := range []string{"X-Real-Ip", "True-Client-Ip", "Cf-Connecting-Ip", "X-Client-Ip", "X-Forwarded-Prefix"} {
+				req.Header.Set(k, "6.6.6.6")
+			}
+			res, err := http.DefaultClient.Do(req)
+			require.NoError(t, err)
+			res.Body.Close()
+			require.Equal(t, 200, res.StatusCode)
+			assert.Equal(t, tc.xff, got.Get("X-Forwarded-For"))
+			assert.Equal(t, tc.fwd, got.Get("Forwarded"))
+			assert.Equal(t, "https", got.Get("X-Forwarded-Proto"))
+			assert.Equal(t, "shop.example", got.Get("X-Forwarded-Host"))
+			for _, k := range []string{"X-Real-Ip", "True-Client-Ip", "Cf-Connecting-Ip", "X-Client-Ip", "X-Forwarded-Prefix"} {
+				assert.Empty(t, got.Values(k), k)
+			}
 		})
 	}
 }

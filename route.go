@@ -36,7 +36,8 @@ func (gr *Group) StripPrefix() *Group {
 // "/api/v1/orders/42" forwards "/v1/orders/42". to must begin with '/';
 // "/" is StripPrefix. Like StripPrefix, it applies to routes started after
 // the call, a route's own StripPrefix or Rewrite replaces it, and Location
-// headers are mapped back.
+// headers under to are mapped back ("/v1/orders/43" to
+// "/api/v1/orders/43"); one outside to ("/other") keeps its path.
 func (gr *Group) RewritePrefix(to string) *Group {
 	to = strings.TrimSuffix(to, "/")
 	if to != "" && to[0] != '/' {

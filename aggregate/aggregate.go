@@ -607,6 +607,10 @@ func (s *runState) ctxErr(callCtx context.Context, cause error) error {
 	return nil
 }
 
+// forwardingHeaders are the incoming request's forwarding chain, which an
+// in-process call carries when the client's peer is a trusted proxy.
+var forwardingHeaders = []string{"X-Forwarded-For", "Forwarded"}
+
 // do makes the call and reads its answer into res.
 func (s *runState) do(c *compiled, res *result, url string) {
 	callCtx, cancel := context.WithTimeout(s.ctx, c.timeout)
@@ -652,6 +656,16 @@ func (s *runState) do(c *compiled, res *result, url string) {
 	req.RemoteAddr, req.TLS = in.RemoteAddr, in.TLS
 	if c.handler != nil && req.Host == "" {
 		req.Host = in.Host
+	}
+	if c.handler != nil && s.info != nil && s.info.PeerTrusted {
+		// The chain a trusted proxy vouched for: a Backend extends it
+		// exactly as for a direct request (and rebuilds the rest from the
+		// decision the call's RequestInfo inherited).
+		for _, k := range forwardingHeaders {
+			if v := in.Header[k]; v != nil && req.Header[k] == nil {
+				req.Header[k] = v
+			}
+		}
 	}
 
 	start := time.Now()

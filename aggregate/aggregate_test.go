@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -759,6 +761,74 @@ func TestThroughGateway(t *testing.T) {
 		if info.Backend != "aggregate" || !strings.HasPrefix(info.Error, "payment: aggregate: upstream unavailable") || info.Route != "GET /orders/{id}/summary" {
 			t.Errorf("info %+v", info)
 		}
+	}
+}
+
+// TestForwardingHeadersLikeDirect: a call's upstream sees the forwarding
+// headers a direct proxied request's upstream sees, behind a trusted proxy
+// (the client's address from the chain it vouched for, the chain extended
+// with the peer) and from an untrusted peer (its forgeries replaced).
+func TestForwardingHeadersLikeDirect(t *testing.T) {
+	forwarding := []string{"X-Forwarded-For", "Forwarded", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Real-Ip"}
+	var mu sync.Mutex
+	var seen http.Header
+	b := upstream(t, "up", func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = r.Header.Clone()
+		mu.Unlock()
+		jsonBody(`{"a":1}`)(w, r)
+	})
+	loopback := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	for _, tc := range []struct {
+		name    string
+		trust   pylon.Trust
+		wantXFF string
+	}{
+		{"trusted X-Forwarded-For", pylon.Trust{Proxies: loopback}, "203.0.113.5, 127.0.0.1"},
+		{"trusted Forwarded", pylon.Trust{Proxies: loopback, Header: pylon.Forwarded}, "203.0.113.5"},
+		{"untrusted", pylon.Trust{}, "127.0.0.1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			gw := pylon.New(pylon.Options{Trust: tc.trust})
+			gw.Route("GET /direct").To(b)
+			gw.Route("GET /agg").Handler(aggregate.MustNew(aggregate.Get("x", b, "/x")))
+			srv := httptest.NewServer(gw)
+			defer srv.Close()
+			got := map[string]http.Header{}
+			for _, path := range []string{"/direct", "/agg"} {
+				req, _ := http.NewRequest("GET", srv.URL+path, nil)
+				if tc.trust.Header == pylon.Forwarded {
+					req.Header.Set("Forwarded", "for=203.0.113.5;proto=https;host=shop.example")
+					req.Header.Set("X-Forwarded-For", "6.6.6.6") // forged, passed on by the proxy
+				} else {
+					req.Header.Set("X-Forwarded-For", "203.0.113.5")
+					req.Header.Set("X-Forwarded-Proto", "https")
+					req.Header.Set("X-Forwarded-Host", "shop.example")
+					req.Header.Set("Forwarded", "for=6.6.6.6") // forged, passed on by the proxy
+				}
+				req.Header.Set("X-Real-Ip", "6.6.6.6")
+				res, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				io.Copy(io.Discard, res.Body)
+				res.Body.Close()
+				if res.StatusCode != 200 {
+					t.Fatalf("%s: status %d", path, res.StatusCode)
+				}
+				mu.Lock()
+				got[path] = seen
+				mu.Unlock()
+			}
+			for _, k := range forwarding {
+				if d, a := got["/direct"].Values(k), got["/agg"].Values(k); !slices.Equal(d, a) {
+					t.Errorf("%s: direct upstream got %q, aggregation call %q", k, d, a)
+				}
+			}
+			if xff := got["/agg"].Get("X-Forwarded-For"); xff != tc.wantXFF {
+				t.Errorf("aggregation call's X-Forwarded-For %q, want %q", xff, tc.wantXFF)
+			}
+		})
 	}
 }
 

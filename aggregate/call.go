@@ -129,7 +129,10 @@ func (c *Call) Timeout(d time.Duration) *Call {
 
 // Headers sets the incoming request headers forwarded to the call,
 // replacing the default list (Authorization, X-Request-Id, Traceparent,
-// Tracestate). No arguments forwards none.
+// Tracestate). No arguments forwards none. The forwarding headers are not
+// in the list: a call to a handler in process carries the client decision
+// (and, behind a trusted proxy, the chain it vouched for), and a
+// *pylon.Backend sends its upstream what it sends for a direct request.
 func (c *Call) Headers(names ...string) *Call {
 	c.headers = make([]string, len(names))
 	for i, n := range names {

@@ -39,7 +39,10 @@
 //
 // Calls to a *pylon.Backend run in process: each call is a new request with
 // a RequestInfo of its own (so concurrent calls never share one), answered
-// into a bounded in-memory writer. Options.OnCall reports each call's key,
+// into a bounded in-memory writer. The call inherits the request's client
+// decision, so its upstream gets the forwarding headers (X-Forwarded-For,
+// Forwarded, X-Forwarded-Proto, X-Forwarded-Host) a direct proxied request
+// would: behind a trusted proxy, the chain that proxy vouched for, extended. Options.OnCall reports each call's key,
 // target, status, time and error for logs and metrics; the request's own
 // RequestInfo records "aggregate" as its backend, the fan-out time, and,
 // when a call failed, a log-only summary in Error ("payment: aggregate:

@@ -11,6 +11,14 @@
 // Retry-After, and responses carry the RateLimit-Policy and RateLimit
 // header fields of draft-ietf-httpapi-ratelimit-headers-11.
 //
+// A request the key function finds no key for is never let through
+// unlimited. By default ([MissingKeyDefault]) the key function decides: a
+// limit keyed by the authenticated subject refuses it (401 Unauthorized
+// with a WWW-Authenticate challenge, or 403 Forbidden when the request was
+// authenticated but names no subject), and any other limit (ByIP on a unix
+// socket, ByHeader without the header) counts it in one shared bucket,
+// [AnonymousKey]. Options.MissingKey chooses another policy.
+//
 // Limits are enforced with GCRA (the generic cell rate algorithm, a token
 // bucket kept as a single timestamp). It is implemented here rather than
 // with golang.org/x/time/rate's Limiter, because the same few lines of

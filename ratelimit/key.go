@@ -123,8 +123,10 @@ func ByHeader(name string, c Case) KeyFunc {
 // BySubject keys requests by the authenticated subject recorded in
 // RequestInfo.Subject (the JWT "sub" claim, set by jwtauth; the key owner,
 // set by apikey), qualified by its SubjectScope when it has one (see
-// RequestInfo.SubjectKey). A request without a subject has no key, and is answered
-// 401 under the default MissingKey policy. A limit keyed by subject must run
+// RequestInfo.SubjectKey). A request without a subject has no key, and is
+// refused under the default MissingKey policy: 401 with WWW-Authenticate
+// when it is not authenticated, 403 when its authentication named no
+// subject. A limit keyed by subject must run
 // after the authentication: in a Gateway, Err reports a route whose chain
 // has it before jwtauth.Require or apikey.Require.
 func BySubject(r *http.Request) (string, bool) {

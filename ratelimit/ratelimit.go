@@ -7,28 +7,53 @@ import (
 	"strconv"
 	"time"
 
+	"golang.org/x/net/http/httpguts"
+
 	"github.com/pylon-gateway/pylon"
 )
 
 // MissingKey is what the middleware does with a request whose KeyFunc found
 // no key. No policy lets such a request through unlimited.
+//
+// The values are fixed (not iota): MissingKeyReject400 and
+// MissingKeyReject401 keep the numbers they had in v0.1, and 0 is
+// MissingKeyDefault, the zero value of Options.MissingKey.
 type MissingKey int
 
 const (
-	// MissingKeyReject401 answers 401 Unauthorized (the default): a
-	// request without a subject on a per-subject limit has not been
-	// authenticated, and pooling such requests would let one client
-	// exhaust every other's budget.
-	MissingKeyReject401 MissingKey = iota
+	// MissingKeyDefault (the zero value) decides by the key function: a
+	// limit whose key needs an authenticated subject (BySubject, or a
+	// Compose that includes it) answers as MissingKeyReject401, so that
+	// requests without a subject are never pooled by a subject key; any
+	// other key (ByIP for a request that has no IP address, as on a unix
+	// socket; ByHeader without the header; ByRoute outside a route)
+	// answers as MissingKeyShared.
+	MissingKeyDefault MissingKey = 0
 	// MissingKeyReject400 answers 400 Bad Request (for a required API key
 	// header, say).
-	MissingKeyReject400
+	MissingKeyReject400 MissingKey = 1
+	// MissingKeyReject401 refuses the request as not identified: an
+	// unauthenticated request gets 401 Unauthorized with a
+	// WWW-Authenticate challenge (Options.Challenge), since a request
+	// without a subject on a per-subject limit has not been
+	// authenticated; an authenticated one whose authentication named no
+	// subject (a JWT without "sub", say) gets 403 Forbidden, since
+	// authenticating again would not help: the limit needs an identified
+	// client. Pooling such requests would let one client exhaust every
+	// other's budget.
+	MissingKeyReject401 MissingKey = 2
 	// MissingKeyShared counts every key-less request in one shared bucket
 	// (the key "anonymous"), under the same limits as everyone else: for
 	// routes where authentication is optional and anonymous callers may
-	// share one budget. Only when you ask for it.
-	MissingKeyShared
+	// share one budget, or for an address-keyed limit on a listener whose
+	// peers have no IP address.
+	MissingKeyShared MissingKey = 3
 )
+
+// DefaultChallenge is the WWW-Authenticate challenge of a 401 when
+// Options.Challenge is empty: the Bearer scheme with jwtauth's default
+// realm (RFC 6750 §3 wants at least one auth-param).
+const DefaultChallenge = `Bearer realm="api"`
 
 // AnonymousKey is the key that key-less requests share under
 // MissingKeyShared.
@@ -57,9 +82,15 @@ type Options struct {
 	// Overrides gives some keys limits of their own. Zero means none.
 	Overrides OverrideFunc
 	// MissingKey is the policy for requests without a key. Zero means
-	// MissingKeyReject401: a key-less request is refused, never silently
-	// pooled.
+	// MissingKeyDefault: refused as not identified when the key needs a
+	// subject (never pooled by a subject key), else counted in the shared
+	// AnonymousKey bucket.
 	MissingKey MissingKey
+	// Challenge is the WWW-Authenticate value of a 401 for a request
+	// without a subject (the scheme and realm of the route's
+	// authentication, say `ApiKey header="X-API-Key"`). Empty means
+	// DefaultChallenge.
+	Challenge string
 	// XRateLimitHeaders adds the older X-RateLimit-Limit, -Remaining and
 	// -Reset (delta seconds) headers for the most restrictive limit, next
 	// to the RateLimit-Policy and RateLimit headers. Zero means off.
@@ -138,8 +169,14 @@ type limiter struct {
 // the verdict and, for the most restrictive limit, the quota and the
 // requests remaining.
 //
+// A request without a key is answered by Options.MissingKey: by default, a
+// limit keyed by subject refuses it (401 with WWW-Authenticate when it is
+// not authenticated, 403 when its authentication named no subject), and
+// any other limit counts it in the shared AnonymousKey bucket.
+//
 // It fails when Options.Limits is empty or holds an invalid Limit
-// (ErrInvalidLimit), or when Options.MissingKey is not a known policy.
+// (ErrInvalidLimit), when Options.MissingKey is not a known policy, or when
+// Options.Challenge is not a valid header value.
 func NewWithOptions(opts Options) (pylon.Middleware, error) {
 	limits, err := prepareLimits(opts.Limits)
 	if err != nil {
@@ -151,14 +188,26 @@ func NewWithOptions(opts Options) (pylon.Middleware, error) {
 	if opts.Store == nil {
 		opts.Store = NewMemoryStore(MemoryOptions{})
 	}
-	if opts.MissingKey < MissingKeyReject401 || opts.MissingKey > MissingKeyShared {
+	if opts.MissingKey < MissingKeyDefault || opts.MissingKey > MissingKeyShared {
 		return nil, fmt.Errorf("ratelimit: unknown MissingKey policy %d", opts.MissingKey)
+	}
+	if opts.Challenge == "" {
+		opts.Challenge = DefaultChallenge
+	} else if !httpguts.ValidHeaderFieldValue(opts.Challenge) {
+		return nil, fmt.Errorf("ratelimit: Challenge %q is not a valid header value", opts.Challenge)
+	}
+	subject := needsSubject(opts.Key)
+	if opts.MissingKey == MissingKeyDefault {
+		opts.MissingKey = MissingKeyShared
+		if subject {
+			opts.MissingKey = MissingKeyReject401
+		}
 	}
 	l := &limiter{opts: opts, limits: limits, policy: policyField(limits), now: opts.Now}
 	if l.now == nil {
 		l.now = time.Now
 	}
-	if needsSubject(opts.Key) {
+	if subject {
 		l.stage = pylon.Stage{Name: "ratelimit (keyed by subject)", Roles: pylon.RoleNeedsSubject}
 	}
 	return func(next http.Handler) http.Handler {
@@ -233,6 +282,11 @@ func (l *limiter) admit(w http.ResponseWriter, r *http.Request) bool {
 			pylon.Error(w, r, http.StatusBadRequest, "The request carries no client key for rate limiting.")
 			return false
 		case MissingKeyReject401:
+			if pylon.Info(r.Context()).Authenticated() {
+				pylon.Error(w, r, http.StatusForbidden, "This limit counts requests per identified client; the request's authentication names none.")
+				return false
+			}
+			w.Header().Set("WWW-Authenticate", l.opts.Challenge)
 			pylon.Error(w, r, http.StatusUnauthorized, "Authentication is required.")
 			return false
 		}

@@ -4,9 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -117,7 +121,8 @@ func TestMiddlewareMissingKey(t *testing.T) {
 		{"shared anonymous bucket", ratelimit.MissingKeyShared, []int{200, 429, 429}},
 		{"reject 400", ratelimit.MissingKeyReject400, []int{400, 400, 400}},
 		{"reject 401", ratelimit.MissingKeyReject401, []int{401, 401, 401}},
-		{"zero value: never pooled", ratelimit.MissingKey(0), []int{401, 401, 401}},
+		// Not a subject key: the zero value pools, never lets through.
+		{"zero value: shared for a header key", ratelimit.MissingKeyDefault, []int{200, 429, 429}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -265,6 +270,7 @@ func TestNewRefusesBadConfig(t *testing.T) {
 		{"bad limit", ratelimit.Options{Limits: []ratelimit.Limit{{Quota: -1}}}},
 		{"too many", ratelimit.Options{Limits: make([]ratelimit.Limit, ratelimit.MaxLimits+1)}},
 		{"bad policy", ratelimit.Options{Limits: []ratelimit.Limit{ratelimit.PerSecond(1)}, MissingKey: 9}},
+		{"bad challenge", ratelimit.Options{Limits: []ratelimit.Limit{ratelimit.PerSecond(1)}, Challenge: "Bearer\r\nX-Injected: 1"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -277,6 +283,127 @@ func TestNewRefusesBadConfig(t *testing.T) {
 				}
 			}()
 			ratelimit.MustNewWithOptions(tt.opts)
+		})
+	}
+}
+
+// TestMissingKeyDefaultPublicUnixSocket: an address-keyed limit on a public
+// route served on a unix socket (whose peers have no IP address) counts
+// requests in the shared anonymous bucket: the route is served, and still
+// limited, instead of asking every caller to authenticate.
+func TestMissingKeyDefaultPublicUnixSocket(t *testing.T) {
+	up := httptest.NewServer(okHandler)
+	defer up.Close()
+	b := pylon.MustNewBackend("up", pylon.BackendOptions{Targets: []string{up.URL}})
+	defer b.Close()
+	gw := pylon.New(pylon.Options{})
+	gw.Route("GET /public").Use(ratelimit.MustNew(ratelimit.ByIP, ratelimit.PerMinute(1))).To(b)
+	if err := gw.Err(); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(t.TempDir(), "gw.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(gw)
+	srv.Listener.Close()
+	srv.Listener = ln
+	srv.Start()
+	defer srv.Close()
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr}
+	for i, want := range []int{http.StatusOK, http.StatusTooManyRequests} {
+		res, err := c.Get("http://gw/public")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		if res.StatusCode != want {
+			t.Fatalf("request %d: status %d, want %d", i, res.StatusCode, want)
+		}
+		if res.Header.Get("WWW-Authenticate") != "" {
+			t.Errorf("request %d: WWW-Authenticate %q on a public route", i, res.Header.Get("WWW-Authenticate"))
+		}
+	}
+}
+
+// TestMissingSubject: a per-subject limit refuses a request without a
+// subject. Unauthenticated, it gets 401 with a WWW-Authenticate challenge
+// (RFC 9110 §15.5.2); authenticated by a mechanism that named no subject,
+// it gets 403, since authenticating again would not help.
+func TestMissingSubject(t *testing.T) {
+	up := httptest.NewServer(okHandler)
+	defer up.Close()
+	b := pylon.MustNewBackend("up", pylon.BackendOptions{Targets: []string{up.URL}})
+	defer b.Close()
+	// An authentication that admits every request carrying X-Token and
+	// names its subject only when X-Sub is set (as extauthz without a
+	// SubjectHeader, or a JWT without "sub", would not).
+	auth := func(next http.Handler) http.Handler {
+		return pylon.WithStage(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Header.Get("X-Token") != "" {
+				info := pylon.Info(r.Context())
+				info.Auth, info.Subject = "test", r.Header.Get("X-Sub")
+			}
+			next.ServeHTTP(w, r)
+		}), pylon.Stage{Name: "test auth", Roles: pylon.RoleAuthenticate})
+	}
+	gw := pylon.New(pylon.Options{})
+	gw.Route("GET /orders").Use(auth, ratelimit.MustNew(ratelimit.BySubject, ratelimit.PerMinute(5))).To(b)
+	gw.Route("GET /keys").Use(auth, ratelimit.MustNewWithOptions(ratelimit.Options{
+		Key: ratelimit.BySubject, Limits: []ratelimit.Limit{ratelimit.PerMinute(5)},
+		Challenge: `ApiKey header="X-Token"`,
+	})).To(b)
+	if err := gw.Err(); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(gw)
+	defer srv.Close()
+	for _, tc := range []struct {
+		name, path       string
+		headers          map[string]string
+		status           int
+		challenge, about string
+	}{
+		{"anonymous", "/orders", nil, 401, ratelimit.DefaultChallenge, "Authentication is required."},
+		{"anonymous, own challenge", "/keys", nil, 401, `ApiKey header="X-Token"`, "Authentication is required."},
+		{"authenticated, no subject", "/orders", map[string]string{"X-Token": "t"}, 403, "", "identified client"},
+		{"authenticated with a subject", "/orders", map[string]string{"X-Token": "t", "X-Sub": "alice"}, 200, "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest("GET", srv.URL+tc.path, nil)
+			for k, v := range tc.headers {
+				req.Header.Set(k, v)
+			}
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer res.Body.Close()
+			if res.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d", res.StatusCode, tc.status)
+			}
+			if got := res.Header.Get("WWW-Authenticate"); got != tc.challenge {
+				t.Errorf("WWW-Authenticate %q, want %q", got, tc.challenge)
+			}
+			if tc.status == 200 {
+				return
+			}
+			if ct := res.Header.Get("Content-Type"); ct != pylon.ProblemContentType {
+				t.Errorf("Content-Type %q", ct)
+			}
+			var p pylon.Problem
+			if err := json.NewDecoder(res.Body).Decode(&p); err != nil {
+				t.Fatal(err)
+			}
+			if p.Status != tc.status || !strings.Contains(p.Detail, tc.about) {
+				t.Errorf("problem %+v", p)
+			}
 		})
 	}
 }
