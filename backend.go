@@ -28,7 +28,8 @@ type BackendOptions struct {
 	// with a base path that every forwarded path is appended to). The
 	// scheme is http, https, or h2c for plaintext HTTP/2 with prior
 	// knowledge ("h2c://10.0.0.5:50051", the usual gRPC service in a
-	// cluster). At least one is required.
+	// cluster). Empty means none yet: the Backend answers 503 (ErrNoTargets)
+	// until SetTargets gives it some, as one fed by package discovery does.
 	Targets []string
 	// Weights gives Targets[i] the weight Weights[i] (>= 1), read by
 	// weighted balancers. Nil means every target weighs 1.

@@ -453,7 +453,7 @@ const (
 // poolConfig configures a pool: the targets of one Backend and their health.
 type poolConfig struct {
 	Backend   string            // backend name, for error messages and logs
-	Targets   []string          // target base URLs
+	Targets   []string          // target base URLs; empty = none until update
 	Weights   []int             // nil = all 1; else same length as Targets, each >= 1
 	Balancer  Balancer          // nil = RoundRobin()
 	Outlier   OutlierDetection  // passive health
@@ -503,9 +503,6 @@ type pool struct {
 // check goroutine when cfg.Health.Path is set; close stops it.
 func newPool(cfg poolConfig) (*pool, error) {
 	name := cfg.Backend
-	if len(cfg.Targets) == 0 {
-		return nil, fmt.Errorf("pylon: backend %q: no targets", name)
-	}
 	if cfg.Weights != nil && len(cfg.Weights) != len(cfg.Targets) {
 		return nil, fmt.Errorf("pylon: backend %q: %d weights for %d targets", name, len(cfg.Weights), len(cfg.Targets))
 	}

@@ -559,7 +559,7 @@ func TestNewPoolErrors(t *testing.T) {
 		cfg  poolConfig
 		want string
 	}{
-		{"no targets", poolConfig{}, `pylon: backend "orders": no targets`},
+		{"weights without targets", poolConfig{Weights: []int{1}}, `pylon: backend "orders": 1 weights for 0 targets`},
 		{"bad scheme", poolConfig{Targets: []string{"ftp://10.0.0.1"}}, `pylon: backend "orders": target "ftp://10.0.0.1": scheme must be http, https or h2c`},
 		{"no scheme", poolConfig{Targets: []string{"10.0.0.1:8080"}}, `pylon: backend "orders": target "10.0.0.1:8080": invalid URL`},
 		{"host only", poolConfig{Targets: []string{"orders.internal"}}, `target "orders.internal": scheme must be http, https or h2c`},

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Endpoint is one target of a Backend as given to [Backend.SetTargets]: a
@@ -26,10 +27,24 @@ type Endpoint struct {
 	Priority int
 }
 
-// ErrNoTargets is the error a Backend answers with (503) when its target
-// set is empty: [Backend.SetTargets] was given no endpoints. Discovery
-// sources keep the last good set instead unless told otherwise.
-var ErrNoTargets = errors.New("pylon: backend has no targets")
+// ErrNoTargets is the error a Backend answers with when its target set is
+// empty: it was built with no Targets (a Backend fed by package discovery,
+// before the source's first answer) or [Backend.SetTargets] was given no
+// endpoints. The answer is 503 problem+json (gRPC: UNAVAILABLE) with
+// Retry-After: 1, and RequestInfo.Error is this error's text. Discovery
+// sources keep the last good set rather than empty a Backend, unless told
+// otherwise.
+var ErrNoTargets error = noTargetsError{}
+
+// noTargetsError is [ErrNoTargets]: its RetryAfter is the Retry-After a
+// Backend with no targets answers with.
+type noTargetsError struct{}
+
+func (noTargetsError) Error() string { return "pylon: backend has no targets" }
+
+// RetryAfter tells the client to come back in a second: targets come with
+// the next discovery answer, not with a backoff.
+func (noTargetsError) RetryAfter() time.Duration { return time.Second }
 
 // maxRetired bounds how many removed targets a Backend remembers, so that a
 // target that leaves the set and comes back (a DNS answer that missed it
@@ -71,9 +86,12 @@ type targetSet struct {
 // per-target state does not grow with churn. Active health checks start
 // with new targets (a round runs at once) and stop with removed ones.
 //
-// An empty eps empties the backend: it answers 503 until targets are set
-// again. Discovery sources keep the last good set rather than call it with
-// an empty one, unless asked to.
+// An empty eps empties the backend: it answers 503 ([ErrNoTargets]) until
+// targets are set again, as a Backend built with no Targets does until its
+// first SetTargets. Discovery sources keep the last good set rather than
+// call it with an empty one, unless asked to. Targets that join an empty
+// backend start together at full weight, as a Backend's first targets do:
+// [SlowStart] ramps only targets that join a non-empty set.
 //
 // Calls are serialized; requests are never blocked by them.
 func (b *Backend) SetTargets(eps []Endpoint) error {
@@ -167,7 +185,7 @@ func (p *pool) update(eps []Endpoint) error {
 			multiTier = true
 		}
 		if cur[t.str] == nil {
-			if old != nil {
+			if len(old) > 0 {
 				t.startRamp(p.now().UnixNano())
 			}
 			delete(p.retired, t.str)

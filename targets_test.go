@@ -3,6 +3,7 @@ package pylon
 import (
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -102,6 +103,64 @@ func TestSetTargetsEmptyAnswers503(t *testing.T) {
 	rec = httptest.NewRecorder()
 	b.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
 	assert.Equal(t, http.StatusOK, rec.Code)
+}
+
+// TestBackendStartsWithoutTargets: a Backend fed by discovery is built with
+// no Targets (no placeholder). Until its first SetTargets it answers 503
+// problem+json with Retry-After, is not ready, and its health checks, stats
+// and Targets have nothing to go through; then it serves, checks the target
+// it was given, and that first target starts at full weight.
+func TestBackendStartsWithoutTargets(t *testing.T) {
+	up := newCheckServer(t, 200)
+	b := backend(t, BackendOptions{
+		HealthCheck: HealthCheck{Path: "/healthz", Interval: time.Hour},
+		Balancer:    SlowStart(RoundRobin(), SlowStartOptions{Window: time.Hour}),
+	})
+	assert.Empty(t, b.Targets())
+	b.pool.checkNow() // a round over no target
+
+	g := New(Options{})
+	g.Route("/api/").To(b)
+	_, ready := g.Health(b)
+	g.Handle("GET /readyz", ready)
+	require.NoError(t, g.Err())
+	srv := httptest.NewServer(g)
+	t.Cleanup(srv.Close)
+	get := func(path string) (*http.Response, string) {
+		t.Helper()
+		res, err := http.Get(srv.URL + path)
+		require.NoError(t, err)
+		defer res.Body.Close()
+		body, err := io.ReadAll(res.Body)
+		require.NoError(t, err)
+		return res, string(body)
+	}
+
+	res, body := get("/api/orders")
+	assert.Equal(t, http.StatusServiceUnavailable, res.StatusCode)
+	assert.Equal(t, ProblemContentType, res.Header.Get("Content-Type"))
+	assert.Equal(t, "1", res.Header.Get("Retry-After"))
+	assert.NotContains(t, body, "pylon:", "no internal detail")
+	res, _ = get("/readyz")
+	assert.Equal(t, http.StatusServiceUnavailable, res.StatusCode, "a critical backend with no target is not ready")
+
+	require.NoError(t, b.SetTargets(eps(up.URL)))
+	select {
+	case <-up.hit: // the health check round the new target kicked
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first target was never health-checked")
+	}
+	assert.False(t, b.Targets()[0].Ramping(), "the first targets start at full weight")
+	res, body = get("/api/orders")
+	assert.Equal(t, http.StatusOK, res.StatusCode)
+	assert.Equal(t, "ok", body)
+	res, _ = get("/readyz")
+	assert.Equal(t, http.StatusOK, res.StatusCode)
+
+	// A target joining a set that has targets still ramps.
+	other := newCheckServer(t, 200)
+	require.NoError(t, b.SetTargets(eps(up.URL, other.URL)))
+	assert.True(t, b.Targets()[1].Ramping())
 }
 
 // closeRecorder is a transport that records per-target idle closes.

@@ -9,6 +9,12 @@
 // each target's state by URL, drains removed targets, and keeps serving the
 // last good set when the source fails or answers with nothing.
 //
+// A Backend fed by discovery is built with no Targets: until the source's
+// first good answer it answers 503 problem+json with Retry-After
+// ([pylon.ErrNoTargets]), and a first answer that fails or is empty leaves
+// it so (there is no good set yet to keep), until one has endpoints.
+//
+//	orders := pylon.MustNewBackend("orders", pylon.BackendOptions{}) // targets from discovery
 //	src := discovery.Poll(discovery.DNS("orders.internal", discovery.DNSOptions{Port: 8080}), discovery.PollOptions{})
 //	k := discovery.Keep(orders, src, discovery.Options{Logger: logger})
 //	defer k.Stop()
@@ -86,7 +92,8 @@ type Keeper struct {
 // own, until Stop. Each set src reports that differs from the one applied
 // last is given to b.SetTargets; a set SetTargets refuses (an invalid
 // endpoint) is logged and the Backend keeps its targets. An empty set is
-// ignored unless opts.AllowEmpty is set.
+// ignored unless opts.AllowEmpty is set. b may have no targets yet (built
+// with none): it answers 503 until the first set with endpoints.
 func Keep(b *pylon.Backend, src Source, opts Options) *Keeper {
 	log := opts.Logger
 	if log == nil {
@@ -97,7 +104,7 @@ func Keep(b *pylon.Backend, src Source, opts Options) *Keeper {
 	update := func(eps []pylon.Endpoint) {
 		if len(eps) == 0 && !opts.AllowEmpty {
 			k.setErr(ErrEmpty)
-			log.Warn("discovery: source found no endpoints; keeping the last good set", "backend", b.Name())
+			log.Warn("discovery: source found no endpoints; "+kept(b), "backend", b.Name())
 			return
 		}
 		eps = normalize(eps)
@@ -110,7 +117,7 @@ func Keep(b *pylon.Backend, src Source, opts Options) *Keeper {
 		}
 		if err := b.SetTargets(eps); err != nil {
 			k.setErr(err)
-			log.Error("discovery: endpoints refused; keeping the last good set", "backend", b.Name(), "error", err.Error())
+			log.Error("discovery: endpoints refused; "+kept(b), "backend", b.Name(), "error", err.Error())
 			return
 		}
 		k.mu.Lock()
@@ -123,13 +130,22 @@ func Keep(b *pylon.Backend, src Source, opts Options) *Keeper {
 	}
 	report := func(err error) {
 		k.setErr(err)
-		log.Warn("discovery: refresh failed; keeping the last good set", "backend", b.Name(), "error", err.Error())
+		log.Warn("discovery: refresh failed; "+kept(b), "backend", b.Name(), "error", err.Error())
 	}
 	go func() {
 		defer close(k.done)
 		src.Watch(ctx, update, report)
 	}()
 	return k
+}
+
+// kept says, for the logs, what b serves while a set is not applied: the
+// last good set, or nothing when there is none (no set yet).
+func kept(b *pylon.Backend) string {
+	if len(b.Targets()) == 0 {
+		return "the backend has no targets and answers 503 until the source finds some"
+	}
+	return "keeping the last good set"
 }
 
 // ErrEmpty is the error [Keeper.Err] returns after the source reported an

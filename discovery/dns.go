@@ -8,6 +8,7 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,7 +24,8 @@ type DNSOptions struct {
 	// Server is the "host:port" of the name server to ask. Empty means the
 	// system's (/etc/resolv.conf).
 	Server string
-	// Scheme is the targets' scheme, "http" or "https". Empty means
+	// Scheme is the targets' scheme: "http", "https", or "h2c"
+	// ([pylon.SchemeH2C], plaintext HTTP/2 for gRPC services). Empty means
 	// "http".
 	Scheme string
 	// Port is the targets' port for DNS (A/AAAA); SRV records carry their
@@ -87,6 +89,16 @@ type SRVResolver struct {
 // one target each, unless opts.KeepHostnames. The TTL is the lowest of the
 // records' (SRV and addresses). A name that does not exist is an empty
 // set.
+//
+// A record's weight is the record's (RFC 2782), however many addresses its
+// host has: its addresses share it. Within a priority, every weight is
+// first multiplied by the smallest whole factor that gives each address at
+// least 1 (1 unless a record has more addresses than weight: two records
+// of weight 1, one of them with 4 addresses, become 4 and 1+1+1+1); then a
+// record of weight w over n addresses gives each w/n, rounded down, and
+// one more to each of the first w%n of them in URL order, so that they add
+// up to w exactly (weight 10 over 4 addresses: 3, 3, 2, 2).
+
 func SRV(name string, opts DNSOptions) *SRVResolver {
 	return &SRVResolver{name: name, opts: opts}
 }
@@ -98,28 +110,58 @@ func (s *SRVResolver) Resolve(ctx context.Context) (Result, error) {
 	if err != nil && !isNotFound(err) {
 		return Result{}, fmt.Errorf("discovery: SRV %s%s: %w", s.name, via(s.opts.Server), err)
 	}
-	var eps []pylon.Endpoint
+	var recs []srvRecord
 	for _, rec := range srvs {
 		host := strings.TrimSuffix(rec.Target, ".")
 		if host == "" {
 			continue // "." : the service is decidedly not available
 		}
-		ep := pylon.Endpoint{Weight: max(int(rec.Weight), 1), Priority: int(rec.Priority)}
+		r := srvRecord{weight: max(int(rec.Weight), 1), priority: int(rec.Priority)}
 		if s.opts.KeepHostnames {
-			ep.URL = targetURL(s.opts, host, int(rec.Port))
-			eps = append(eps, ep)
-			continue
+			r.urls = []string{targetURL(s.opts, host, int(rec.Port))}
+		} else {
+			addrs, err := q.lookupIP(ctx, s.opts.Network, rec.Target)
+			if err != nil {
+				return Result{}, fmt.Errorf("discovery: SRV %s%s: target %s: %w", s.name, via(s.opts.Server), host, err)
+			}
+			for _, a := range addrs {
+				r.urls = append(r.urls, targetURL(s.opts, a.String(), int(rec.Port)))
+			}
 		}
-		addrs, err := q.lookupIP(ctx, s.opts.Network, rec.Target)
-		if err != nil {
-			return Result{}, fmt.Errorf("discovery: SRV %s%s: target %s: %w", s.name, via(s.opts.Server), host, err)
-		}
-		for _, a := range addrs {
-			ep.URL = targetURL(s.opts, a.String(), int(rec.Port))
-			eps = append(eps, ep)
+		recs = append(recs, r)
+	}
+	return Result{Endpoints: srvEndpoints(recs), TTL: q.ttl()}, nil
+}
+
+// srvRecord is one SRV record with its targets' URLs.
+type srvRecord struct {
+	weight   int // at least 1
+	priority int
+	urls     []string
+}
+
+// srvEndpoints turns records into endpoints, each record's weight shared
+// by its URLs as SRV's doc says.
+func srvEndpoints(recs []srvRecord) []pylon.Endpoint {
+	scale := map[int]int{} // by priority
+	for _, r := range recs {
+		if n := len(r.urls); n > 0 {
+			scale[r.priority] = max(scale[r.priority], (n+r.weight-1)/r.weight)
 		}
 	}
-	return Result{Endpoints: eps, TTL: q.ttl()}, nil
+	var eps []pylon.Endpoint
+	for _, r := range recs {
+		n, w := len(r.urls), r.weight*scale[r.priority]
+		slices.Sort(r.urls) // the remainder goes to the same addresses whatever their order in the answer
+		for i, u := range r.urls {
+			ew := w / n
+			if i < w%n {
+				ew++
+			}
+			eps = append(eps, pylon.Endpoint{URL: u, Weight: ew, Priority: r.priority})
+		}
+	}
+	return eps
 }
 
 // targetURL builds a target base URL for host and port.

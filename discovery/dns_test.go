@@ -281,3 +281,72 @@ func TestSRVUpdatesFlow(t *testing.T) {
 		assert.Equal(t, "a", rec.Body.String(), "the backup tier waits while the first is healthy")
 	}
 }
+
+// TestSRVWeightIsTheRecords: an SRV record's weight is the record's (RFC
+// 2782), not multiplied by the number of addresses its host has. Two
+// records of equal weight, one host with 1 address and one with 4, share
+// the traffic of a Gateway half and half, whether the weights are 0 (each
+// counted as 1) or 10; the 4 addresses share their record's half.
+func TestSRVWeightIsTheRecords(t *testing.T) {
+	ips := []string{"127.0.0.41", "127.0.0.42", "127.0.0.43", "127.0.0.44", "127.0.0.45"}
+	var mu sync.Mutex
+	hits := map[string]int{}
+	port := sharedPortServers(t, ips, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host, _, _ := net.SplitHostPort(r.Context().Value(http.LocalAddrContextKey).(net.Addr).String())
+		mu.Lock()
+		hits[host]++
+		mu.Unlock()
+	}))
+	p := fmt.Sprint(port)
+	d := startDNSMasq(t, hostsFor("a.test", ips[0])+hostsFor("b.test", ips[1:]...), []string{
+		"_http._tcp.zero.test,a.test," + p + ",0,0", "_http._tcp.zero.test,b.test," + p + ",0,0",
+		"_http._tcp.ten.test,a.test," + p + ",0,10", "_http._tcp.ten.test,b.test," + p + ",0,10",
+	}, 60)
+
+	// The rounding: weight 10 over 4 addresses is 3, 3, 2, 2 in URL order.
+	eps := normalize(resolve(t, SRV("_http._tcp.ten.test", DNSOptions{Server: d.Addr()})).Endpoints)
+	var weights []int
+	for _, e := range eps {
+		weights = append(weights, e.Weight)
+	}
+	assert.Equal(t, []int{10, 3, 3, 2, 2}, weights, "%v", eps)
+
+	for _, name := range []string{"_http._tcp.zero.test", "_http._tcp.ten.test"} {
+		t.Run(name, func(t *testing.T) {
+			b, err := pylon.NewBackend("orders", pylon.BackendOptions{Balancer: pylon.WeightedRoundRobin()})
+			require.NoError(t, err)
+			defer b.Close()
+			applied := make(chan []pylon.Endpoint, 1)
+			k := Keep(b, Poll(SRV(name, DNSOptions{Server: d.Addr()}), PollOptions{}), Options{OnUpdate: func(eps []pylon.Endpoint) {
+				select {
+				case applied <- eps:
+				default:
+				}
+			}})
+			defer k.Stop()
+			<-applied
+			gw := pylon.New(pylon.Options{})
+			gw.Route("/").To(b)
+			require.NoError(t, gw.Err())
+			front := httptest.NewServer(gw)
+			defer front.Close()
+
+			mu.Lock()
+			clear(hits)
+			mu.Unlock()
+			const n = 80 // whole rounds of the weights (8 and 20)
+			for range n {
+				res, err := http.Get(front.URL + "/")
+				require.NoError(t, err)
+				res.Body.Close()
+				require.Equal(t, http.StatusOK, res.StatusCode)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			assert.Equal(t, n/2, hits[ips[0]], "a.test's record takes half: %v", hits)
+			for _, ip := range ips[1:] {
+				assert.InDelta(t, n/8, hits[ip], 2, "b.test's addresses share the other half: %v", hits)
+			}
+		})
+	}
+}

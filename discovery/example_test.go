@@ -29,10 +29,11 @@ func Example() {
 	}))
 	defer upstream.Close()
 
-	// The backend starts with a placeholder; discovery replaces it. For
-	// DNS: discovery.DNS("orders.internal", discovery.DNSOptions{Port: 8080})
-	// or discovery.SRV("_http._tcp.orders.internal", discovery.DNSOptions{}).
-	orders := pylon.MustNewBackend("orders", pylon.BackendOptions{Targets: []string{"http://placeholder.invalid"}})
+	// The backend starts with no targets (it answers 503 until discovery
+	// gives it some). For DNS: discovery.DNS("orders.internal",
+	// discovery.DNSOptions{Port: 8080}) or
+	// discovery.SRV("_http._tcp.orders.internal", discovery.DNSOptions{}).
+	orders := pylon.MustNewBackend("orders", pylon.BackendOptions{})
 	defer orders.Close()
 	applied := make(chan []pylon.Endpoint, 1)
 	k := discovery.Keep(orders, discovery.Poll(registry{urls: []string{upstream.URL}}, discovery.PollOptions{}), discovery.Options{

@@ -3,6 +3,11 @@ package discovery
 import (
 	"context"
 	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -135,4 +140,80 @@ func TestKeep(t *testing.T) {
 	src <- []pylon.Endpoint{} // sync
 	k.Stop()
 	assert.Empty(t, b.Targets(), "AllowEmpty empties the backend")
+}
+
+// lockedBuffer is a log sink the Keeper's goroutine writes while the test
+// reads.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestKeepFeedsABackendBuiltEmpty: "point a Backend at a DNS name" needs no
+// placeholder target. A Backend built with no Targets answers 503 with
+// Retry-After through a Gateway while the source fails or finds nothing
+// (there is no good set to keep yet, and the logs say so), serves the first
+// set found, and then keeps it through an empty answer.
+func TestKeepFeedsABackendBuiltEmpty(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "orders") }))
+	t.Cleanup(up.Close)
+	b, err := pylon.NewBackend("orders", pylon.BackendOptions{})
+	require.NoError(t, err)
+	defer b.Close()
+	gw := pylon.New(pylon.Options{})
+	gw.Route("/orders/").To(b)
+	require.NoError(t, gw.Err())
+	front := httptest.NewServer(gw)
+	t.Cleanup(front.Close)
+	get := func() (*http.Response, string) {
+		t.Helper()
+		res, err := http.Get(front.URL + "/orders/1")
+		require.NoError(t, err)
+		defer res.Body.Close()
+		body, err := io.ReadAll(res.Body)
+		require.NoError(t, err)
+		return res, string(body)
+	}
+
+	src := make(pushed)
+	applied := make(chan []pylon.Endpoint, 4)
+	logs := &lockedBuffer{}
+	k := Keep(b, src, Options{Logger: slog.New(slog.NewTextHandler(logs, nil)), OnUpdate: func(eps []pylon.Endpoint) { applied <- eps }})
+	defer k.Stop()
+
+	src <- nil                // the first refresh fails
+	src <- []pylon.Endpoint{} // then the name has no record
+	waitFor(t, "the empty answer", func() bool { return errors.Is(k.Err(), ErrEmpty) })
+	res, body := get()
+	assert.Equal(t, http.StatusServiceUnavailable, res.StatusCode)
+	assert.Equal(t, pylon.ProblemContentType, res.Header.Get("Content-Type"))
+	assert.Equal(t, "1", res.Header.Get("Retry-After"))
+	assert.NotContains(t, body, "pylon:")
+	assert.Nil(t, k.Endpoints(), "no set applied yet")
+	assert.NotContains(t, logs.String(), "last good set", "there is none yet")
+	assert.Contains(t, logs.String(), "no targets")
+
+	src <- []pylon.Endpoint{{URL: up.URL}}
+	assert.Equal(t, []pylon.Endpoint{{URL: up.URL}}, <-applied)
+	res, body = get()
+	assert.Equal(t, http.StatusOK, res.StatusCode)
+	assert.Equal(t, "orders", body)
+
+	src <- []pylon.Endpoint{}              // an empty answer now keeps the last good set
+	src <- []pylon.Endpoint{{URL: up.URL}} // sync: the empty set was handled
+	res, _ = get()
+	assert.Equal(t, http.StatusOK, res.StatusCode)
+	assert.Len(t, applied, 0, "nothing else applied")
 }

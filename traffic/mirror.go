@@ -17,10 +17,13 @@ type MirrorOptions struct {
 	// Percent is the share of requests (0 to 100) copied to the shadow.
 	// Zero means 100; negative means none.
 	Percent float64
-	// MaxBodyBytes is the largest request body copied: a body is buffered
-	// up to it (so that both sides get it whole), and a request whose body
-	// is larger is served but not mirrored (counted in TooLarge). Zero
-	// means 64 KiB.
+	// MaxBodyBytes is the largest request body copied. The body is copied
+	// as the primary reads it, never read ahead of it, so that the primary
+	// is not held back (a streamed body, a bidirectional gRPC call); the
+	// shadow request is sent once the primary has read the whole body, so
+	// a streaming call is mirrored when its client side ends. A request
+	// whose declared or read body is larger is served but not mirrored
+	// (counted in TooLarge). Zero means 64 KiB.
 	MaxBodyBytes int64
 	// MaxConcurrent bounds the shadow requests in flight; a request that
 	// finds them all busy is not mirrored (counted in Dropped). Zero means
@@ -44,6 +47,11 @@ type MirrorStats struct {
 	// TooLarge is the number of sampled requests not mirrored because
 	// their body was over MaxBodyBytes.
 	TooLarge uint64
+	// Incomplete is the number of sampled requests not mirrored because
+	// the primary did not read their whole body: it answered, failed or
+	// was cancelled first, or reading the body failed. The shadow never
+	// gets part of a body.
+	Incomplete uint64
 }
 
 // Mirror copies a sampled share of requests to a shadow handler (usually a
@@ -59,7 +67,7 @@ type Mirror struct {
 	sem    chan struct{}
 	wg     sync.WaitGroup
 
-	mirrored, dropped, tooLarge atomic.Uint64
+	mirrored, dropped, tooLarge, incomplete atomic.Uint64
 }
 
 // NewMirror returns a Mirror to shadow. It fails on a nil shadow or a
@@ -91,7 +99,8 @@ func NewMirror(shadow http.Handler, opts MirrorOptions) (*Mirror, error) {
 
 // Stats returns what the mirror has done so far.
 func (m *Mirror) Stats() MirrorStats {
-	return MirrorStats{Mirrored: m.mirrored.Load(), Dropped: m.dropped.Load(), TooLarge: m.tooLarge.Load()}
+	return MirrorStats{Mirrored: m.mirrored.Load(), Dropped: m.dropped.Load(), TooLarge: m.tooLarge.Load(),
+		Incomplete: m.incomplete.Load()}
 }
 
 // Close waits for the shadow requests in flight (each bounded by Timeout).
@@ -105,76 +114,107 @@ func (m *Mirror) Middleware(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		body, ok := m.buffer(r)
-		if !ok {
+		if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
+			m.launch(m.template(r), nil)
+			next.ServeHTTP(w, r)
+			return
+		}
+		if r.ContentLength > m.opts.MaxBodyBytes {
 			m.tooLarge.Add(1)
 			next.ServeHTTP(w, r)
 			return
 		}
-		select {
-		case m.sem <- struct{}{}:
-			m.mirrored.Add(1)
-			m.wg.Add(1)
-			s, cancel := m.shadowRequest(r, body)
-			go m.send(s, cancel)
-		default:
-			m.dropped.Add(1)
+		tee := &teeBody{rc: r.Body, m: m, s: m.template(r), want: r.ContentLength}
+		if r.ContentLength > 0 {
+			tee.buf = make([]byte, 0, r.ContentLength)
 		}
+		r.Body = tee
+		defer tee.finish()
 		next.ServeHTTP(w, r)
 	})
 }
 
-// buffer reads r's body (at most MaxBodyBytes) so that both sides get it,
-// and gives r a body that replays it. ok is false when the body is larger:
-// r then gets back what was read, followed by the rest.
-func (m *Mirror) buffer(r *http.Request) (body []byte, ok bool) {
-	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
-		return nil, true
-	}
-	if r.ContentLength > m.opts.MaxBodyBytes {
-		return nil, false
-	}
-	buf, err := io.ReadAll(io.LimitReader(r.Body, m.opts.MaxBodyBytes+1))
-	rest := r.Body
-	if err != nil || int64(len(buf)) > m.opts.MaxBodyBytes {
-		r.Body = readCloser{io.MultiReader(bytes.NewReader(buf), errReader{err}, rest), rest}
-		return nil, false
-	}
-	r.Body = readCloser{bytes.NewReader(buf), rest}
-	return buf, true
-}
-
-type readCloser struct {
-	io.Reader
-	c io.Closer
-}
-
-func (rc readCloser) Close() error { return rc.c.Close() }
-
-// errReader returns err once the buffered part is read (nil: io.EOF, and
-// the rest follows).
-type errReader struct{ err error }
-
-func (e errReader) Read([]byte) (int, error) {
-	if e.err != nil {
-		return 0, e.err
-	}
-	return 0, io.EOF
-}
-
-// shadowRequest copies r for the shadow, with a context of its own.
-func (m *Mirror) shadowRequest(r *http.Request, body []byte) (*http.Request, context.CancelFunc) {
-	ctx, cancel := context.WithTimeout(context.Background(), m.opts.Timeout)
-	s := r.Clone(ctx)
+// template copies r for the shadow, without its context (nor so its
+// RequestInfo) and without its body, before the primary changes r.
+func (m *Mirror) template(r *http.Request) *http.Request {
+	s := r.Clone(context.Background())
 	s.Host = r.Host + m.opts.HostSuffix
-	s.Body = http.NoBody
+	s.Body, s.ContentLength = http.NoBody, 0
+	s.Trailer = nil
+	s.Header.Del("Expect")
+	return s
+}
+
+// launch sends the shadow request s with body, unless MaxConcurrent shadow
+// requests are in flight. The shadow's context and Timeout start here.
+func (m *Mirror) launch(s *http.Request, body []byte) {
+	select {
+	case m.sem <- struct{}{}:
+	default:
+		m.dropped.Add(1)
+		return
+	}
+	m.mirrored.Add(1)
+	m.wg.Add(1)
+	ctx, cancel := context.WithTimeout(context.Background(), m.opts.Timeout)
+	s = s.WithContext(ctx)
 	if body != nil {
 		s.Body = io.NopCloser(bytes.NewReader(body))
 		s.ContentLength = int64(len(body))
 	}
-	s.Trailer = nil
-	s.Header.Del("Expect")
-	return s, cancel
+	go m.send(s, cancel)
+}
+
+// teeBody is the primary's request body while it is mirrored: it keeps a
+// copy of what the primary reads, at most MaxBodyBytes, and sends the
+// shadow request once the body has been read whole. It never reads ahead.
+type teeBody struct {
+	rc   io.ReadCloser
+	m    *Mirror
+	s    *http.Request // the shadow request, without its body
+	want int64         // the declared length; -1 when unknown
+
+	mu   sync.Mutex // the body may be read by a goroutine of the transport
+	buf  []byte
+	done bool // the shadow request was sent or given up
+}
+
+func (t *teeBody) Read(p []byte) (int, error) {
+	n, err := t.rc.Read(p)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.done {
+		return n, err
+	}
+	if int64(len(t.buf)+n) > t.m.opts.MaxBodyBytes {
+		t.done, t.buf = true, nil
+		t.m.tooLarge.Add(1)
+		return n, err
+	}
+	t.buf = append(t.buf, p[:n]...)
+	switch {
+	case err == io.EOF || err == nil && t.want >= 0 && int64(len(t.buf)) == t.want:
+		t.done = true
+		t.m.launch(t.s, t.buf)
+	case err != nil:
+		t.done, t.buf = true, nil
+		t.m.incomplete.Add(1)
+	}
+	return n, err
+}
+
+func (t *teeBody) Close() error { return t.rc.Close() }
+
+// finish ends the copy when the primary has been served: a body it did not
+// read whole is not mirrored, and a read after this sends nothing (Close
+// waits only for shadow requests sent while their primary was served).
+func (t *teeBody) finish() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.done {
+		t.done, t.buf = true, nil
+		t.m.incomplete.Add(1)
+	}
 }
 
 // send serves the shadow request and discards its answer.

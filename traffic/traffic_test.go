@@ -2,7 +2,9 @@ package traffic
 
 import (
 	"context"
+	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -182,4 +184,103 @@ func TestSplitRecordsSide(t *testing.T) {
 	assert.True(t, seen["stable"] && seen["side 1"], "both sides recorded, the unnamed one as \"side 1\": %v", seen)
 	// Outside a Gateway (no RequestInfo) the split still serves.
 	assert.NotEmpty(t, serve(h, httptest.NewRequest("GET", "/", nil)).Body.String())
+}
+
+// serveLoopback serves h with pylon.NewServer on a loopback port.
+func serveLoopback(t *testing.T, h http.Handler) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	srv := pylon.NewServer("", h)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close(); <-done })
+	return "http://" + ln.Addr().String()
+}
+
+// TestMirrorStreamsChunkedUpload: a chunked HTTP/1.1 upload (no declared
+// length) through a Gateway route that mirrors reaches the primary as the
+// client sends it, not once the client has sent it all; the shadow gets
+// the whole body after. An upload that outgrows MaxBodyBytes is served
+// whole and not mirrored, and so is one the primary does not read.
+func TestMirrorStreamsChunkedUpload(t *testing.T) {
+	first := make(chan struct{}, 1)
+	primary := serveLoopback(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		head := make([]byte, 5)
+		if _, err := io.ReadFull(r.Body, head); err != nil {
+			return
+		}
+		first <- struct{}{}
+		rest, _ := io.ReadAll(r.Body)
+		io.WriteString(w, "primary "+string(head)+string(rest))
+	}))
+	shadowGot := make(chan string, 4)
+	shadowUp := serveLoopback(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		shadowGot <- string(b)
+	}))
+	b := pylon.MustNewBackend("primary", pylon.BackendOptions{Targets: []string{primary}})
+	t.Cleanup(func() { _ = b.Close() })
+	sb := pylon.MustNewBackend("shadow", pylon.BackendOptions{Targets: []string{shadowUp}})
+	t.Cleanup(func() { _ = sb.Close() })
+	m, err := NewMirror(sb, MirrorOptions{MaxBodyBytes: 16})
+	require.NoError(t, err)
+	gw := pylon.New(pylon.Options{})
+	gw.Route("POST /upload").Use(m.Middleware).To(b)
+	gw.Route("POST /ignore").Use(m.Middleware).Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusAccepted) // answers without reading the body
+	}))
+	require.NoError(t, gw.Err())
+	front := serveLoopback(t, gw)
+
+	upload := func(chunks ...string) string {
+		t.Helper()
+		pr, pw := io.Pipe()
+		defer pw.Close()
+		req, err := http.NewRequest("POST", front+"/upload", pr)
+		require.NoError(t, err)
+		type result struct {
+			body string
+			err  error
+		}
+		done := make(chan result, 1)
+		go func() {
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				done <- result{err: err}
+				return
+			}
+			defer res.Body.Close()
+			body, err := io.ReadAll(res.Body)
+			done <- result{string(body), err}
+		}()
+		_, err = io.WriteString(pw, chunks[0])
+		require.NoError(t, err)
+		select {
+		case <-first:
+		case <-time.After(10 * time.Second):
+			pw.CloseWithError(errors.New("test gave up"))
+			<-done
+			t.Fatal("the primary got nothing while the upload was open: held back until the body ends")
+		}
+		for _, c := range chunks[1:] {
+			_, err = io.WriteString(pw, c)
+			require.NoError(t, err)
+		}
+		pw.Close()
+		res := <-done
+		require.NoError(t, res.err)
+		return res.body
+	}
+
+	assert.Equal(t, "primary hello world", upload("hello", " world"))
+	assert.Equal(t, "hello world", <-shadowGot, "the shadow gets the whole body")
+	assert.Equal(t, "primary hello, a longer world", upload("hello", ", a longer", " world"), "over MaxBodyBytes: served whole")
+	res, err := http.Post(front+"/ignore", "text/plain", strings.NewReader("unread"))
+	require.NoError(t, err)
+	res.Body.Close()
+	assert.Equal(t, http.StatusAccepted, res.StatusCode)
+	m.Close()
+	assert.Equal(t, MirrorStats{Mirrored: 1, TooLarge: 1, Incomplete: 1}, m.Stats(), "a body the primary did not read is not mirrored")
+	assert.Empty(t, shadowGot)
 }

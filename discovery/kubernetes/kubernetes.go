@@ -72,8 +72,9 @@ type Options struct {
 	// Port is the name of the Service port to send requests to. Empty
 	// means the unnamed port, which a Service with a single port has.
 	Port string
-	// Scheme is the targets' URL scheme, "http" or "https". Empty means
-	// "http".
+	// Scheme is the targets' URL scheme: "http", "https", or "h2c"
+	// ([pylon.SchemeH2C]: plaintext HTTP/2 with prior knowledge, the usual
+	// gRPC service in a cluster). Empty means "http".
 	Scheme string
 	// Zone is the gateway's own zone, for topology hints. Empty means
 	// hints are ignored.
@@ -106,8 +107,8 @@ func New(client kubernetes.Interface, opts Options) (*Source, error) {
 		return nil, fmt.Errorf("kubernetes: service %q: nil client", name)
 	case opts.Namespace == "" || opts.Service == "":
 		return nil, fmt.Errorf("kubernetes: service %q: Namespace and Service are required", name)
-	case opts.Scheme != "" && opts.Scheme != "http" && opts.Scheme != "https":
-		return nil, fmt.Errorf("kubernetes: service %q: Scheme %q, want http or https", name, opts.Scheme)
+	case opts.Scheme != "" && opts.Scheme != "http" && opts.Scheme != "https" && opts.Scheme != pylon.SchemeH2C:
+		return nil, fmt.Errorf("kubernetes: service %q: Scheme %q, want http, https or h2c", name, opts.Scheme)
 	case opts.Resync < 0:
 		return nil, fmt.Errorf("kubernetes: service %q: negative Resync", name)
 	}

@@ -4,6 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -93,7 +97,7 @@ func TestSourceFollowsSlices(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := pylon.MustNewBackend("orders", pylon.BackendOptions{Targets: []string{"http://192.0.2.1:1"}})
+	b := pylon.MustNewBackend("orders", pylon.BackendOptions{}) // targets from the source
 	defer b.Close()
 	k := discovery.Keep(b, src, discovery.Options{})
 	defer k.Stop()
@@ -215,6 +219,7 @@ func TestNewInvalid(t *testing.T) {
 	}{
 		{Options{Service: "orders"}, "required"},
 		{Options{Namespace: "shop", Service: "orders", Scheme: "ftp"}, "Scheme"},
+		{Options{Namespace: "shop", Service: "orders", Scheme: "h2"}, "want http, https or h2c"},
 		{Options{Namespace: "shop", Service: "orders", Resync: -1}, "Resync"},
 	} {
 		if _, err := New(client, tc.opts); err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -223,5 +228,49 @@ func TestNewInvalid(t *testing.T) {
 	}
 	if _, err := New(nil, Options{Namespace: "shop", Service: "orders"}); err == nil || !strings.Contains(err.Error(), "shop/orders") {
 		t.Errorf("New(nil) = %v, want an error naming the service", err)
+	}
+}
+
+// TestH2CTargets: an in-cluster gRPC service speaks plaintext HTTP/2. A
+// Source with Scheme h2c gives the Backend h2c:// targets, and requests
+// through a Gateway reach the pod over HTTP/2 with prior knowledge.
+func TestH2CTargets(t *testing.T) {
+	up := pylon.NewServer("", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.Proto)
+	}))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = up.Serve(ln) }()
+	t.Cleanup(func() { _ = up.Close() })
+	addr := ln.Addr().(*net.TCPAddr)
+
+	client := fake.NewClientset(slice("greeter-a", "greeter", int32(addr.Port), ep{addr: addr.IP.String()}))
+	src, err := New(client, Options{Namespace: "shop", Service: "greeter", Port: "http", Scheme: pylon.SchemeH2C})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := pylon.MustNewBackend("greeter", pylon.BackendOptions{})
+	defer b.Close()
+	k := discovery.Keep(b, src, discovery.Options{})
+	defer k.Stop()
+	eventually(t, b, "h2c://"+addr.String())
+
+	gw := pylon.New(pylon.Options{})
+	gw.Route("/").To(b)
+	if err := gw.Err(); err != nil {
+		t.Fatal(err)
+	}
+	front := httptest.NewServer(gw)
+	defer front.Close()
+	res, err := http.Get(front.URL + "/greeter.Greeter/SayHello")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusOK || string(body) != "HTTP/2.0" {
+		t.Fatalf("through the gateway: %d %q, want 200 from the pod over HTTP/2", res.StatusCode, body)
 	}
 }
