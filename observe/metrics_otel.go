@@ -137,7 +137,7 @@ func NewOTelMetrics(mp metric.MeterProvider, opts MetricsOptions) (*Metrics, err
 		metric.WithDescription("Requests outstanding on the upstream target."))
 	check(err)
 	mirrored, err := meter.Int64ObservableCounter("pylon.mirror.requests", metric.WithUnit("{request}"),
-		metric.WithDescription("Sampled requests of each traffic mirror by result: mirrored, dropped (shadow saturated) or too_large (body over the limit)."))
+		metric.WithDescription("Sampled requests of each traffic mirror by result: mirrored, dropped (shadow saturated), too_large (body over the limit) or incomplete (body not read whole by the primary)."))
 	check(err)
 	limitObs := make([]metric.Int64Observable, len(limitSeriesList))
 	for i, ls := range limitSeriesList {

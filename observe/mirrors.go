@@ -10,8 +10,9 @@ import (
 // WatchMirror adds mirror to the mirrors reported at each scrape, as
 // pylon_mirror_requests_total by mirror name and result: "mirrored"
 // (shadow requests sent), "dropped" (not sent: MaxConcurrent shadow
-// requests were in flight) and "too_large" (not sent: the body was over
-// MaxBodyBytes), read from [traffic.Mirror.Stats] when the registry is
+// requests were in flight), "too_large" (not sent: the body was over
+// MaxBodyBytes) and "incomplete" (not sent: the primary did not read the
+// body whole), read from [traffic.Mirror.Stats] when the registry is
 // scraped, so nothing is recorded on the request path. name must come from
 // configuration; watching a second mirror under a name replaces the first.
 func (m *Metrics) WatchMirror(name string, mirror *traffic.Mirror) {
@@ -43,7 +44,7 @@ type mirrorCollector struct {
 
 func newMirrorCollector(cl prometheus.Labels) *mirrorCollector {
 	return &mirrorCollector{requests: prometheus.NewDesc("pylon_mirror_requests_total",
-		"Sampled requests of each traffic mirror by result: mirrored, dropped (shadow saturated) or too_large (body over the limit).",
+		"Sampled requests of each traffic mirror by result: mirrored, dropped (shadow saturated), too_large (body over the limit) or incomplete (body not read whole by the primary).",
 		[]string{"mirror", "result"}, cl)}
 }
 
@@ -67,5 +68,6 @@ func (c *mirrorCollector) each(f func(name, result string, n uint64)) {
 		f(w.name, "mirrored", s.Mirrored)
 		f(w.name, "dropped", s.Dropped)
 		f(w.name, "too_large", s.TooLarge)
+		f(w.name, "incomplete", s.Incomplete)
 	}
 }

@@ -45,9 +45,10 @@ func TestMetricsSplitAndMirror(t *testing.T) {
 	}
 	mirror.Close()
 	exp := `
-# HELP pylon_mirror_requests_total Sampled requests of each traffic mirror by result: mirrored, dropped (shadow saturated) or too_large (body over the limit).
+# HELP pylon_mirror_requests_total Sampled requests of each traffic mirror by result: mirrored, dropped (shadow saturated), too_large (body over the limit) or incomplete (body not read whole by the primary).
 # TYPE pylon_mirror_requests_total counter
 pylon_mirror_requests_total{mirror="orders-shadow",result="dropped"} 0
+pylon_mirror_requests_total{mirror="orders-shadow",result="incomplete"} 0
 pylon_mirror_requests_total{mirror="orders-shadow",result="mirrored"} 3
 pylon_mirror_requests_total{mirror="orders-shadow",result="too_large"} 1
 # HELP pylon_split_requests_total Requests served by each side of a traffic split (RequestInfo.Split).

@@ -48,9 +48,11 @@ type MirrorStats struct {
 	// their body was over MaxBodyBytes.
 	TooLarge uint64
 	// Incomplete is the number of sampled requests not mirrored because
-	// the primary did not read their whole body: it answered, failed or
-	// was cancelled first, or reading the body failed. The shadow never
-	// gets part of a body.
+	// their whole body could not be had: a streamed body (no declared
+	// length, a gRPC stream) the primary did not read to its end, or a
+	// body whose reading failed. A body of declared length the primary
+	// left unread is read after it was served. The shadow never gets part
+	// of a body.
 	Incomplete uint64
 }
 
@@ -205,10 +207,19 @@ func (t *teeBody) Read(p []byte) (int, error) {
 
 func (t *teeBody) Close() error { return t.rc.Close() }
 
-// finish ends the copy when the primary has been served: a body it did not
-// read whole is not mirrored, and a read after this sends nothing (Close
-// waits only for shadow requests sent while their primary was served).
+// finish ends the copy when the primary has been served. The rest of a
+// body of declared length (at most MaxBodyBytes) is read now, as net/http
+// would discard it, and mirrored; a streamed body the primary did not read
+// to its end is not (its client may be waiting for the answer before it
+// ends the stream). A read after this sends nothing (Close waits only for
+// shadow requests sent while their primary was served).
 func (t *teeBody) finish() {
+	t.mu.Lock()
+	rest := !t.done && t.want >= 0
+	t.mu.Unlock()
+	if rest {
+		_, _ = io.Copy(io.Discard, t) // t.Read mirrors the body at its end
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if !t.done {

@@ -276,11 +276,20 @@ func TestMirrorStreamsChunkedUpload(t *testing.T) {
 	assert.Equal(t, "primary hello world", upload("hello", " world"))
 	assert.Equal(t, "hello world", <-shadowGot, "the shadow gets the whole body")
 	assert.Equal(t, "primary hello, a longer world", upload("hello", ", a longer", " world"), "over MaxBodyBytes: served whole")
+	// A body of declared length the primary did not read is read after
+	// it was served, and mirrored whole.
 	res, err := http.Post(front+"/ignore", "text/plain", strings.NewReader("unread"))
 	require.NoError(t, err)
 	res.Body.Close()
 	assert.Equal(t, http.StatusAccepted, res.StatusCode)
+	assert.Equal(t, "unread", <-shadowGot, "a declared-length body the primary left is mirrored")
+	// A streamed one is not: its client may wait for the answer before it
+	// ends the stream.
+	res, err = http.Post(front+"/ignore", "text/plain", io.NopCloser(strings.NewReader("streamed")))
+	require.NoError(t, err)
+	res.Body.Close()
+	assert.Equal(t, http.StatusAccepted, res.StatusCode)
 	m.Close()
-	assert.Equal(t, MirrorStats{Mirrored: 1, TooLarge: 1, Incomplete: 1}, m.Stats(), "a body the primary did not read is not mirrored")
+	assert.Equal(t, MirrorStats{Mirrored: 2, TooLarge: 1, Incomplete: 1}, m.Stats(), "a streamed body the primary did not read is not mirrored")
 	assert.Empty(t, shadowGot)
 }
