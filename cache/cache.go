@@ -114,8 +114,9 @@ type Options struct {
 	// removed from fill requests), such as utm_source. Nil means none.
 	IgnoreQueryParams []string
 	// KeyHeaders are request headers whose values are part of every key,
-	// in addition to X-Forwarded-Proto and the headers responses name in
-	// Vary. Nil means none.
+	// in addition to the scheme and host the Gateway decided
+	// (pylon.Options.Trust), the path, the query and the headers responses
+	// name in Vary. Nil means none.
 	KeyHeaders []string
 	// StripHeaders are request headers removed from requests forwarded to
 	// fill an entry, because origins reflect them while the key ignores

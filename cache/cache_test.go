@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -429,6 +430,42 @@ func TestVary(t *testing.T) {
 		if w.Body.String() != tc.body || status(w) != tc.status || o.calls.Load() != tc.calls {
 			t.Fatalf("%s: got %q, %q, calls %d; want %q, %q, %d", tc.lang, w.Body, status(w), o.calls.Load(), tc.body, tc.status, tc.calls)
 		}
+	}
+}
+
+// RFC 9111 §4.1: a header named in Vary that is absent from the stored
+// request matches only a request where it is absent too, not one that sends
+// it with an empty value (and the reverse). For Accept-Encoding the two
+// mean different things (RFC 9110 §12.5.3): empty asks for no coding at
+// all, absent accepts any.
+func TestVaryAbsentHeaderDoesNotMatchEmpty(t *testing.T) {
+	for _, name := range []string{"Accept-Language", "Accept-Encoding"} {
+		t.Run(name, func(t *testing.T) {
+			c := newTestCache(t, Options{Now: newClock().Now})
+			o := &origin{}
+			o.set(func(w http.ResponseWriter, r *http.Request) {
+				v, sent := r.Header[name]
+				static(200, fmt.Sprintf("sent=%v %q", sent, v), "Cache-Control: max-age=60", "Vary: "+name)(w, r)
+			})
+			h := c.Middleware(o)
+			for _, tc := range []struct {
+				fields []string
+				body   string
+				status string
+				calls  int64
+			}{
+				{[]string{name + ":"}, `sent=true [""]`, "pylon; fwd=uri-miss", 1},
+				{nil, "sent=false []", "pylon; fwd=vary-miss", 2},
+				{nil, "sent=false []", "pylon; hit", 2},
+				{[]string{name + ":"}, `sent=true [""]`, "pylon; hit", 2},
+			} {
+				w := get(h, "GET", "/a", tc.fields...)
+				if w.Body.String() != tc.body || !strings.HasPrefix(status(w), tc.status) || o.calls.Load() != tc.calls {
+					t.Fatalf("request with %q: got %q, %q, calls %d; want %q, %q, %d",
+						tc.fields, w.Body, status(w), o.calls.Load(), tc.body, tc.status, tc.calls)
+				}
+			}
+		})
 	}
 }
 

@@ -94,7 +94,8 @@
 // under another scheme's key. Key headers are Options.KeyHeaders. Options.Key may rewrite the primary
 // key. With Options.PerSubject the subject is appended, and when a response
 // names headers in Vary, each combination of their values gets its own
-// entry. [Cache.Key] returns a request's primary key; [Cache.Purge] removes
+// entry; a header the request lacks matches only requests that lack it
+// too, never one sent with an empty value (RFC 9111 §4.1). [Cache.Key] returns a request's primary key; [Cache.Purge] removes
 // it with all its variants and subjects; [Cache.PurgePrefix] removes every
 // key with a prefix, for an admin route.
 //
