@@ -1148,7 +1148,11 @@ func (c *Cache) newEntry(f *fill, status int, h http.Header, body []byte) *Entry
 			}
 		}
 	}
-	if d.mustRevalidate || d.proxyRevalidate {
+	// proxy-revalidate is must-revalidate for a shared cache, and s-maxage
+	// implies proxy-revalidate there (RFC 9111 §5.2.2.8, §5.2.2.10): once
+	// stale, such a response is served only after a successful validation,
+	// never for max-stale, stale-while-revalidate or stale-if-error.
+	if d.mustRevalidate || d.proxyRevalidate || d.sMaxAge >= 0 {
 		e.flags |= flagMustRevalidate
 	}
 	e.swr = max(0, d.swr, c.opts.StaleWhileRevalidate)

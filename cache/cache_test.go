@@ -382,6 +382,64 @@ func TestStaleIfError(t *testing.T) {
 	}
 }
 
+// RFC 9111 §5.2.2.10: s-maxage implies proxy-revalidate (§5.2.2.8), which
+// binds a shared cache as must-revalidate does: once stale, the response is
+// served only after a successful validation, so not for a client's
+// max-stale, not within stale-while-revalidate and not for stale-if-error,
+// whether the window comes from the response or from Options. The same
+// responses with max-age instead are served stale (the controls).
+func TestSMaxAgeNeverServedStale(t *testing.T) {
+	tests := []struct {
+		name string
+		opts Options
+		cc   string // the stored response's Cache-Control; %s is the freshness directive
+		req  []string
+		down bool // the backend answers 503 once the response is stale
+	}{
+		{"max-stale", Options{}, "%s=10", []string{"Cache-Control: max-stale=3600"}, false},
+		{"stale-while-revalidate", Options{}, "%s=10, stale-while-revalidate=3600", nil, false},
+		{"Options.StaleWhileRevalidate", Options{StaleWhileRevalidate: time.Hour}, "%s=10", nil, false},
+		{"stale-if-error", Options{}, "%s=10, stale-if-error=3600", nil, true},
+		{"Options.StaleIfError", Options{StaleIfError: time.Hour}, "%s=10", nil, true},
+	}
+	for _, tt := range tests {
+		for _, dir := range []string{"max-age", "s-maxage"} {
+			t.Run(tt.name+"/"+dir, func(t *testing.T) {
+				clk := newClock()
+				opts := tt.opts
+				opts.Now = clk.Now
+				c := newTestCache(t, opts)
+				o := &origin{}
+				// The ETag keeps the stale response stored (KeepStale).
+				o.set(static(200, "old", "Cache-Control: "+fmt.Sprintf(tt.cc, dir), `Etag: "1"`))
+				h := c.Middleware(o)
+				get(h, "GET", "/a")
+				clk.Advance(30 * time.Second)
+				if tt.down {
+					o.set(static(503, "down"))
+				} else {
+					o.set(static(200, "new", "Cache-Control: max-age=10"))
+				}
+				w := get(h, "GET", "/a", tt.req...)
+				if dir == "max-age" {
+					if w.Body.String() != "old" {
+						t.Fatalf("control: max-age response not served stale: %d %q, Cache-Status %q", w.Code, w.Body, status(w))
+					}
+					return
+				}
+				want, code := "new", 200
+				if tt.down {
+					want, code = "down", 503
+				}
+				if w.Code != code || w.Body.String() != want || o.calls.Load() != 2 {
+					t.Fatalf("stale s-maxage response: got %d %q (Cache-Status %q, backend calls %d), want the backend's %d %q",
+						w.Code, w.Body, status(w), o.calls.Load(), code, want)
+				}
+			})
+		}
+	}
+}
+
 func TestNoStoreAfterMaxAge(t *testing.T) {
 	clk := newClock()
 	c := newTestCache(t, Options{Now: clk.Now})

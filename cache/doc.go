@@ -67,8 +67,10 @@
 // answers 5xx (a breaker's 503 included, when the breaker is inside the
 // cache: a Backend Guard, or breaker middleware after the cache), closes
 // the connection before answering, or does not answer before the request's
-// deadline (a route timeout). no-cache and must-revalidate responses are
-// never served stale. Client request directives are honoured unless
+// deadline (a route timeout). no-cache, must-revalidate and
+// proxy-revalidate responses are never served stale, nor are responses
+// with s-maxage, which implies proxy-revalidate for a shared cache (RFC
+// 9111 §5.2.2.10). Client request directives are honoured unless
 // Options.IgnoreRequestDirectives.
 //
 // Concurrent misses on one key make one backend request: the first request
