@@ -168,6 +168,52 @@ func TestFreshnessAndAge(t *testing.T) {
 	}
 }
 
+// RFC 9111 §4.2.1 (§5.2): when max-age or s-maxage appears more than once,
+// a cache uses the first or considers the response stale. This cache
+// considers it stale when the values differ, in Cache-Control (one line or
+// several) and in a targeted field (RFC 9213, whose Dictionary parsing
+// keeps the last value): the origin's own lifetime cannot be told from one
+// appended by someone else. Repeats of one value are that value.
+func TestRepeatedFreshnessDirectives(t *testing.T) {
+	tests := []struct {
+		name   string
+		fields []string
+		fresh  time.Duration // still a hit after this long; -1: stale at once
+	}{
+		{"max-age twice", []string{"Cache-Control: max-age=1, max-age=3600"}, -1},
+		{"max-age twice, shorter last", []string{"Cache-Control: max-age=3600, max-age=1"}, -1},
+		{"max-age on two lines", []string{"Cache-Control: max-age=3600", "Cache-Control: max-age=1"}, -1},
+		{"s-maxage twice", []string{"Cache-Control: s-maxage=1, max-age=60, s-maxage=3600"}, -1},
+		{"max-age twice beside s-maxage", []string{"Cache-Control: s-maxage=3600, max-age=1, max-age=2"}, -1},
+		{"invalid then valid max-age", []string{"Cache-Control: max-age=x, max-age=3600"}, -1},
+		{"max-age repeated with one value", []string{"Cache-Control: max-age=60, max-age=60"}, 59 * time.Second},
+		{"max-age repeated on two lines with one value", []string{"Cache-Control: max-age=60", "Cache-Control: max-age=60"}, 59 * time.Second},
+		{"targeted max-age twice", []string{"CDN-Cache-Control: max-age=1, max-age=3600"}, -1},
+		{"targeted s-maxage on two lines", []string{"CDN-Cache-Control: s-maxage=3600", "CDN-Cache-Control: s-maxage=1"}, -1},
+		{"targeted max-age repeated with one value", []string{"CDN-Cache-Control: max-age=60, max-age=60"}, 59 * time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clk := newClock()
+			c := newTestCache(t, Options{Now: clk.Now})
+			o := &origin{}
+			o.set(static(200, "v", append([]string{`Etag: "1"`}, tt.fields...)...))
+			h := c.Middleware(o)
+			get(h, "GET", "/a")
+			if tt.fresh < 0 {
+				if w := get(h, "GET", "/a"); o.calls.Load() != 2 || strings.Contains(status(w), "hit") {
+					t.Fatalf("served as fresh: Cache-Status %q, backend calls %d", status(w), o.calls.Load())
+				}
+				return
+			}
+			clk.Advance(tt.fresh)
+			if w := get(h, "GET", "/a"); o.calls.Load() != 1 || !strings.Contains(status(w), "hit") {
+				t.Fatalf("not fresh after %v: Cache-Status %q, backend calls %d", tt.fresh, status(w), o.calls.Load())
+			}
+		})
+	}
+}
+
 func TestRevalidation(t *testing.T) {
 	clk := newClock()
 	c := newTestCache(t, Options{Now: clk.Now})

@@ -20,8 +20,11 @@
 // Options.HeuristicFraction asks for heuristic freshness (§4.2.2), else
 // Options.DefaultTTL. Dates are HTTP-dates exactly as RFC 9110 §5.6.7
 // defines them (IMF-fixdate, and the obsolete rfc850 and asctime forms);
-// an invalid Expires, or several, means already expired (§5.3); a
-// list-based Age counts by its first member (§5.1).
+// an invalid Expires, or several, means already expired (§5.3), and so
+// does a max-age or s-maxage repeated with different values, in
+// Cache-Control or a targeted field (§4.2.1 allows the first value or
+// stale; stale is the safe choice); a list-based Age counts by its first
+// member (§5.1).
 //
 // A targeted cache-control field (RFC 9213), CDN-Cache-Control unless
 // Options.TargetedFields names others (a field of the gateway's own name
