@@ -32,8 +32,9 @@ const (
 	// StatusCollapsed: served from the response another request fetched at
 	// the same time (request coalescing).
 	StatusCollapsed = "collapsed"
-	// StatusBypass: the cache did not handle the request (method,
-	// precondition, bypass rule, unkeyable request, store unavailable).
+	// StatusBypass: the cache did not handle the request (method, request
+	// content, precondition, bypass rule, unkeyable request, store
+	// unavailable).
 	StatusBypass = "bypass"
 )
 
@@ -131,7 +132,8 @@ type Options struct {
 	// Bypass reports requests the cache must not handle: they are
 	// forwarded as they are, and their responses are not stored. Nil means
 	// none beyond the built-in rules (methods other than GET and HEAD,
-	// If-Match, If-Unmodified-Since, upgrades).
+	// GET and HEAD requests with content, If-Match, If-Unmodified-Since,
+	// upgrades).
 	Bypass func(r *http.Request) bool
 
 	// TargetedFields are the targeted cache-control fields (RFC 9213) this
@@ -428,6 +430,15 @@ func setInfo(info *pylon.RequestInfo, status string) {
 func (c *Cache) bypassReason(r *http.Request) string {
 	h := r.Header
 	switch {
+	case r.ContentLength != 0 || len(r.TransferEncoding) > 0:
+		// Content in a GET or HEAD has no defined semantics (RFC 9110
+		// §9.3.1) and is not in the key: an origin that reads it would
+		// let one client's body shape the response stored for everyone.
+		// ContentLength is what net/http's server sets (-1 for a chunked
+		// or unknown length), and what a Backend decides to forward a
+		// body by; the Body itself is no test, since a route's MaxBody
+		// wraps even an empty one.
+		return "request-content"
 	case len(h["If-Match"]) > 0 || len(h["If-Unmodified-Since"]) > 0:
 		return "precondition"
 	case len(h["Upgrade"]) > 0:

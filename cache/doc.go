@@ -46,7 +46,12 @@
 // that finds itself before an authentication anyway never stores what that
 // authentication admitted. HEAD is answered from a stored GET response.
 // Requests with If-Match or If-Unmodified-Since, upgrade requests, and
-// requests Options.Bypass selects are forwarded untouched. A successful
+// requests Options.Bypass selects are forwarded untouched, and so are GET
+// and HEAD requests with content (a Content-Length other than 0, or a
+// chunked body), with Cache-Status "fwd=bypass; detail=request-content":
+// content in a GET has no defined semantics (RFC 9110 §9.3.1) and is not
+// in the key, so a response an origin shaped from it is neither stored nor
+// answered from the cache. A successful
 // POST, PUT, PATCH or DELETE invalidates the stored response for its URL
 // (§4.4).
 //

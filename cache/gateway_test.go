@@ -147,3 +147,65 @@ func TestGatewayLargeResponse(t *testing.T) {
 		t.Fatalf("upstream calls = %d: the response was stored", calls.Load())
 	}
 }
+
+// TestGatewayGetWithContentBypasses is the "fat GET" cache poisoning: an
+// origin that reflects a GET's body must not have that response stored
+// under the body-less key. RFC 9110 §9.3.1: content in a GET has no
+// defined semantics. A GET with content (a Content-Length or a chunked
+// body) is forwarded as it is, is not answered from the cache, and its
+// response is not stored; a plain GET is cached as usual.
+func TestGatewayGetWithContentBypasses(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		body func() io.Reader
+	}{
+		{"Content-Length", func() io.Reader { return strings.NewReader("<script>evil</script>") }},
+		// A reader of unknown length: net/http sends it chunked.
+		{"chunked", func() io.Reader { return io.MultiReader(strings.NewReader("<script>evil</script>")) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := cache.MustNew(cache.Options{})
+			defer c.Close()
+			var calls atomic.Int64
+			url, last := gateway(t, c, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				calls.Add(1)
+				q, _ := io.ReadAll(r.Body)
+				w.Header().Set("Cache-Control", "max-age=60")
+				io.WriteString(w, "results for "+string(q))
+			}))
+			send := func(body io.Reader) (string, string) {
+				t.Helper()
+				req, _ := http.NewRequest("GET", url+"/search", body)
+				res, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, _ := io.ReadAll(res.Body)
+				res.Body.Close()
+				return string(b), res.Header.Get("Cache-Status")
+			}
+			// The attacker's GET reaches the origin with its body, is
+			// answered with the reflection, and is marked as bypassed.
+			body, cs := send(tc.body())
+			if body != "results for <script>evil</script>" || cs != "pylon; fwd=bypass; detail=request-content" || last.Load() != cache.StatusBypass {
+				t.Fatalf("GET with content: %q, Cache-Status %q, info %q", body, cs, last.Load())
+			}
+			// The victim's plain GET is not served the reflection; its own
+			// response is stored and served to the next plain GET.
+			for i, want := range []string{"pylon; fwd=uri-miss", "pylon; hit"} {
+				body, cs = send(nil)
+				if body != "results for " || !strings.HasPrefix(cs, want) {
+					t.Fatalf("plain GET %d: %q, Cache-Status %q, want %q", i, body, cs, want)
+				}
+			}
+			// A GET with content is not answered from the stored response
+			// either: the origin gets it.
+			if body, cs = send(tc.body()); body != "results for <script>evil</script>" || !strings.Contains(cs, "fwd=bypass") {
+				t.Fatalf("GET with content after a stored response: %q, Cache-Status %q", body, cs)
+			}
+			if calls.Load() != 3 {
+				t.Fatalf("upstream calls = %d, want 3", calls.Load())
+			}
+		})
+	}
+}
