@@ -83,7 +83,8 @@ type Options struct {
 	KeepStale time.Duration
 	// PassTTL is how long a URL whose response could not be stored
 	// (no-store, private, Set-Cookie, too large...) is forwarded without
-	// coalescing. Zero means 5 seconds; negative means never remembered.
+	// coalescing; when the URL's stored responses vary, only the variant
+	// of that request is. Zero means 5 seconds; negative means never remembered.
 	PassTTL time.Duration
 
 	// PerSubject keys entries by the authenticated subject
@@ -489,6 +490,7 @@ func (c *Cache) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 		now := c.now()
 		if e != nil && e.kind == kindPass {
 			f.fwd = "fwd=miss"
+			f.marker = marker
 			f.lead(w, nil)
 			return
 		}
@@ -635,8 +637,8 @@ func (c *Cache) release(key string, cl *call) {
 }
 
 // lookup returns the entry for r under key: the response itself, or the
-// variant a Vary marker selects (then marker is set). miss is "uri-miss" or
-// "vary-miss" when there is none.
+// variant a Vary marker selects (then marker is set), or the pass marker
+// for either. miss is "uri-miss" or "vary-miss" when there is none.
 func (c *Cache) lookup(ctx context.Context, key string, r *http.Request) (e *Entry, eKey string, marker *Entry, miss string, err error) {
 	e, err = c.store.Get(ctx, key)
 	if err != nil || e == nil {
@@ -647,7 +649,7 @@ func (c *Cache) lookup(ctx context.Context, key string, r *http.Request) (e *Ent
 	}
 	vk := variantKey(key, e.gen, e.vary, r)
 	v, err := c.store.Get(ctx, vk)
-	if err != nil || v == nil || v.kind != kindResponse {
+	if err != nil || v == nil || v.kind == kindVary {
 		return nil, "", e, "vary-miss", err
 	}
 	return v, vk, e, "", nil
@@ -964,7 +966,7 @@ func (f *fill) lead(w http.ResponseWriter, cl *call) {
 				cl.retry = true
 			}
 		} else if passReason(f.reason) && c.passTTL > 0 {
-			c.set(ctx, f.key, &Entry{kind: kindPass}, c.passTTL)
+			c.markPass(ctx, f)
 		}
 	}
 	finished = true
@@ -1028,6 +1030,25 @@ func (c *Cache) storeResponse(ctx context.Context, f *fill, h http.Header, e *En
 			cl.gen, cl.names = m.gen, m.vary
 		}
 	}
+}
+
+// markPass remembers for PassTTL that f's response could not be stored, so
+// that the next requests for it skip coalescing. When a Vary marker holds
+// the primary key, the pass marker goes under this request's variant key:
+// one uncacheable variant (a response that sets a cookie for one
+// language, say) leaves the URL's other variants reachable.
+func (c *Cache) markPass(ctx context.Context, f *fill) {
+	key, m := f.key, f.marker
+	if m == nil {
+		// A response stored since our lookup may have put one there.
+		if cur, err := c.store.Get(ctx, f.key); err == nil && cur != nil && cur.kind == kindVary {
+			m = cur
+		}
+	}
+	if m != nil {
+		key = variantKey(f.key, m.gen, m.vary, f.r)
+	}
+	c.set(ctx, key, &Entry{kind: kindPass}, c.passTTL)
 }
 
 func (c *Cache) set(ctx context.Context, key string, e *Entry, ttl time.Duration) {

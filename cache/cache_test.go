@@ -537,6 +537,43 @@ func TestVary(t *testing.T) {
 	}
 }
 
+// One variant whose response cannot be stored (here it sets a cookie)
+// leaves the URL's other variants stored and served: the pass marker that
+// makes later requests for that variant skip coalescing is kept apart from
+// the Vary marker, instead of replacing it.
+func TestUncacheableVariantKeepsOtherVariants(t *testing.T) {
+	c := newTestCache(t, Options{Now: newClock().Now})
+	o := &origin{}
+	o.set(func(w http.ResponseWriter, r *http.Request) {
+		lang := r.Header.Get("Accept-Language")
+		fields := []string{"Cache-Control: max-age=600", "Vary: Accept-Language"}
+		if lang == "xx" {
+			fields = append(fields, "Set-Cookie: s=1")
+		}
+		static(200, "lang="+lang, fields...)(w, r)
+	})
+	h := c.Middleware(o)
+	for i, tc := range []struct {
+		lang, status string
+		calls        int64
+	}{
+		{"en", "pylon; fwd=uri-miss", 1},
+		{"en", "pylon; hit", 1},
+		{"xx", "pylon; fwd=vary-miss; detail=set-cookie", 2},
+		{"en", "pylon; hit", 2},
+		{"xx", "pylon; fwd=miss; detail=set-cookie", 3}, // the pass marker: forwarded at once
+		{"fr", "pylon; fwd=vary-miss", 4},
+		{"fr", "pylon; hit", 4},
+		{"en", "pylon; hit", 4},
+	} {
+		w := get(h, "GET", "/a", "Accept-Language: "+tc.lang)
+		if w.Body.String() != "lang="+tc.lang || !strings.HasPrefix(status(w), tc.status) || o.calls.Load() != tc.calls {
+			t.Fatalf("request %d (%s): %q, Cache-Status %q, backend calls %d; want %q, %d",
+				i, tc.lang, w.Body, status(w), o.calls.Load(), tc.status, tc.calls)
+		}
+	}
+}
+
 // RFC 9111 §4.1: a header named in Vary that is absent from the stored
 // request matches only a request where it is absent too, not one that sends
 // it with an empty value (and the reverse). For Accept-Encoding the two

@@ -85,7 +85,8 @@
 // fetches, streaming to its client, and the others wait for it and are
 // served the stored result (Cache-Status "collapsed"). When the response
 // cannot be shared, the waiters fetch on their own, and the URL skips
-// coalescing for Options.PassTTL.
+// coalescing for Options.PassTTL; when its responses vary, only that
+// variant does, and the other stored variants keep being served.
 //
 // # Keys
 //
