@@ -168,9 +168,10 @@ type Options struct {
 	// time.Now. It is also the clock of the memory store built when Store
 	// is nil.
 	Now func() time.Time
-	// Logger receives store errors and background refresh failures. Nil
-	// means slog.Default(), as everywhere in Pylon; to silence it, pass
-	// slog.New(slog.DiscardHandler).
+	// Logger receives store errors (at most one line per 10 seconds of
+	// Now, with the number of failures left out since) and background
+	// refresh failures. Nil means slog.Default(), as everywhere in Pylon;
+	// to silence it, pass slog.New(slog.DiscardHandler).
 	Logger *slog.Logger
 }
 
@@ -205,7 +206,17 @@ type Cache struct {
 	bgSem  chan struct{}
 
 	waiting atomic.Int64 // requests waiting for another's fetch (tests)
+
+	// Store failures are logged at most once per storeLogInterval: a
+	// store that is down fails every request.
+	logMu      sync.Mutex
+	logLast    time.Time // when the last failure was logged (c.now)
+	suppressed int64     // failures not logged since
 }
+
+// storeLogInterval is the least time between two "store unavailable" log
+// lines.
+const storeLogInterval = 10 * time.Second
 
 // call is one fetch that concurrent requests for a key wait for.
 type call struct {
@@ -483,7 +494,7 @@ func (c *Cache) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 	for attempt := 0; attempt < 3; attempt++ {
 		e, eKey, marker, miss, err := c.lookup(r.Context(), key, r)
 		if err != nil {
-			c.logger.LogAttrs(r.Context(), slog.LevelWarn, "cache: store unavailable", slog.String("error", err.Error()))
+			c.storeFailed(r.Context(), err)
 			c.pass(w, r, next, info, StatusBypass, "fwd=bypass", "detail=store-unavailable")
 			return
 		}
@@ -1053,8 +1064,29 @@ func (c *Cache) markPass(ctx context.Context, f *fill) {
 
 func (c *Cache) set(ctx context.Context, key string, e *Entry, ttl time.Duration) {
 	if err := c.store.Set(ctx, key, e, ttl); err != nil && !errors.Is(err, ErrTooLarge) {
-		c.logger.LogAttrs(ctx, slog.LevelWarn, "cache: store unavailable", slog.String("error", err.Error()))
+		c.storeFailed(ctx, err)
 	}
+}
+
+// storeFailed logs a store failure, at most once per storeLogInterval of
+// the cache's clock, with the number of failures not logged since the
+// line before ("suppressed"). The request's own handling (bypass, or not
+// storing) and its Cache-Status do not depend on it.
+func (c *Cache) storeFailed(ctx context.Context, err error) {
+	now := c.now()
+	c.logMu.Lock()
+	if !c.logLast.IsZero() {
+		if d := now.Sub(c.logLast); d >= 0 && d < storeLogInterval {
+			c.suppressed++
+			c.logMu.Unlock()
+			return
+		}
+	}
+	n := c.suppressed
+	c.logLast, c.suppressed = now, 0
+	c.logMu.Unlock()
+	c.logger.LogAttrs(ctx, slog.LevelWarn, "cache: store unavailable", slog.String("error", err.Error()),
+		slog.Int64("suppressed", n))
 }
 
 // passReason reports whether a not-stored reason comes from the response

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -1008,6 +1010,59 @@ func TestStoreFailureBypasses(t *testing.T) {
 		}
 	}
 	get(h, "POST", "/a") // invalidation against a failing store does not fail the request
+}
+
+// setFailingStore reads like an empty store and fails every write, like a
+// Redis that answers reads from a replica while its primary is gone.
+type setFailingStore struct{ *MemoryStore }
+
+func (setFailingStore) Set(context.Context, string, *Entry, time.Duration) error { return errDown }
+
+// While the store fails, every request still bypasses (or is not stored)
+// as before, but "cache: store unavailable" is logged at most once per 10
+// seconds, with the number of failures not logged since.
+func TestStoreFailuresLoggedOncePerInterval(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		store  Store
+		status string
+	}{
+		{"reads fail", failingStore{}, "pylon; fwd=bypass; detail=store-unavailable"},
+		{"writes fail", setFailingStore{NewMemoryStore(MemoryOptions{})}, "pylon; fwd=uri-miss"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clk := newClock()
+			logs := &logRecorder{}
+			c := newTestCache(t, Options{Now: clk.Now, Store: tc.store, Logger: slog.New(logs)})
+			o := &origin{}
+			o.set(static(200, "body", "Cache-Control: max-age=60"))
+			h := c.Middleware(o)
+			send := func() {
+				t.Helper()
+				if w := get(h, "GET", "/a"); w.Code != 200 || w.Body.String() != "body" || !strings.HasPrefix(status(w), tc.status) {
+					t.Fatalf("got %d %q, Cache-Status %q", w.Code, w.Body, status(w))
+				}
+			}
+			want := []string{"cache: store unavailable error=store down suppressed=0"}
+			for range 5 {
+				send()
+			}
+			clk.Advance(storeLogInterval - time.Millisecond)
+			send()
+			if got := logs.records(); !slices.Equal(got, want) {
+				t.Fatalf("after 6 failures within the interval, logged %q, want %q", got, want)
+			}
+			clk.Advance(time.Millisecond)
+			send()
+			want = append(want, "cache: store unavailable error=store down suppressed=5")
+			if got := logs.records(); !slices.Equal(got, want) {
+				t.Fatalf("after the interval, logged %q, want %q", got, want)
+			}
+			if o.calls.Load() != 7 {
+				t.Fatalf("backend calls = %d, want 7", o.calls.Load())
+			}
+		})
+	}
 }
 
 func TestInfoCache(t *testing.T) {

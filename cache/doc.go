@@ -3,7 +3,10 @@
 // shared cache per RFC 9111, in memory (bounded in bytes, least recently
 // used evicted first) or in any [Store] (the nested module
 // github.com/pylon-gateway/pylon/redis has one for Redis, shared by
-// replicas).
+// replicas). A store that fails never fails a request: the request is
+// forwarded (Cache-Status "detail=store-unavailable") or its response is
+// not stored, and the failures are logged at most once per 10 seconds,
+// with the number left out since.
 //
 //	c := cache.MustNew(cache.Options{MaxBytes: 256 << 20, DefaultTTL: 30 * time.Second})
 //	defer c.Close()
