@@ -970,7 +970,8 @@ func (f *fill) lead(w http.ResponseWriter, cl *call) {
 		}
 	default:
 		if f.reason == "" && cw.buffering && cw.err == nil {
-			e := c.newEntry(f, cw.status, cw.header, cw.buf)
+			e := cw.entry // its times, from the header
+			e.header, e.body = storedHeader(cw.header, len(cw.buf)), cw.buf
 			c.storeResponse(ctx, f, cw.header, e, now, cl)
 		} else if cw.status >= 500 {
 			if cl != nil {
@@ -1165,9 +1166,17 @@ func (f *fill) storeReason(status int, h http.Header) string {
 
 // newEntry builds the stored form of a response (RFC 9111 §4.2).
 func (c *Cache) newEntry(f *fill, status int, h http.Header, body []byte) *Entry {
+	e := c.entryTimes(f, status, h)
+	e.header, e.body = storedHeader(h, len(body)), body
+	return e
+}
+
+// entryTimes returns the entry for a response without its header and body:
+// its age, freshness lifetime, stale windows and flags, all known once the
+// response header is.
+func (c *Cache) entryTimes(f *fill, status int, h http.Header) *Entry {
 	d, targeted := c.respDirectives(h)
-	e := &Entry{kind: kindResponse, status: status, header: storedHeader(h, len(body)), body: body,
-		responseTime: f.respTime}
+	e := &Entry{kind: kindResponse, status: status, responseTime: f.respTime}
 	date := f.respTime
 	// An absent, repeated or invalid Date is replaced by the time the
 	// response arrived (RFC 9110 §6.6.1).

@@ -520,12 +520,12 @@ func TestVary(t *testing.T) {
 		lang, body, status string
 		calls              int64
 	}{
-		{"en", "lang=en", "pylon; fwd=uri-miss", 1},
+		{"en", "lang=en", "pylon; fwd=uri-miss; stored", 1},
 		{"en", "lang=en", "pylon; hit; ttl=60", 1},
-		{"fr", "lang=fr", "pylon; fwd=vary-miss", 2},
+		{"fr", "lang=fr", "pylon; fwd=vary-miss; stored", 2},
 		{"fr", "lang=fr", "pylon; hit; ttl=60", 2},
 		{"en", "lang=en", "pylon; hit; ttl=60", 2},
-		{"", "lang=", "pylon; fwd=vary-miss", 3},
+		{"", "lang=", "pylon; fwd=vary-miss; stored", 3},
 	} {
 		var w *httptest.ResponseRecorder
 		if tc.lang == "" {

@@ -48,6 +48,12 @@
 // a Gateway reports the other order as a configuration error, and a cache
 // that finds itself before an authentication anyway never stores what that
 // authentication admitted. HEAD is answered from a stored GET response.
+// A response the cache stores says so in its Cache-Status ("stored", RFC
+// 9211 §2.7), whether or not it has a Content-Length; that field leaves
+// with the header, before the body, so a body of unknown length that grows
+// past Options.MaxObjectSize, one cut short, or a failing store can still
+// leave such a response unstored. One kept for no time (a lifetime of 0
+// without a validator) does not say stored.
 // Requests with If-Match or If-Unmodified-Since, upgrade requests, and
 // requests Options.Bypass selects are forwarded untouched, and so are GET
 // and HEAD requests with content (a Content-Length other than 0, or a

@@ -209,3 +209,62 @@ func TestGatewayGetWithContentBypasses(t *testing.T) {
 		})
 	}
 }
+
+// TestGatewayCacheStatusStored checks the stored parameter of Cache-Status
+// (RFC 9211 §2.7): it is sent, with the header, when the cache is storing
+// the response, whether or not the response has a Content-Length (a
+// streamed body is stored as well), and not when the cache will not keep
+// it (a lifetime of 0 without a validator to revalidate it with).
+func TestGatewayCacheStatusStored(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		cc      []string // response fields
+		chunked bool     // streamed: no Content-Length
+		stored  bool
+		next    string // the next request's Cache-Status prefix
+	}{
+		{"Content-Length", []string{"Cache-Control: max-age=60"}, false, true, "pylon; hit"},
+		{"chunked", []string{"Cache-Control: max-age=60"}, true, true, "pylon; hit"},
+		{"max-age=0 with a validator", []string{"Cache-Control: max-age=0", `ETag: "1"`}, true, true, "pylon; fwd=stale"},
+		{"max-age=0 without a validator", []string{"Cache-Control: max-age=0"}, false, false, "pylon; fwd=uri-miss"},
+		{"max-age=0 without a validator, chunked", []string{"Cache-Control: max-age=0"}, true, false, "pylon; fwd=uri-miss"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := cache.MustNew(cache.Options{})
+			defer c.Close()
+			url, _ := gateway(t, c, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				for _, f := range tc.cc {
+					k, v, _ := strings.Cut(f, ":")
+					w.Header().Set(k, strings.TrimSpace(v))
+				}
+				io.WriteString(w, "part one, ")
+				if tc.chunked {
+					http.NewResponseController(w).Flush()
+				}
+				io.WriteString(w, "part two")
+			}))
+			res, err := http.Get(url + "/s")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			if string(body) != "part one, part two" || (res.ContentLength < 0) != tc.chunked {
+				t.Fatalf("first response: %q, Content-Length %d", body, res.ContentLength)
+			}
+			cs := res.Header.Get("Cache-Status")
+			if strings.HasSuffix(cs, "; stored") != tc.stored {
+				t.Fatalf("first Cache-Status %q, want stored %v", cs, tc.stored)
+			}
+			res, err = http.Get(url + "/s")
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			if cs := res.Header.Get("Cache-Status"); !strings.HasPrefix(cs, tc.next) {
+				t.Fatalf("next Cache-Status %q, want %q...", cs, tc.next)
+			}
+		})
+	}
+}

@@ -27,7 +27,8 @@ type captureWriter struct {
 	mode      int
 	buffering bool
 	buf       []byte
-	err       error // the first error writing to the client
+	entry     *Entry // the entry being filled (times and flags); nil when not storable
+	err       error  // the first error writing to the client
 }
 
 func (cw *captureWriter) Header() http.Header { return cw.header }
@@ -62,6 +63,10 @@ func (cw *captureWriter) WriteHeader(code int) {
 		if n := contentLength(cw.header); n > 0 && n <= f.c.maxObj {
 			cw.buf = make([]byte, 0, n)
 		}
+		cw.entry = f.c.entryTimes(f, code, cw.header)
+		// The live header until the body is complete, for the validators
+		// keep looks at; lead replaces it with the stored copy.
+		cw.entry.header = cw.header
 	}
 	if f.background {
 		cw.mode = modeDiscard
@@ -83,7 +88,13 @@ func (cw *captureWriter) WriteHeader(code int) {
 	if f.stale != nil && f.conditional {
 		params = append(params, "fwd-status="+itoa(int64(code)))
 	}
-	if f.reason == "" && contentLength(cw.header) >= 0 {
+	// stored (RFC 9211 §2.7) goes out with the header, before the body is
+	// known: it is claimed for a storable response the store will keep for
+	// a while (so not for a lifetime of 0 without a validator or stale
+	// window), whatever its length. What can still keep it out of the
+	// store is a body of unknown length that grows past MaxObjectSize, a
+	// body cut short, or a failing store.
+	if f.reason == "" && cw.entry.keep(f.respTime, f.c.keepStale) > 0 {
 		params = append(params, "stored")
 	} else if f.reason != "" {
 		params = append(params, "detail="+f.reason)
