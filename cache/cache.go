@@ -849,6 +849,7 @@ type fill struct {
 	stale    *Entry // the stored response being revalidated, if any
 	staleKey string
 	marker   *Entry // the Vary marker found at key, if any
+	cl       *call  // the call others wait on while f leads; nil once released
 
 	// Set once the response header is known.
 	conditional bool
@@ -895,22 +896,28 @@ func (f *fill) fillRequest() *http.Request {
 
 // lead fetches the response from the backend, streams it to w, stores it
 // when it may, and shares the outcome with the requests waiting on cl
-// (nil when none may wait).
+// (nil when none may wait) as soon as it is known: before w has been sent
+// the response, so that w's pace never holds them (see captureWriter).
 func (f *fill) lead(w http.ResponseWriter, cl *call) {
 	c := f.c
-	finished := false
-	if cl != nil {
-		defer func() {
-			if !finished {
-				cl.entry, cl.retry = nil, true
-			}
-			c.release(f.key, cl)
-		}()
-	}
+	f.cl = cl
+	var cw *captureWriter
+	defer func() {
+		// A fill that ends without deciding (a panic, a client gone):
+		// the waiters try again. Then the client is sent what is
+		// buffered for it; the waiters never wait for that.
+		if f.cl != nil {
+			f.cl.entry, f.cl.retry = nil, true
+			f.release()
+		}
+		if cw != nil {
+			cw.finish()
+		}
+	}()
 	setInfo(f.info, StatusMiss)
 	out := f.fillRequest()
 	f.reqTime = c.now()
-	cw := &captureWriter{w: w, header: make(http.Header), f: f}
+	cw = &captureWriter{w: w, header: make(http.Header), f: f}
 	f.forward(cw, out)
 	if f.outcome == outcomeMismatch && f.r.Context().Err() == nil {
 		// The 304 is for another response than the one stored (RFC 9111
@@ -934,6 +941,9 @@ func (f *fill) lead(w http.ResponseWriter, cl *call) {
 	}
 	ctx := context.WithoutCancel(f.r.Context())
 	now := c.now()
+	// The waiters are released before anything more goes to this client,
+	// so that a client that reads slowly (or not at all) delays only
+	// itself.
 	switch f.outcome {
 	case outcomeRevalidated:
 		e, reason := c.refreshed(f, cw.header)
@@ -946,42 +956,67 @@ func (f *fill) lead(w http.ResponseWriter, cl *call) {
 		} else {
 			_ = c.store.Delete(ctx, f.staleKey)
 		}
-		if !f.background {
-			c.serveEntry(w, f.r, e, now, f.info, StatusRevalidated, f.fwd, "fwd-status=304",
-				"ttl="+itoa(int64((e.lifetime-e.age(now))/time.Second)))
-		}
-		if cl != nil && reason == "" {
+		if cl := f.cl; cl != nil && reason == "" {
 			cl.entry, cl.entryKey = e, f.staleKey
 			if f.marker != nil {
 				cl.gen, cl.names = f.marker.gen, f.marker.vary
 			}
 		}
+		f.release()
+		if !f.background {
+			c.serveEntry(w, f.r, e, now, f.info, StatusRevalidated, f.fwd, "fwd-status=304",
+				"ttl="+itoa(int64((e.lifetime-e.age(now))/time.Second)))
+		}
 	case outcomeStaleError:
 		s := f.stale
-		if !f.background {
-			c.serveEntry(w, f.r, s, now, f.info, StatusStale, f.fwd, "fwd-status="+itoa(int64(cw.status)),
-				"ttl="+itoa(int64((s.lifetime-s.age(now))/time.Second)), "detail=stale-if-error")
-		}
-		if cl != nil {
+		if cl := f.cl; cl != nil {
 			cl.entry, cl.entryKey, cl.stale, cl.fwdErr = s, f.staleKey, true, cw.status
 			if f.marker != nil {
 				cl.gen, cl.names = f.marker.gen, f.marker.vary
 			}
 		}
+		f.release()
+		if !f.background {
+			c.serveEntry(w, f.r, s, now, f.info, StatusStale, f.fwd, "fwd-status="+itoa(int64(cw.status)),
+				"ttl="+itoa(int64((s.lifetime-s.age(now))/time.Second)), "detail=stale-if-error")
+		}
 	default:
+		// The whole body has arrived from the backend; this client may
+		// still be receiving it (captureWriter.finish, deferred).
 		if f.reason == "" && cw.buffering && cw.err == nil {
 			e := cw.entry // its times, from the header
 			e.header, e.body = storedHeader(cw.header, len(cw.buf)), cw.buf
-			c.storeResponse(ctx, f, cw.header, e, now, cl)
+			c.storeResponse(ctx, f, cw.header, e, now, f.cl)
 		} else if cw.status >= 500 {
-			if cl != nil {
-				cl.retry = true
+			if f.cl != nil {
+				f.cl.retry = true
 			}
 		} else if passReason(f.reason) && c.passTTL > 0 {
 			c.markPass(ctx, f)
 		}
+		f.release()
 	}
-	finished = true
+}
+
+// release wakes the requests waiting on f's call, once, with what was set
+// in it: an entry to serve, or none (they fetch on their own, or with retry
+// wait for a new fetch).
+func (f *fill) release() {
+	if cl := f.cl; cl != nil {
+		f.cl = nil
+		f.c.release(f.key, cl)
+	}
+}
+
+// unshared releases the requests waiting on f's call as soon as its
+// response is known not to be shared (not storable, or grown past
+// MaxObjectSize), rather than after it has reached this client: they fetch
+// on their own, or after a 5xx wait for a new fetch.
+func (f *fill) unshared(status int) {
+	if cl := f.cl; cl != nil {
+		cl.entry, cl.retry = nil, status >= 500
+		f.release()
+	}
 }
 
 // forward sends out to the backend through cw. When the backend gives up

@@ -92,8 +92,14 @@
 //
 // Concurrent misses on one key make one backend request: the first request
 // fetches, streaming to its client, and the others wait for it and are
-// served the stored result (Cache-Status "collapsed"). When the response
-// cannot be shared, the waiters fetch on their own, and the URL skips
+// served the stored result (Cache-Status "collapsed"). That client does
+// not pace the fetch: a response being stored (buffered anyway, up to
+// Options.MaxObjectSize) is read from the backend as fast as the backend
+// sends it and sent to the first client from the buffer, so the others are
+// served once it is stored (or revalidated), however slowly the first
+// client reads, or if it never does. When the response cannot be shared
+// (known from its header, or when its body grows past MaxObjectSize), the
+// waiters are released at once and fetch on their own, and the URL skips
 // coalescing for Options.PassTTL; when its responses vary, only that
 // variant does, and the other stored variants keep being served.
 //
