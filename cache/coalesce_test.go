@@ -333,3 +333,26 @@ func TestCoalescingSlowClientHoldsNobody(t *testing.T) {
 		})
 	}
 }
+
+// panicWriter is a client's ResponseWriter whose Write panics.
+type panicWriter struct{ *httptest.ResponseRecorder }
+
+func (panicWriter) Write([]byte) (int, error) { panic("client writer broke") }
+
+// A stored response is sent to its client from another goroutine; a panic
+// of the client's writer there still reaches the request's own goroutine,
+// where net/http recovers it, instead of crashing the process.
+func TestClientWriterPanicReachesHandler(t *testing.T) {
+	c := newTestCache(t, Options{Now: newClock().Now})
+	o := &origin{}
+	o.set(static(200, "body", "Cache-Control: max-age=60"))
+	h := c.Middleware(o)
+	got := func() (p any) {
+		defer func() { p = recover() }()
+		h.ServeHTTP(panicWriter{httptest.NewRecorder()}, httptest.NewRequest("GET", "/a", nil))
+		return nil
+	}()
+	if got != "client writer broke" {
+		t.Fatalf("recovered %v", got)
+	}
+}

@@ -339,8 +339,13 @@ type clientCopy struct {
 	// flush: a flush is asked for after buf; closed: nothing more comes.
 	flush, closed bool
 	err           error // the first error sending to the client
+	panicked      any   // what the client's writer panicked with, to go on on the handler's goroutine
 	done          chan struct{}
 }
+
+// errCopyPanicked is the error sends meet after the client's writer
+// panicked; close then panics with the same value.
+var errCopyPanicked = errors.New("cache: the client's ResponseWriter panicked")
 
 func newClientCopy(w http.ResponseWriter) *clientCopy {
 	cc := &clientCopy{w: w, done: make(chan struct{})}
@@ -362,18 +367,30 @@ func (cc *clientCopy) send(buf []byte, flush bool) error {
 }
 
 // close waits until everything handed over has been sent (or sending
-// failed) and the goroutine has ended, and returns the error, if any.
+// failed) and the goroutine has ended, and returns the error, if any. A
+// panic of the client's writer goes on here, on the handler's goroutine,
+// where net/http recovers it as it would have without the copy.
 func (cc *clientCopy) close() error {
 	cc.mu.Lock()
 	cc.closed = true
 	cc.wake.Signal()
 	cc.mu.Unlock()
 	<-cc.done
+	if cc.panicked != nil {
+		panic(cc.panicked)
+	}
 	return cc.err
 }
 
 func (cc *clientCopy) run() {
 	defer close(cc.done)
+	defer func() {
+		if p := recover(); p != nil {
+			cc.mu.Lock()
+			cc.err, cc.panicked = errCopyPanicked, p
+			cc.mu.Unlock()
+		}
+	}()
 	sent := 0
 	for {
 		cc.mu.Lock()
