@@ -60,9 +60,8 @@
 // chunked body), with Cache-Status "fwd=bypass; detail=request-content":
 // content in a GET has no defined semantics (RFC 9110 §9.3.1) and is not
 // in the key, so a response an origin shaped from it is neither stored nor
-// answered from the cache. A successful
-// POST, PUT, PATCH or DELETE invalidates the stored response for its URL
-// (§4.4).
+// answered from the cache. A successful POST, PUT, PATCH or DELETE
+// invalidates the stored response for its URL (§4.4).
 //
 // # Serving
 //
@@ -121,9 +120,10 @@
 // key. With Options.PerSubject the subject is appended, and when a response
 // names headers in Vary, each combination of their values gets its own
 // entry; a header the request lacks matches only requests that lack it
-// too, never one sent with an empty value (RFC 9111 §4.1). [Cache.Key] returns a request's primary key; [Cache.Purge] removes
-// it with all its variants and subjects; [Cache.PurgePrefix] removes every
-// key with a prefix, for an admin route.
+// too, never one sent with an empty value (RFC 9111 §4.1). [Cache.Key]
+// returns a request's primary key; [Cache.Purge] removes it with all its
+// variants and subjects; [Cache.PurgePrefix] removes every key with a
+// prefix, for an admin route.
 //
 // # Unkeyed input
 //
