@@ -32,8 +32,9 @@ const (
 	// StatusCollapsed: served from the response another request fetched at
 	// the same time (request coalescing).
 	StatusCollapsed = "collapsed"
-	// StatusBypass: the cache did not handle the request (method,
-	// precondition, bypass rule, unkeyable request, store unavailable).
+	// StatusBypass: the cache did not handle the request (method, request
+	// content, precondition, bypass rule, unkeyable request, store
+	// unavailable).
 	StatusBypass = "bypass"
 )
 
@@ -82,7 +83,8 @@ type Options struct {
 	KeepStale time.Duration
 	// PassTTL is how long a URL whose response could not be stored
 	// (no-store, private, Set-Cookie, too large...) is forwarded without
-	// coalescing. Zero means 5 seconds; negative means never remembered.
+	// coalescing; when the URL's stored responses vary, only the variant
+	// of that request is. Zero means 5 seconds; negative means never remembered.
 	PassTTL time.Duration
 
 	// PerSubject keys entries by the authenticated subject
@@ -114,8 +116,9 @@ type Options struct {
 	// removed from fill requests), such as utm_source. Nil means none.
 	IgnoreQueryParams []string
 	// KeyHeaders are request headers whose values are part of every key,
-	// in addition to X-Forwarded-Proto and the headers responses name in
-	// Vary. Nil means none.
+	// in addition to the scheme and host the Gateway decided
+	// (pylon.Options.Trust), the path, the query and the headers responses
+	// name in Vary. Nil means none.
 	KeyHeaders []string
 	// StripHeaders are request headers removed from requests forwarded to
 	// fill an entry, because origins reflect them while the key ignores
@@ -130,7 +133,8 @@ type Options struct {
 	// Bypass reports requests the cache must not handle: they are
 	// forwarded as they are, and their responses are not stored. Nil means
 	// none beyond the built-in rules (methods other than GET and HEAD,
-	// If-Match, If-Unmodified-Since, upgrades).
+	// GET and HEAD requests with content, If-Match, If-Unmodified-Since,
+	// upgrades).
 	Bypass func(r *http.Request) bool
 
 	// TargetedFields are the targeted cache-control fields (RFC 9213) this
@@ -164,9 +168,10 @@ type Options struct {
 	// time.Now. It is also the clock of the memory store built when Store
 	// is nil.
 	Now func() time.Time
-	// Logger receives store errors and background refresh failures. Nil
-	// means slog.Default(), as everywhere in Pylon; to silence it, pass
-	// slog.New(slog.DiscardHandler).
+	// Logger receives store errors (at most one line per 10 seconds of
+	// Now, with the number of failures left out since) and background
+	// refresh failures. Nil means slog.Default(), as everywhere in Pylon;
+	// to silence it, pass slog.New(slog.DiscardHandler).
 	Logger *slog.Logger
 }
 
@@ -201,7 +206,17 @@ type Cache struct {
 	bgSem  chan struct{}
 
 	waiting atomic.Int64 // requests waiting for another's fetch (tests)
+
+	// Store failures are logged at most once per storeLogInterval: a
+	// store that is down fails every request.
+	logMu      sync.Mutex
+	logLast    time.Time // when the last failure was logged (c.now)
+	suppressed int64     // failures not logged since
 }
+
+// storeLogInterval is the least time between two "store unavailable" log
+// lines.
+const storeLogInterval = 10 * time.Second
 
 // call is one fetch that concurrent requests for a key wait for.
 type call struct {
@@ -427,6 +442,15 @@ func setInfo(info *pylon.RequestInfo, status string) {
 func (c *Cache) bypassReason(r *http.Request) string {
 	h := r.Header
 	switch {
+	case r.ContentLength != 0 || len(r.TransferEncoding) > 0:
+		// Content in a GET or HEAD has no defined semantics (RFC 9110
+		// §9.3.1) and is not in the key: an origin that reads it would
+		// let one client's body shape the response stored for everyone.
+		// ContentLength is what net/http's server sets (-1 for a chunked
+		// or unknown length), and what a Backend decides to forward a
+		// body by; the Body itself is no test, since a route's MaxBody
+		// wraps even an empty one.
+		return "request-content"
 	case len(h["If-Match"]) > 0 || len(h["If-Unmodified-Since"]) > 0:
 		return "precondition"
 	case len(h["Upgrade"]) > 0:
@@ -470,13 +494,14 @@ func (c *Cache) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 	for attempt := 0; attempt < 3; attempt++ {
 		e, eKey, marker, miss, err := c.lookup(r.Context(), key, r)
 		if err != nil {
-			c.logger.LogAttrs(r.Context(), slog.LevelWarn, "cache: store unavailable", slog.String("error", err.Error()))
+			c.storeFailed(r.Context(), err)
 			c.pass(w, r, next, info, StatusBypass, "fwd=bypass", "detail=store-unavailable")
 			return
 		}
 		now := c.now()
 		if e != nil && e.kind == kindPass {
 			f.fwd = "fwd=miss"
+			f.marker = marker
 			f.lead(w, nil)
 			return
 		}
@@ -623,8 +648,8 @@ func (c *Cache) release(key string, cl *call) {
 }
 
 // lookup returns the entry for r under key: the response itself, or the
-// variant a Vary marker selects (then marker is set). miss is "uri-miss" or
-// "vary-miss" when there is none.
+// variant a Vary marker selects (then marker is set), or the pass marker
+// for either. miss is "uri-miss" or "vary-miss" when there is none.
 func (c *Cache) lookup(ctx context.Context, key string, r *http.Request) (e *Entry, eKey string, marker *Entry, miss string, err error) {
 	e, err = c.store.Get(ctx, key)
 	if err != nil || e == nil {
@@ -635,7 +660,7 @@ func (c *Cache) lookup(ctx context.Context, key string, r *http.Request) (e *Ent
 	}
 	vk := variantKey(key, e.gen, e.vary, r)
 	v, err := c.store.Get(ctx, vk)
-	if err != nil || v == nil || v.kind != kindResponse {
+	if err != nil || v == nil || v.kind == kindVary {
 		return nil, "", e, "vary-miss", err
 	}
 	return v, vk, e, "", nil
@@ -824,6 +849,7 @@ type fill struct {
 	stale    *Entry // the stored response being revalidated, if any
 	staleKey string
 	marker   *Entry // the Vary marker found at key, if any
+	cl       *call  // the call others wait on while f leads; nil once released
 
 	// Set once the response header is known.
 	conditional bool
@@ -870,22 +896,28 @@ func (f *fill) fillRequest() *http.Request {
 
 // lead fetches the response from the backend, streams it to w, stores it
 // when it may, and shares the outcome with the requests waiting on cl
-// (nil when none may wait).
+// (nil when none may wait) as soon as it is known: before w has been sent
+// the response, so that w's pace never holds them (see captureWriter).
 func (f *fill) lead(w http.ResponseWriter, cl *call) {
 	c := f.c
-	finished := false
-	if cl != nil {
-		defer func() {
-			if !finished {
-				cl.entry, cl.retry = nil, true
-			}
-			c.release(f.key, cl)
-		}()
-	}
+	f.cl = cl
+	var cw *captureWriter
+	defer func() {
+		// A fill that ends without deciding (a panic, a client gone):
+		// the waiters try again. Then the client is sent what is
+		// buffered for it; the waiters never wait for that.
+		if f.cl != nil {
+			f.cl.entry, f.cl.retry = nil, true
+			f.release()
+		}
+		if cw != nil {
+			cw.finish()
+		}
+	}()
 	setInfo(f.info, StatusMiss)
 	out := f.fillRequest()
 	f.reqTime = c.now()
-	cw := &captureWriter{w: w, header: make(http.Header), f: f}
+	cw = &captureWriter{w: w, header: make(http.Header), f: f}
 	f.forward(cw, out)
 	if f.outcome == outcomeMismatch && f.r.Context().Err() == nil {
 		// The 304 is for another response than the one stored (RFC 9111
@@ -909,6 +941,9 @@ func (f *fill) lead(w http.ResponseWriter, cl *call) {
 	}
 	ctx := context.WithoutCancel(f.r.Context())
 	now := c.now()
+	// The waiters are released before anything more goes to this client,
+	// so that a client that reads slowly (or not at all) delays only
+	// itself.
 	switch f.outcome {
 	case outcomeRevalidated:
 		e, reason := c.refreshed(f, cw.header)
@@ -921,41 +956,67 @@ func (f *fill) lead(w http.ResponseWriter, cl *call) {
 		} else {
 			_ = c.store.Delete(ctx, f.staleKey)
 		}
-		if !f.background {
-			c.serveEntry(w, f.r, e, now, f.info, StatusRevalidated, f.fwd, "fwd-status=304",
-				"ttl="+itoa(int64((e.lifetime-e.age(now))/time.Second)))
-		}
-		if cl != nil && reason == "" {
+		if cl := f.cl; cl != nil && reason == "" {
 			cl.entry, cl.entryKey = e, f.staleKey
 			if f.marker != nil {
 				cl.gen, cl.names = f.marker.gen, f.marker.vary
 			}
 		}
+		f.release()
+		if !f.background {
+			c.serveEntry(w, f.r, e, now, f.info, StatusRevalidated, f.fwd, "fwd-status=304",
+				"ttl="+itoa(int64((e.lifetime-e.age(now))/time.Second)))
+		}
 	case outcomeStaleError:
 		s := f.stale
-		if !f.background {
-			c.serveEntry(w, f.r, s, now, f.info, StatusStale, f.fwd, "fwd-status="+itoa(int64(cw.status)),
-				"ttl="+itoa(int64((s.lifetime-s.age(now))/time.Second)), "detail=stale-if-error")
-		}
-		if cl != nil {
+		if cl := f.cl; cl != nil {
 			cl.entry, cl.entryKey, cl.stale, cl.fwdErr = s, f.staleKey, true, cw.status
 			if f.marker != nil {
 				cl.gen, cl.names = f.marker.gen, f.marker.vary
 			}
 		}
+		f.release()
+		if !f.background {
+			c.serveEntry(w, f.r, s, now, f.info, StatusStale, f.fwd, "fwd-status="+itoa(int64(cw.status)),
+				"ttl="+itoa(int64((s.lifetime-s.age(now))/time.Second)), "detail=stale-if-error")
+		}
 	default:
+		// The whole body has arrived from the backend; this client may
+		// still be receiving it (captureWriter.finish, deferred).
 		if f.reason == "" && cw.buffering && cw.err == nil {
-			e := c.newEntry(f, cw.status, cw.header, cw.buf)
-			c.storeResponse(ctx, f, cw.header, e, now, cl)
+			e := cw.entry // its times, from the header
+			e.header, e.body = storedHeader(cw.header, len(cw.buf)), cw.buf
+			c.storeResponse(ctx, f, cw.header, e, now, f.cl)
 		} else if cw.status >= 500 {
-			if cl != nil {
-				cl.retry = true
+			if f.cl != nil {
+				f.cl.retry = true
 			}
 		} else if passReason(f.reason) && c.passTTL > 0 {
-			c.set(ctx, f.key, &Entry{kind: kindPass}, c.passTTL)
+			c.markPass(ctx, f)
 		}
+		f.release()
 	}
-	finished = true
+}
+
+// release wakes the requests waiting on f's call, once, with what was set
+// in it: an entry to serve, or none (they fetch on their own, or with retry
+// wait for a new fetch).
+func (f *fill) release() {
+	if cl := f.cl; cl != nil {
+		f.cl = nil
+		f.c.release(f.key, cl)
+	}
+}
+
+// unshared releases the requests waiting on f's call as soon as its
+// response is known not to be shared (not storable, or grown past
+// MaxObjectSize), rather than after it has reached this client: they fetch
+// on their own, or after a 5xx wait for a new fetch.
+func (f *fill) unshared(status int) {
+	if cl := f.cl; cl != nil {
+		cl.entry, cl.retry = nil, status >= 500
+		f.release()
+	}
 }
 
 // forward sends out to the backend through cw. When the backend gives up
@@ -1018,10 +1079,50 @@ func (c *Cache) storeResponse(ctx context.Context, f *fill, h http.Header, e *En
 	}
 }
 
+// markPass remembers for PassTTL that f's response could not be stored, so
+// that the next requests for it skip coalescing. When a Vary marker holds
+// the primary key, the pass marker goes under this request's variant key:
+// one uncacheable variant (a response that sets a cookie for one
+// language, say) leaves the URL's other variants reachable.
+func (c *Cache) markPass(ctx context.Context, f *fill) {
+	key, m := f.key, f.marker
+	if m == nil {
+		// A response stored since our lookup may have put one there.
+		if cur, err := c.store.Get(ctx, f.key); err == nil && cur != nil && cur.kind == kindVary {
+			m = cur
+		}
+	}
+	if m != nil {
+		key = variantKey(f.key, m.gen, m.vary, f.r)
+	}
+	c.set(ctx, key, &Entry{kind: kindPass}, c.passTTL)
+}
+
 func (c *Cache) set(ctx context.Context, key string, e *Entry, ttl time.Duration) {
 	if err := c.store.Set(ctx, key, e, ttl); err != nil && !errors.Is(err, ErrTooLarge) {
-		c.logger.LogAttrs(ctx, slog.LevelWarn, "cache: store unavailable", slog.String("error", err.Error()))
+		c.storeFailed(ctx, err)
 	}
+}
+
+// storeFailed logs a store failure, at most once per storeLogInterval of
+// the cache's clock, with the number of failures not logged since the
+// line before ("suppressed"). The request's own handling (bypass, or not
+// storing) and its Cache-Status do not depend on it.
+func (c *Cache) storeFailed(ctx context.Context, err error) {
+	now := c.now()
+	c.logMu.Lock()
+	if !c.logLast.IsZero() {
+		if d := now.Sub(c.logLast); d >= 0 && d < storeLogInterval {
+			c.suppressed++
+			c.logMu.Unlock()
+			return
+		}
+	}
+	n := c.suppressed
+	c.logLast, c.suppressed = now, 0
+	c.logMu.Unlock()
+	c.logger.LogAttrs(ctx, slog.LevelWarn, "cache: store unavailable", slog.String("error", err.Error()),
+		slog.Int64("suppressed", n))
 }
 
 // passReason reports whether a not-stored reason comes from the response
@@ -1100,9 +1201,17 @@ func (f *fill) storeReason(status int, h http.Header) string {
 
 // newEntry builds the stored form of a response (RFC 9111 §4.2).
 func (c *Cache) newEntry(f *fill, status int, h http.Header, body []byte) *Entry {
+	e := c.entryTimes(f, status, h)
+	e.header, e.body = storedHeader(h, len(body)), body
+	return e
+}
+
+// entryTimes returns the entry for a response without its header and body:
+// its age, freshness lifetime, stale windows and flags, all known once the
+// response header is.
+func (c *Cache) entryTimes(f *fill, status int, h http.Header) *Entry {
 	d, targeted := c.respDirectives(h)
-	e := &Entry{kind: kindResponse, status: status, header: storedHeader(h, len(body)), body: body,
-		responseTime: f.respTime}
+	e := &Entry{kind: kindResponse, status: status, responseTime: f.respTime}
 	date := f.respTime
 	// An absent, repeated or invalid Date is replaced by the time the
 	// response arrived (RFC 9110 §6.6.1).
@@ -1147,7 +1256,11 @@ func (c *Cache) newEntry(f *fill, status int, h http.Header, body []byte) *Entry
 			}
 		}
 	}
-	if d.mustRevalidate || d.proxyRevalidate {
+	// proxy-revalidate is must-revalidate for a shared cache, and s-maxage
+	// implies proxy-revalidate there (RFC 9111 §5.2.2.8, §5.2.2.10): once
+	// stale, such a response is served only after a successful validation,
+	// never for max-stale, stale-while-revalidate or stale-if-error.
+	if d.mustRevalidate || d.proxyRevalidate || d.sMaxAge >= 0 {
 		e.flags |= flagMustRevalidate
 	}
 	e.swr = max(0, d.swr, c.opts.StaleWhileRevalidate)

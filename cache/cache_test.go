@@ -3,8 +3,11 @@ package cache
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -162,6 +165,52 @@ func TestFreshnessAndAge(t *testing.T) {
 			// Without a validator the expired entry is dropped: a plain miss.
 			if o.calls.Load() != 2 || !strings.Contains(status(w), "fwd=") {
 				t.Fatalf("stale entry: Cache-Status %q, calls %d", status(w), o.calls.Load())
+			}
+		})
+	}
+}
+
+// RFC 9111 §4.2.1 (§5.2): when max-age or s-maxage appears more than once,
+// a cache uses the first or considers the response stale. This cache
+// considers it stale when the values differ, in Cache-Control (one line or
+// several) and in a targeted field (RFC 9213, whose Dictionary parsing
+// keeps the last value): the origin's own lifetime cannot be told from one
+// appended by someone else. Repeats of one value are that value.
+func TestRepeatedFreshnessDirectives(t *testing.T) {
+	tests := []struct {
+		name   string
+		fields []string
+		fresh  time.Duration // still a hit after this long; -1: stale at once
+	}{
+		{"max-age twice", []string{"Cache-Control: max-age=1, max-age=3600"}, -1},
+		{"max-age twice, shorter last", []string{"Cache-Control: max-age=3600, max-age=1"}, -1},
+		{"max-age on two lines", []string{"Cache-Control: max-age=3600", "Cache-Control: max-age=1"}, -1},
+		{"s-maxage twice", []string{"Cache-Control: s-maxage=1, max-age=60, s-maxage=3600"}, -1},
+		{"max-age twice beside s-maxage", []string{"Cache-Control: s-maxage=3600, max-age=1, max-age=2"}, -1},
+		{"invalid then valid max-age", []string{"Cache-Control: max-age=x, max-age=3600"}, -1},
+		{"max-age repeated with one value", []string{"Cache-Control: max-age=60, max-age=60"}, 59 * time.Second},
+		{"max-age repeated on two lines with one value", []string{"Cache-Control: max-age=60", "Cache-Control: max-age=60"}, 59 * time.Second},
+		{"targeted max-age twice", []string{"CDN-Cache-Control: max-age=1, max-age=3600"}, -1},
+		{"targeted s-maxage on two lines", []string{"CDN-Cache-Control: s-maxage=3600", "CDN-Cache-Control: s-maxage=1"}, -1},
+		{"targeted max-age repeated with one value", []string{"CDN-Cache-Control: max-age=60, max-age=60"}, 59 * time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clk := newClock()
+			c := newTestCache(t, Options{Now: clk.Now})
+			o := &origin{}
+			o.set(static(200, "v", append([]string{`Etag: "1"`}, tt.fields...)...))
+			h := c.Middleware(o)
+			get(h, "GET", "/a")
+			if tt.fresh < 0 {
+				if w := get(h, "GET", "/a"); o.calls.Load() != 2 || strings.Contains(status(w), "hit") {
+					t.Fatalf("served as fresh: Cache-Status %q, backend calls %d", status(w), o.calls.Load())
+				}
+				return
+			}
+			clk.Advance(tt.fresh)
+			if w := get(h, "GET", "/a"); o.calls.Load() != 1 || !strings.Contains(status(w), "hit") {
+				t.Fatalf("not fresh after %v: Cache-Status %q, backend calls %d", tt.fresh, status(w), o.calls.Load())
 			}
 		})
 	}
@@ -381,6 +430,64 @@ func TestStaleIfError(t *testing.T) {
 	}
 }
 
+// RFC 9111 §5.2.2.10: s-maxage implies proxy-revalidate (§5.2.2.8), which
+// binds a shared cache as must-revalidate does: once stale, the response is
+// served only after a successful validation, so not for a client's
+// max-stale, not within stale-while-revalidate and not for stale-if-error,
+// whether the window comes from the response or from Options. The same
+// responses with max-age instead are served stale (the controls).
+func TestSMaxAgeNeverServedStale(t *testing.T) {
+	tests := []struct {
+		name string
+		opts Options
+		cc   string // the stored response's Cache-Control; %s is the freshness directive
+		req  []string
+		down bool // the backend answers 503 once the response is stale
+	}{
+		{"max-stale", Options{}, "%s=10", []string{"Cache-Control: max-stale=3600"}, false},
+		{"stale-while-revalidate", Options{}, "%s=10, stale-while-revalidate=3600", nil, false},
+		{"Options.StaleWhileRevalidate", Options{StaleWhileRevalidate: time.Hour}, "%s=10", nil, false},
+		{"stale-if-error", Options{}, "%s=10, stale-if-error=3600", nil, true},
+		{"Options.StaleIfError", Options{StaleIfError: time.Hour}, "%s=10", nil, true},
+	}
+	for _, tt := range tests {
+		for _, dir := range []string{"max-age", "s-maxage"} {
+			t.Run(tt.name+"/"+dir, func(t *testing.T) {
+				clk := newClock()
+				opts := tt.opts
+				opts.Now = clk.Now
+				c := newTestCache(t, opts)
+				o := &origin{}
+				// The ETag keeps the stale response stored (KeepStale).
+				o.set(static(200, "old", "Cache-Control: "+fmt.Sprintf(tt.cc, dir), `Etag: "1"`))
+				h := c.Middleware(o)
+				get(h, "GET", "/a")
+				clk.Advance(30 * time.Second)
+				if tt.down {
+					o.set(static(503, "down"))
+				} else {
+					o.set(static(200, "new", "Cache-Control: max-age=10"))
+				}
+				w := get(h, "GET", "/a", tt.req...)
+				if dir == "max-age" {
+					if w.Body.String() != "old" {
+						t.Fatalf("control: max-age response not served stale: %d %q, Cache-Status %q", w.Code, w.Body, status(w))
+					}
+					return
+				}
+				want, code := "new", 200
+				if tt.down {
+					want, code = "down", 503
+				}
+				if w.Code != code || w.Body.String() != want || o.calls.Load() != 2 {
+					t.Fatalf("stale s-maxage response: got %d %q (Cache-Status %q, backend calls %d), want the backend's %d %q",
+						w.Code, w.Body, status(w), o.calls.Load(), code, want)
+				}
+			})
+		}
+	}
+}
+
 func TestNoStoreAfterMaxAge(t *testing.T) {
 	clk := newClock()
 	c := newTestCache(t, Options{Now: clk.Now})
@@ -413,12 +520,12 @@ func TestVary(t *testing.T) {
 		lang, body, status string
 		calls              int64
 	}{
-		{"en", "lang=en", "pylon; fwd=uri-miss", 1},
+		{"en", "lang=en", "pylon; fwd=uri-miss; stored", 1},
 		{"en", "lang=en", "pylon; hit; ttl=60", 1},
-		{"fr", "lang=fr", "pylon; fwd=vary-miss", 2},
+		{"fr", "lang=fr", "pylon; fwd=vary-miss; stored", 2},
 		{"fr", "lang=fr", "pylon; hit; ttl=60", 2},
 		{"en", "lang=en", "pylon; hit; ttl=60", 2},
-		{"", "lang=", "pylon; fwd=vary-miss", 3},
+		{"", "lang=", "pylon; fwd=vary-miss; stored", 3},
 	} {
 		var w *httptest.ResponseRecorder
 		if tc.lang == "" {
@@ -429,6 +536,79 @@ func TestVary(t *testing.T) {
 		if w.Body.String() != tc.body || status(w) != tc.status || o.calls.Load() != tc.calls {
 			t.Fatalf("%s: got %q, %q, calls %d; want %q, %q, %d", tc.lang, w.Body, status(w), o.calls.Load(), tc.body, tc.status, tc.calls)
 		}
+	}
+}
+
+// One variant whose response cannot be stored (here it sets a cookie)
+// leaves the URL's other variants stored and served: the pass marker that
+// makes later requests for that variant skip coalescing is kept apart from
+// the Vary marker, instead of replacing it.
+func TestUncacheableVariantKeepsOtherVariants(t *testing.T) {
+	c := newTestCache(t, Options{Now: newClock().Now})
+	o := &origin{}
+	o.set(func(w http.ResponseWriter, r *http.Request) {
+		lang := r.Header.Get("Accept-Language")
+		fields := []string{"Cache-Control: max-age=600", "Vary: Accept-Language"}
+		if lang == "xx" {
+			fields = append(fields, "Set-Cookie: s=1")
+		}
+		static(200, "lang="+lang, fields...)(w, r)
+	})
+	h := c.Middleware(o)
+	for i, tc := range []struct {
+		lang, status string
+		calls        int64
+	}{
+		{"en", "pylon; fwd=uri-miss", 1},
+		{"en", "pylon; hit", 1},
+		{"xx", "pylon; fwd=vary-miss; detail=set-cookie", 2},
+		{"en", "pylon; hit", 2},
+		{"xx", "pylon; fwd=miss; detail=set-cookie", 3}, // the pass marker: forwarded at once
+		{"fr", "pylon; fwd=vary-miss", 4},
+		{"fr", "pylon; hit", 4},
+		{"en", "pylon; hit", 4},
+	} {
+		w := get(h, "GET", "/a", "Accept-Language: "+tc.lang)
+		if w.Body.String() != "lang="+tc.lang || !strings.HasPrefix(status(w), tc.status) || o.calls.Load() != tc.calls {
+			t.Fatalf("request %d (%s): %q, Cache-Status %q, backend calls %d; want %q, %d",
+				i, tc.lang, w.Body, status(w), o.calls.Load(), tc.status, tc.calls)
+		}
+	}
+}
+
+// RFC 9111 §4.1: a header named in Vary that is absent from the stored
+// request matches only a request where it is absent too, not one that sends
+// it with an empty value (and the reverse). For Accept-Encoding the two
+// mean different things (RFC 9110 §12.5.3): empty asks for no coding at
+// all, absent accepts any.
+func TestVaryAbsentHeaderDoesNotMatchEmpty(t *testing.T) {
+	for _, name := range []string{"Accept-Language", "Accept-Encoding"} {
+		t.Run(name, func(t *testing.T) {
+			c := newTestCache(t, Options{Now: newClock().Now})
+			o := &origin{}
+			o.set(func(w http.ResponseWriter, r *http.Request) {
+				v, sent := r.Header[name]
+				static(200, fmt.Sprintf("sent=%v %q", sent, v), "Cache-Control: max-age=60", "Vary: "+name)(w, r)
+			})
+			h := c.Middleware(o)
+			for _, tc := range []struct {
+				fields []string
+				body   string
+				status string
+				calls  int64
+			}{
+				{[]string{name + ":"}, `sent=true [""]`, "pylon; fwd=uri-miss", 1},
+				{nil, "sent=false []", "pylon; fwd=vary-miss", 2},
+				{nil, "sent=false []", "pylon; hit", 2},
+				{[]string{name + ":"}, `sent=true [""]`, "pylon; hit", 2},
+			} {
+				w := get(h, "GET", "/a", tc.fields...)
+				if w.Body.String() != tc.body || !strings.HasPrefix(status(w), tc.status) || o.calls.Load() != tc.calls {
+					t.Fatalf("request with %q: got %q, %q, calls %d; want %q, %q, %d",
+						tc.fields, w.Body, status(w), o.calls.Load(), tc.body, tc.status, tc.calls)
+				}
+			}
+		})
 	}
 }
 
@@ -830,6 +1010,59 @@ func TestStoreFailureBypasses(t *testing.T) {
 		}
 	}
 	get(h, "POST", "/a") // invalidation against a failing store does not fail the request
+}
+
+// setFailingStore reads like an empty store and fails every write, like a
+// Redis that answers reads from a replica while its primary is gone.
+type setFailingStore struct{ *MemoryStore }
+
+func (setFailingStore) Set(context.Context, string, *Entry, time.Duration) error { return errDown }
+
+// While the store fails, every request still bypasses (or is not stored)
+// as before, but "cache: store unavailable" is logged at most once per 10
+// seconds, with the number of failures not logged since.
+func TestStoreFailuresLoggedOncePerInterval(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		store  Store
+		status string
+	}{
+		{"reads fail", failingStore{}, "pylon; fwd=bypass; detail=store-unavailable"},
+		{"writes fail", setFailingStore{NewMemoryStore(MemoryOptions{})}, "pylon; fwd=uri-miss"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clk := newClock()
+			logs := &logRecorder{}
+			c := newTestCache(t, Options{Now: clk.Now, Store: tc.store, Logger: slog.New(logs)})
+			o := &origin{}
+			o.set(static(200, "body", "Cache-Control: max-age=60"))
+			h := c.Middleware(o)
+			send := func() {
+				t.Helper()
+				if w := get(h, "GET", "/a"); w.Code != 200 || w.Body.String() != "body" || !strings.HasPrefix(status(w), tc.status) {
+					t.Fatalf("got %d %q, Cache-Status %q", w.Code, w.Body, status(w))
+				}
+			}
+			want := []string{"cache: store unavailable error=store down suppressed=0"}
+			for range 5 {
+				send()
+			}
+			clk.Advance(storeLogInterval - time.Millisecond)
+			send()
+			if got := logs.records(); !slices.Equal(got, want) {
+				t.Fatalf("after 6 failures within the interval, logged %q, want %q", got, want)
+			}
+			clk.Advance(time.Millisecond)
+			send()
+			want = append(want, "cache: store unavailable error=store down suppressed=5")
+			if got := logs.records(); !slices.Equal(got, want) {
+				t.Fatalf("after the interval, logged %q, want %q", got, want)
+			}
+			if o.calls.Load() != 7 {
+				t.Fatalf("backend calls = %d, want 7", o.calls.Load())
+			}
+		})
+	}
 }
 
 func TestInfoCache(t *testing.T) {

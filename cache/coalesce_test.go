@@ -1,12 +1,20 @@
 package cache
 
 import (
+	"bytes"
 	"context"
+	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/pylon-gateway/pylon"
 )
 
 // stampede sends n concurrent requests through h while the origin is held,
@@ -165,4 +173,186 @@ func TestCoalescingWaiterCancels(t *testing.T) {
 	<-waiterDone // a waiter whose client leaves returns at once
 	close(release)
 	<-done
+}
+
+// throughGateway serves h behind a Backend, through a Gateway whose route
+// uses c, and returns the gateway's URL.
+func throughGateway(t *testing.T, c *Cache, h http.Handler) string {
+	t.Helper()
+	up := httptest.NewServer(h)
+	t.Cleanup(up.Close)
+	b := pylon.MustNewBackend("up", pylon.BackendOptions{Targets: []string{up.URL}})
+	t.Cleanup(func() { _ = b.Close() })
+	gw := pylon.New(pylon.Options{})
+	gw.Route("/").Use(c.Middleware).To(b)
+	if err := gw.Err(); err != nil {
+		t.Fatal(err)
+	}
+	front := httptest.NewServer(gw)
+	t.Cleanup(front.Close)
+	return front.URL
+}
+
+// TestCoalescingSlowClientHoldsNobody: the client of the request that
+// fetches for the others reads nothing at all. The others are not held
+// until it does: a response being stored is read from the backend at the
+// backend's pace, and they are served once it is stored (or, for a stale
+// response, once the backend has revalidated it); a response that turns
+// out not to be shareable (too large, or private) releases them as soon as
+// that is known, and they fetch on their own.
+func TestCoalescingSlowClientHoldsNobody(t *testing.T) {
+	const size = 16 << 20 // far beyond what socket buffers hold
+	body := bytes.Repeat([]byte("0123456789abcdef"), size/16)
+	big := Options{MaxObjectSize: size, MaxBytes: 2 * size}
+	for _, tc := range []struct {
+		name       string
+		opts       Options
+		fields     []string
+		chunked    bool  // no Content-Length: too large is found out mid-body
+		revalidate bool  // the first client's request revalidates a stale stored response (304)
+		waits      bool  // the second request waits for the first's fetch
+		shared     bool  // and is served its outcome
+		calls      int64 // backend calls for the two
+	}{
+		{"stored", big, []string{"Cache-Control: max-age=60"}, false, false, true, true, 1},
+		{"stored, chunked", big, []string{"Cache-Control: max-age=60"}, true, false, true, true, 1},
+		{"revalidated", big, []string{"Cache-Control: max-age=60", `Etag: "1"`}, false, true, true, true, 2},
+		{"too large", Options{MaxObjectSize: 1 << 20}, []string{"Cache-Control: max-age=60"}, true, false, true, false, 2},
+		{"not storable", Options{}, []string{"Cache-Control: private, max-age=60"}, false, false, false, false, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clk := newClock()
+			tc.opts.Now = clk.Now
+			tc.opts.Logger = slog.New(slog.DiscardHandler)
+			c := newTestCache(t, tc.opts)
+			o := &origin{}
+			release := make(chan struct{})
+			pauseAt := int64(1) // the backend call that waits for the second request
+			if tc.revalidate {
+				pauseAt = 2
+			}
+			o.set(func(w http.ResponseWriter, r *http.Request) {
+				for _, f := range tc.fields {
+					k, v, _ := strings.Cut(f, ":")
+					w.Header().Set(k, strings.TrimSpace(v))
+				}
+				pause := func() bool {
+					select {
+					case <-release:
+						return true
+					case <-r.Context().Done():
+						return false
+					}
+				}
+				if r.Header.Get("If-None-Match") != "" {
+					if o.calls.Load() == pauseAt && !pause() {
+						return
+					}
+					w.WriteHeader(http.StatusNotModified)
+					return
+				}
+				if !tc.chunked {
+					w.Header().Set("Content-Length", strconv.Itoa(size))
+				}
+				rest := body
+				if o.calls.Load() == pauseAt {
+					w.Write(body[:64<<10])
+					http.NewResponseController(w).Flush()
+					if !pause() {
+						return
+					}
+					rest = body[64<<10:]
+				}
+				w.Write(rest)
+			})
+			url := throughGateway(t, c, o)
+			get := func() (b []byte, cacheStatus string, err error) {
+				res, err := http.Get(url + "/big")
+				if err != nil {
+					return nil, "", err
+				}
+				defer res.Body.Close()
+				b, err = io.ReadAll(res.Body)
+				return b, res.Header.Get("Cache-Status"), err
+			}
+			if tc.revalidate {
+				if _, _, err := get(); err != nil {
+					t.Fatal(err)
+				}
+				clk.Advance(time.Minute + time.Second)
+			}
+
+			// The first client asks and never reads.
+			host := strings.TrimPrefix(url, "http://")
+			conn, err := net.Dial("tcp", host)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			conn.(*net.TCPConn).SetReadBuffer(4 << 10)
+			if _, err := io.WriteString(conn, "GET /big HTTP/1.1\r\nHost: "+host+"\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "the first client's request at the backend", func() bool { return o.calls.Load() == pauseAt })
+
+			type result struct {
+				body   []byte
+				status string
+				err    error
+			}
+			second := make(chan result, 1)
+			go func() {
+				b, cs, err := get()
+				second <- result{b, cs, err}
+			}()
+			if tc.waits {
+				waitFor(t, "the second request to wait for the first", func() bool { return c.waiting.Load() == 1 })
+			}
+			close(release)
+			select {
+			case r := <-second:
+				if r.err != nil || !bytes.Equal(r.body, body) {
+					t.Fatalf("second client: %d bytes, %v", len(r.body), r.err)
+				}
+				if strings.Contains(r.status, "collapsed") != tc.shared {
+					t.Fatalf("second client's Cache-Status %q, want shared %v", r.status, tc.shared)
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatal("the second client is held by the first one, which does not read")
+			}
+			if got := o.calls.Load(); got != tc.calls {
+				t.Fatalf("backend calls = %d, want %d", got, tc.calls)
+			}
+			if tc.shared {
+				// Stored while the first client still has not read it.
+				b, cs, err := get()
+				if err != nil || len(b) != size || !strings.HasPrefix(cs, "pylon; hit") || o.calls.Load() != tc.calls {
+					t.Fatalf("third request: %d bytes, %v, Cache-Status %q, backend calls %d", len(b), err, cs, o.calls.Load())
+				}
+			}
+		})
+	}
+}
+
+// panicWriter is a client's ResponseWriter whose Write panics.
+type panicWriter struct{ *httptest.ResponseRecorder }
+
+func (panicWriter) Write([]byte) (int, error) { panic("client writer broke") }
+
+// A stored response is sent to its client from another goroutine; a panic
+// of the client's writer there still reaches the request's own goroutine,
+// where net/http recovers it, instead of crashing the process.
+func TestClientWriterPanicReachesHandler(t *testing.T) {
+	c := newTestCache(t, Options{Now: newClock().Now})
+	o := &origin{}
+	o.set(static(200, "body", "Cache-Control: max-age=60"))
+	h := c.Middleware(o)
+	got := func() (p any) {
+		defer func() { p = recover() }()
+		h.ServeHTTP(panicWriter{httptest.NewRecorder()}, httptest.NewRequest("GET", "/a", nil))
+		return nil
+	}()
+	if got != "client writer broke" {
+		t.Fatalf("recovered %v", got)
+	}
 }

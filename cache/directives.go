@@ -78,8 +78,36 @@ func parseDelta(s string) (time.Duration, bool) {
 	return time.Duration(n) * time.Second, true
 }
 
+// freshnessConflict makes a response stale whose max-age or s-maxage
+// appeared more than once with different values. RFC 9111 §4.2.1 (and
+// §5.2) lets a cache use the first occurrence or consider the response
+// stale; stale is the conservative choice: whoever appended the second
+// value (a framework, a middleware, an injected header line) can neither
+// extend the lifetime nor be trusted to have shortened it. Repeats of one
+// value are that value.
+func (d *respDirectives) freshnessConflict() {
+	if d.maxAge >= 0 {
+		d.maxAge = 0
+	}
+	if d.sMaxAge >= 0 {
+		d.sMaxAge = 0
+	}
+}
+
+// firstDelta sets *dst to a directive's delta-seconds value v when it is
+// the directive's first occurrence, and reports a later one with another
+// value.
+func firstDelta(dst *time.Duration, v time.Duration) (conflict bool) {
+	if *dst < 0 {
+		*dst = v
+		return false
+	}
+	return *dst != v
+}
+
 func parseRespDirectives(h http.Header) respDirectives {
 	d := respDirectives{maxAge: -1, sMaxAge: -1, swr: -1, sie: -1}
+	conflict := false
 	eachDirective(h["Cache-Control"], func(name, value string) {
 		switch name {
 		case "no-store":
@@ -99,9 +127,11 @@ func parseRespDirectives(h http.Header) respDirectives {
 		case "must-understand":
 			d.mustUnderstand = true
 		case "max-age":
-			d.maxAge, _ = parseDelta(value) // invalid: 0, stale (RFC 9111 §4.2.1)
+			v, _ := parseDelta(value) // invalid: 0, stale (RFC 9111 §4.2.1)
+			conflict = firstDelta(&d.maxAge, v) || conflict
 		case "s-maxage":
-			d.sMaxAge, _ = parseDelta(value)
+			v, _ := parseDelta(value)
+			conflict = firstDelta(&d.sMaxAge, v) || conflict
 		case "stale-while-revalidate":
 			if v, ok := parseDelta(value); ok {
 				d.swr = v
@@ -112,6 +142,9 @@ func parseRespDirectives(h http.Header) respDirectives {
 			}
 		}
 	})
+	if conflict {
+		d.freshnessConflict()
+	}
 	// Pragma: no-cache in a response has no defined meaning (RFC 9111 §5.4)
 	// but old origins use it to mean no-cache; honour it when there is no
 	// Cache-Control at all.
@@ -202,6 +235,7 @@ func targetedDirectives(m []sfMember) respDirectives {
 		}
 		*dst = time.Duration(v.n) * time.Second
 	}
+	conflict := false
 	for _, mem := range m {
 		v := mem.val
 		switch mem.key {
@@ -221,13 +255,21 @@ func targetedDirectives(m []sfMember) respDirectives {
 			d.mustUnderstand = d.mustUnderstand || flag(v, false)
 		case "max-age":
 			delta(v, &d.maxAge)
+			conflict = conflict || mem.conflict
 		case "s-maxage":
 			delta(v, &d.sMaxAge)
+			conflict = conflict || mem.conflict
 		case "stale-while-revalidate":
 			delta(v, &d.swr)
 		case "stale-if-error":
 			delta(v, &d.sie)
 		}
+	}
+	// A Dictionary keeps a repeated key's last value (RFC 9651 §4.2.2);
+	// for freshness, RFC 9111 §4.2.1 applies on top, as in Cache-Control:
+	// different values make the response stale.
+	if conflict {
+		d.freshnessConflict()
 	}
 	return d
 }

@@ -3,7 +3,10 @@
 // shared cache per RFC 9111, in memory (bounded in bytes, least recently
 // used evicted first) or in any [Store] (the nested module
 // github.com/pylon-gateway/pylon/redis has one for Redis, shared by
-// replicas).
+// replicas). A store that fails never fails a request: the request is
+// forwarded (Cache-Status "detail=store-unavailable") or its response is
+// not stored, and the failures are logged at most once per 10 seconds,
+// with the number left out since.
 //
 //	c := cache.MustNew(cache.Options{MaxBytes: 256 << 20, DefaultTTL: 30 * time.Second})
 //	defer c.Close()
@@ -20,8 +23,11 @@
 // Options.HeuristicFraction asks for heuristic freshness (§4.2.2), else
 // Options.DefaultTTL. Dates are HTTP-dates exactly as RFC 9110 §5.6.7
 // defines them (IMF-fixdate, and the obsolete rfc850 and asctime forms);
-// an invalid Expires, or several, means already expired (§5.3); a
-// list-based Age counts by its first member (§5.1).
+// an invalid Expires, or several, means already expired (§5.3), and so
+// does a max-age or s-maxage repeated with different values, in
+// Cache-Control or a targeted field (§4.2.1 allows the first value or
+// stale; stale is the safe choice); a list-based Age counts by its first
+// member (§5.1).
 //
 // A targeted cache-control field (RFC 9213), CDN-Cache-Control unless
 // Options.TargetedFields names others (a field of the gateway's own name
@@ -42,10 +48,20 @@
 // a Gateway reports the other order as a configuration error, and a cache
 // that finds itself before an authentication anyway never stores what that
 // authentication admitted. HEAD is answered from a stored GET response.
+// A response the cache stores says so in its Cache-Status ("stored", RFC
+// 9211 §2.7), whether or not it has a Content-Length; that field leaves
+// with the header, before the body, so a body of unknown length that grows
+// past Options.MaxObjectSize, one cut short, or a failing store can still
+// leave such a response unstored. One kept for no time (a lifetime of 0
+// without a validator) does not say stored.
 // Requests with If-Match or If-Unmodified-Since, upgrade requests, and
-// requests Options.Bypass selects are forwarded untouched. A successful
-// POST, PUT, PATCH or DELETE invalidates the stored response for its URL
-// (§4.4).
+// requests Options.Bypass selects are forwarded untouched, and so are GET
+// and HEAD requests with content (a Content-Length other than 0, or a
+// chunked body), with Cache-Status "fwd=bypass; detail=request-content":
+// content in a GET has no defined semantics (RFC 9110 §9.3.1) and is not
+// in the key, so a response an origin shaped from it is neither stored nor
+// answered from the cache. A successful POST, PUT, PATCH or DELETE
+// invalidates the stored response for its URL (§4.4).
 //
 // # Serving
 //
@@ -67,15 +83,24 @@
 // answers 5xx (a breaker's 503 included, when the breaker is inside the
 // cache: a Backend Guard, or breaker middleware after the cache), closes
 // the connection before answering, or does not answer before the request's
-// deadline (a route timeout). no-cache and must-revalidate responses are
-// never served stale. Client request directives are honoured unless
+// deadline (a route timeout). no-cache, must-revalidate and
+// proxy-revalidate responses are never served stale, nor are responses
+// with s-maxage, which implies proxy-revalidate for a shared cache (RFC
+// 9111 §5.2.2.10). Client request directives are honoured unless
 // Options.IgnoreRequestDirectives.
 //
 // Concurrent misses on one key make one backend request: the first request
 // fetches, streaming to its client, and the others wait for it and are
-// served the stored result (Cache-Status "collapsed"). When the response
-// cannot be shared, the waiters fetch on their own, and the URL skips
-// coalescing for Options.PassTTL.
+// served the stored result (Cache-Status "collapsed"). That client does
+// not pace the fetch: a response being stored (buffered anyway, up to
+// Options.MaxObjectSize) is read from the backend as fast as the backend
+// sends it and sent to the first client from the buffer, so the others are
+// served once it is stored (or revalidated), however slowly the first
+// client reads, or if it never does. When the response cannot be shared
+// (known from its header, or when its body grows past MaxObjectSize), the
+// waiters are released at once and fetch on their own, and the URL skips
+// coalescing for Options.PassTTL; when its responses vary, only that
+// variant does, and the other stored variants keep being served.
 //
 // # Keys
 //
@@ -94,9 +119,11 @@
 // under another scheme's key. Key headers are Options.KeyHeaders. Options.Key may rewrite the primary
 // key. With Options.PerSubject the subject is appended, and when a response
 // names headers in Vary, each combination of their values gets its own
-// entry. [Cache.Key] returns a request's primary key; [Cache.Purge] removes
-// it with all its variants and subjects; [Cache.PurgePrefix] removes every
-// key with a prefix, for an admin route.
+// entry; a header the request lacks matches only requests that lack it
+// too, never one sent with an empty value (RFC 9111 §4.1). [Cache.Key]
+// returns a request's primary key; [Cache.Purge] removes it with all its
+// variants and subjects; [Cache.PurgePrefix] removes every key with a
+// prefix, for an admin route.
 //
 // # Unkeyed input
 //

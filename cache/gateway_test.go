@@ -147,3 +147,124 @@ func TestGatewayLargeResponse(t *testing.T) {
 		t.Fatalf("upstream calls = %d: the response was stored", calls.Load())
 	}
 }
+
+// TestGatewayGetWithContentBypasses is the "fat GET" cache poisoning: an
+// origin that reflects a GET's body must not have that response stored
+// under the body-less key. RFC 9110 §9.3.1: content in a GET has no
+// defined semantics. A GET with content (a Content-Length or a chunked
+// body) is forwarded as it is, is not answered from the cache, and its
+// response is not stored; a plain GET is cached as usual.
+func TestGatewayGetWithContentBypasses(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		body func() io.Reader
+	}{
+		{"Content-Length", func() io.Reader { return strings.NewReader("<script>evil</script>") }},
+		// A reader of unknown length: net/http sends it chunked.
+		{"chunked", func() io.Reader { return io.MultiReader(strings.NewReader("<script>evil</script>")) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := cache.MustNew(cache.Options{})
+			defer c.Close()
+			var calls atomic.Int64
+			url, last := gateway(t, c, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				calls.Add(1)
+				q, _ := io.ReadAll(r.Body)
+				w.Header().Set("Cache-Control", "max-age=60")
+				io.WriteString(w, "results for "+string(q))
+			}))
+			send := func(body io.Reader) (string, string) {
+				t.Helper()
+				req, _ := http.NewRequest("GET", url+"/search", body)
+				res, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, _ := io.ReadAll(res.Body)
+				res.Body.Close()
+				return string(b), res.Header.Get("Cache-Status")
+			}
+			// The attacker's GET reaches the origin with its body, is
+			// answered with the reflection, and is marked as bypassed.
+			body, cs := send(tc.body())
+			if body != "results for <script>evil</script>" || cs != "pylon; fwd=bypass; detail=request-content" || last.Load() != cache.StatusBypass {
+				t.Fatalf("GET with content: %q, Cache-Status %q, info %q", body, cs, last.Load())
+			}
+			// The victim's plain GET is not served the reflection; its own
+			// response is stored and served to the next plain GET.
+			for i, want := range []string{"pylon; fwd=uri-miss", "pylon; hit"} {
+				body, cs = send(nil)
+				if body != "results for " || !strings.HasPrefix(cs, want) {
+					t.Fatalf("plain GET %d: %q, Cache-Status %q, want %q", i, body, cs, want)
+				}
+			}
+			// A GET with content is not answered from the stored response
+			// either: the origin gets it.
+			if body, cs = send(tc.body()); body != "results for <script>evil</script>" || !strings.Contains(cs, "fwd=bypass") {
+				t.Fatalf("GET with content after a stored response: %q, Cache-Status %q", body, cs)
+			}
+			if calls.Load() != 3 {
+				t.Fatalf("upstream calls = %d, want 3", calls.Load())
+			}
+		})
+	}
+}
+
+// TestGatewayCacheStatusStored checks the stored parameter of Cache-Status
+// (RFC 9211 §2.7): it is sent, with the header, when the cache is storing
+// the response, whether or not the response has a Content-Length (a
+// streamed body is stored as well), and not when the cache will not keep
+// it (a lifetime of 0 without a validator to revalidate it with).
+func TestGatewayCacheStatusStored(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		cc      []string // response fields
+		chunked bool     // streamed: no Content-Length
+		stored  bool
+		next    string // the next request's Cache-Status prefix
+	}{
+		{"Content-Length", []string{"Cache-Control: max-age=60"}, false, true, "pylon; hit"},
+		{"chunked", []string{"Cache-Control: max-age=60"}, true, true, "pylon; hit"},
+		{"max-age=0 with a validator", []string{"Cache-Control: max-age=0", `ETag: "1"`}, true, true, "pylon; fwd=stale"},
+		{"max-age=0 without a validator", []string{"Cache-Control: max-age=0"}, false, false, "pylon; fwd=uri-miss"},
+		{"max-age=0 without a validator, chunked", []string{"Cache-Control: max-age=0"}, true, false, "pylon; fwd=uri-miss"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := cache.MustNew(cache.Options{})
+			defer c.Close()
+			url, _ := gateway(t, c, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				for _, f := range tc.cc {
+					k, v, _ := strings.Cut(f, ":")
+					w.Header().Set(k, strings.TrimSpace(v))
+				}
+				io.WriteString(w, "part one, ")
+				if tc.chunked {
+					http.NewResponseController(w).Flush()
+				}
+				io.WriteString(w, "part two")
+			}))
+			res, err := http.Get(url + "/s")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			if string(body) != "part one, part two" || (res.ContentLength < 0) != tc.chunked {
+				t.Fatalf("first response: %q, Content-Length %d", body, res.ContentLength)
+			}
+			cs := res.Header.Get("Cache-Status")
+			if strings.HasSuffix(cs, "; stored") != tc.stored {
+				t.Fatalf("first Cache-Status %q, want stored %v", cs, tc.stored)
+			}
+			res, err = http.Get(url + "/s")
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			if cs := res.Header.Get("Cache-Status"); !strings.HasPrefix(cs, tc.next) {
+				t.Fatalf("next Cache-Status %q, want %q...", cs, tc.next)
+			}
+		})
+	}
+}

@@ -201,7 +201,11 @@ func varyNames(vv []string) (names []string, star bool) {
 }
 
 // variantKey returns the key of the variant of key selected by r's values
-// of names, in the marker generation gen.
+// of names, in the marker generation gen. A header r lacks is written as
+// its name alone and a present one as name + ":" + values, so an absent
+// header only ever matches an absent one, never one present with an empty
+// value (RFC 9111 §4.1); for Accept-Encoding the two even mean different
+// things (RFC 9110 §12.5.3: empty asks for no coding, absent for any).
 func variantKey(key string, gen uint64, names []string, r *http.Request) string {
 	var b strings.Builder
 	b.Grow(len(key) + 24 + 32*len(names))
@@ -211,6 +215,9 @@ func variantKey(key string, gen uint64, names []string, r *http.Request) string 
 	for _, name := range names {
 		b.WriteByte(0)
 		b.WriteString(name)
+		if _, ok := r.Header[name]; !ok {
+			continue // absent: no ':' (a field name never holds one)
+		}
 		b.WriteByte(':')
 		if name == "Accept-Encoding" {
 			b.WriteString(normAcceptEncoding(r.Header[name]))

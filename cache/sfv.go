@@ -36,6 +36,8 @@ type sfItem struct {
 type sfMember struct {
 	key string
 	val sfItem
+	// conflict: the key appeared more than once with different values.
+	conflict bool
 }
 
 // maxSFMembers bounds a dictionary: a targeted field with more members is
@@ -61,8 +63,8 @@ func (p *sfParser) fail() { p.bad = true }
 
 // parseSFDictionary parses field lines as a Dictionary (RFC 9651 §4.2.2),
 // combining them with commas (§4.2). A key seen twice keeps its last
-// value, in its first position. ok is false when the input is not a valid
-// dictionary.
+// value, in its first position, and is marked conflict when the values
+// differ. ok is false when the input is not a valid dictionary.
 func parseSFDictionary(lines []string) (members []sfMember, ok bool) {
 	s := lines[0]
 	if len(lines) > 1 {
@@ -90,6 +92,7 @@ func parseSFDictionary(lines []string) (members []sfMember, ok bool) {
 		dup := false
 		for i := range members {
 			if members[i].key == key {
+				members[i].conflict = members[i].conflict || members[i].val != v
 				members[i].val, dup = v, true
 			}
 		}
@@ -97,7 +100,7 @@ func parseSFDictionary(lines []string) (members []sfMember, ok bool) {
 			if len(members) == maxSFMembers {
 				return nil, false
 			}
-			members = append(members, sfMember{key, v})
+			members = append(members, sfMember{key: key, val: v})
 		}
 		p.ows()
 		if p.eof() {

@@ -1,7 +1,9 @@
 package cache
 
 import (
+	"errors"
 	"net/http"
+	"sync"
 )
 
 // Modes of a captureWriter once the response header is known.
@@ -15,9 +17,11 @@ const (
 // to. When the header arrives it decides where the response goes and
 // whether to capture the body; the body is captured into a buffer bounded
 // by MaxObjectSize and abandoned as soon as it would exceed it, while it
-// keeps streaming to the client. It keeps Flush (through FlushError) and
-// Unwrap, so streams flush and http.ResponseController reaches the
-// connection.
+// keeps streaming to the client. While it captures, the client is sent the
+// buffer from another goroutine (clientCopy), so that the backend is read
+// at its own pace and the fill ends, and its waiters are served, however
+// slowly the client reads. It keeps Flush (through FlushError) and Unwrap,
+// so streams flush and http.ResponseController reaches the connection.
 type captureWriter struct {
 	w         http.ResponseWriter
 	header    http.Header
@@ -27,7 +31,9 @@ type captureWriter struct {
 	mode      int
 	buffering bool
 	buf       []byte
-	err       error // the first error writing to the client
+	entry     *Entry      // the entry being filled (times and flags); nil when not storable
+	cc        *clientCopy // sends buf to the client while it is captured; nil when none
+	err       error       // the first error writing to the client
 }
 
 func (cw *captureWriter) Header() http.Header { return cw.header }
@@ -57,11 +63,17 @@ func (cw *captureWriter) WriteHeader(code int) {
 		}
 	}
 	f.reason = f.storeReason(code, cw.header)
-	if f.reason == "" {
+	if f.reason != "" {
+		f.unshared(code)
+	} else {
 		cw.buffering = true
 		if n := contentLength(cw.header); n > 0 && n <= f.c.maxObj {
 			cw.buf = make([]byte, 0, n)
 		}
+		cw.entry = f.c.entryTimes(f, code, cw.header)
+		// The live header until the body is complete, for the validators
+		// keep looks at; lead replaces it with the stored copy.
+		cw.entry.header = cw.header
 	}
 	if f.background {
 		cw.mode = modeDiscard
@@ -83,7 +95,13 @@ func (cw *captureWriter) WriteHeader(code int) {
 	if f.stale != nil && f.conditional {
 		params = append(params, "fwd-status="+itoa(int64(code)))
 	}
-	if f.reason == "" && contentLength(cw.header) >= 0 {
+	// stored (RFC 9211 §2.7) goes out with the header, before the body is
+	// known: it is claimed for a storable response the store will keep for
+	// a while (so not for a lifetime of 0 without a validator or stale
+	// window), whatever its length. What can still keep it out of the
+	// store is a body of unknown length that grows past MaxObjectSize, a
+	// body cut short, or a failing store.
+	if f.reason == "" && cw.entry.keep(f.respTime, f.c.keepStale) > 0 {
 		params = append(params, "stored")
 	} else if f.reason != "" {
 		params = append(params, "detail="+f.reason)
@@ -139,8 +157,16 @@ func (cw *captureWriter) Write(p []byte) (int, error) {
 	if cw.buffering {
 		need := len(cw.buf) + len(p)
 		if int64(need) > cw.f.c.maxObj {
-			cw.buffering, cw.buf = false, nil
+			cw.buffering = false
 			cw.f.reason = "too-large"
+			cw.f.unshared(cw.status)
+			// From here the client is written to directly, after what
+			// was buffered for it.
+			cw.finish()
+			cw.buf = nil
+			if cw.err != nil {
+				return 0, cw.err
+			}
 		} else {
 			if need > cap(cw.buf) {
 				// Grow by doubling, never past MaxObjectSize.
@@ -150,6 +176,15 @@ func (cw *captureWriter) Write(p []byte) (int, error) {
 				cw.buf = nb
 			}
 			cw.buf = append(cw.buf, p...)
+			if cw.mode == modePass {
+				if err := cw.copier().send(cw.buf, false); err != nil {
+					if cw.err == nil {
+						cw.err = err
+					}
+					return 0, err
+				}
+				return len(p), nil
+			}
 		}
 	}
 	if cw.mode != modePass {
@@ -162,6 +197,26 @@ func (cw *captureWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// copier returns the clientCopy sending the captured body to the client,
+// starting it the first time.
+func (cw *captureWriter) copier() *clientCopy {
+	if cw.cc == nil {
+		cw.cc = newClientCopy(cw.w)
+	}
+	return cw.cc
+}
+
+// finish waits until the client has been sent what was buffered for it,
+// and ends the clientCopy; the client's response is then written directly.
+func (cw *captureWriter) finish() {
+	if cw.cc != nil {
+		if err := cw.cc.close(); err != nil && cw.err == nil {
+			cw.err = err
+		}
+		cw.cc = nil
+	}
+}
+
 // FlushError flushes the client's response when it is being streamed.
 func (cw *captureWriter) FlushError() error {
 	if !cw.wrote {
@@ -169,6 +224,9 @@ func (cw *captureWriter) FlushError() error {
 	}
 	if cw.mode != modePass {
 		return nil
+	}
+	if cw.buffering {
+		return cw.copier().send(cw.buf, true)
 	}
 	return http.NewResponseController(cw.w).Flush()
 }
@@ -265,4 +323,101 @@ func (c *Cache) stripped(k string) bool {
 		}
 	}
 	return false
+}
+
+// clientCopy sends a body being captured to the client from its own
+// goroutine, so that the backend is read at the backend's pace, not the
+// client's: a fill ends (its response stored, its waiters served) once the
+// backend is done, however slowly its client reads. It holds no copy: it
+// sends from the capture buffer, which only grows by appending (bytes once
+// handed over are never written again), bounded by MaxObjectSize.
+type clientCopy struct {
+	w    http.ResponseWriter
+	mu   sync.Mutex
+	wake sync.Cond
+	buf  []byte // the body so far
+	// flush: a flush is asked for after buf; closed: nothing more comes.
+	flush, closed bool
+	err           error // the first error sending to the client
+	panicked      any   // what the client's writer panicked with, to go on on the handler's goroutine
+	done          chan struct{}
+}
+
+// errCopyPanicked is the error sends meet after the client's writer
+// panicked; close then panics with the same value.
+var errCopyPanicked = errors.New("cache: the client's ResponseWriter panicked")
+
+func newClientCopy(w http.ResponseWriter) *clientCopy {
+	cc := &clientCopy{w: w, done: make(chan struct{})}
+	cc.wake.L = &cc.mu
+	go cc.run()
+	return cc
+}
+
+// send hands the body so far to the goroutine, with a flush after it when
+// flush is set, and returns the error sending already met, if any.
+func (cc *clientCopy) send(buf []byte, flush bool) error {
+	cc.mu.Lock()
+	cc.buf = buf
+	cc.flush = cc.flush || flush
+	err := cc.err
+	cc.wake.Signal()
+	cc.mu.Unlock()
+	return err
+}
+
+// close waits until everything handed over has been sent (or sending
+// failed) and the goroutine has ended, and returns the error, if any. A
+// panic of the client's writer goes on here, on the handler's goroutine,
+// where net/http recovers it as it would have without the copy.
+func (cc *clientCopy) close() error {
+	cc.mu.Lock()
+	cc.closed = true
+	cc.wake.Signal()
+	cc.mu.Unlock()
+	<-cc.done
+	if cc.panicked != nil {
+		panic(cc.panicked)
+	}
+	return cc.err
+}
+
+func (cc *clientCopy) run() {
+	defer close(cc.done)
+	defer func() {
+		if p := recover(); p != nil {
+			cc.mu.Lock()
+			cc.err, cc.panicked = errCopyPanicked, p
+			cc.mu.Unlock()
+		}
+	}()
+	sent := 0
+	for {
+		cc.mu.Lock()
+		for sent == len(cc.buf) && !cc.flush && !cc.closed {
+			cc.wake.Wait()
+		}
+		buf, flush, closed := cc.buf, cc.flush, cc.closed
+		cc.flush = false
+		cc.mu.Unlock()
+		var err error
+		if sent < len(buf) {
+			_, err = cc.w.Write(buf[sent:])
+			sent = len(buf)
+		}
+		if err == nil && flush {
+			if err = http.NewResponseController(cc.w).Flush(); errors.Is(err, http.ErrNotSupported) {
+				err = nil
+			}
+		}
+		if err != nil {
+			cc.mu.Lock()
+			cc.err = err
+			cc.mu.Unlock()
+			return
+		}
+		if closed {
+			return // buf was final: nothing is handed over after close
+		}
+	}
 }
