@@ -79,8 +79,21 @@ func TestRPCSemanticConventions(t *testing.T) {
 	if get.Status.Code == codes.Error {
 		t.Error("NOT_FOUND is not a server error")
 	}
-	if s := byName["other.Svc/Call"]; s.Status.Code != codes.Error {
-		t.Errorf("UNIMPLEMENTED (no route) is a server error: %v", s.Status)
+	// A method no route serves is not named after the client's path
+	// (span names would be unbounded): _OTHER, with the path's name kept.
+	other, ok := byName["grpc"]
+	if !ok {
+		t.Fatalf("no span named grpc for the unrouted call in %v", byName)
+	}
+	oattrs := map[attribute.Key]string{}
+	for _, a := range other.Attributes {
+		oattrs[a.Key] = a.Value.String()
+	}
+	if oattrs["rpc.method"] != "_OTHER" || oattrs["rpc.method_original"] != "other.Svc/Call" {
+		t.Errorf("unrouted call's attributes %v", oattrs)
+	}
+	if other.Status.Code != codes.Error {
+		t.Errorf("UNIMPLEMENTED (no route) is a server error: %v", other.Status)
 	}
 
 	if n, _ := testutil.GatherAndCount(reg, "rpc_server_call_duration_seconds"); n != 2 {

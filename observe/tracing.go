@@ -214,11 +214,20 @@ func protoVersion(r *http.Request) string {
 // attributes: rpc.system.name, rpc.method ("package.Service/Method", also
 // the span's name) and rpc.response.status_code; a server-side failure
 // status (UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL,
-// UNAVAILABLE, DATA_LOSS) marks the span as an error.
+// UNAVAILABLE, DATA_LOSS) marks the span as an error. A method no route
+// serves, or that the upstream answered UNIMPLEMENTED, is one the client
+// made up as far as the gateway knows: rpc.method is "_OTHER" with the name
+// in rpc.method_original, and the span is named "grpc", as the conventions
+// say, so that span names stay a bounded set.
 func finishRPC(span trace.Span, info *pylon.RequestInfo) {
 	full := info.GRPCService + "/" + info.GRPCMethod
-	span.SetName(full)
-	span.SetAttributes(semconv.RPCSystemNameGRPC, semconv.RPCMethod(full))
+	if info.Route == "" || info.HasGRPCStatus() && pylon.GRPCCode(info.GRPCStatus) == pylon.GRPCUnimplemented {
+		span.SetName("grpc")
+		span.SetAttributes(semconv.RPCSystemNameGRPC, semconv.RPCMethod("_OTHER"), semconv.RPCMethodOriginal(full))
+	} else {
+		span.SetName(full)
+		span.SetAttributes(semconv.RPCSystemNameGRPC, semconv.RPCMethod(full))
+	}
 	if !info.HasGRPCStatus() {
 		return
 	}
