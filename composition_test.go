@@ -555,10 +555,10 @@ func TestCompositionNewPiecesOrder(t *testing.T) {
 	require.NoError(t, err)
 	idem := func() pylon.Middleware { return idempotency.New(idempotency.Options{}) }
 	perSubject := func() pylon.Middleware {
-		return overload.MustPerClient(overload.ClientOptions{Key: ratelimit.BySubject, MaxInFlight: 2}).Middleware
+		return overload.MustNewPerClient(overload.ClientOptions{Key: ratelimit.BySubject, MaxInFlight: 2}).Middleware
 	}
 	perIP := func() pylon.Middleware {
-		return overload.MustPerClient(overload.ClientOptions{Key: ratelimit.ByIP, MaxInFlight: 2}).Middleware
+		return overload.MustNewPerClient(overload.ClientOptions{Key: ratelimit.ByIP, MaxInFlight: 2}).Middleware
 	}
 	cached := func() pylon.Middleware {
 		c := cache.MustNew(cache.Options{})

@@ -148,7 +148,7 @@ func TestWatchLimitSources(t *testing.T) {
 	for _, l := range []observe.LimitSource{
 		overload.MustPerBackend(overload.Limits{MaxInFlight: 1}),
 		overload.MustAdaptive(overload.AdaptiveOptions{}),
-		overload.MustPerClient(overload.ClientOptions{MaxInFlight: 1}),
+		overload.MustNewPerClient(overload.ClientOptions{MaxInFlight: 1}),
 		observe.LimitFunc(func() overload.Stats { return tl.Stats(nil) }),
 	} {
 		reg := prometheus.NewRegistry()

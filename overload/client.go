@@ -99,14 +99,20 @@ func NewPerClient(opts ClientOptions) (*ClientLimit, error) {
 	return c, nil
 }
 
-// MustPerClient is like NewPerClient but panics on error.
-func MustPerClient(opts ClientOptions) *ClientLimit {
+// MustNewPerClient is like NewPerClient but panics on error.
+func MustNewPerClient(opts ClientOptions) *ClientLimit {
 	c, err := NewPerClient(opts)
 	if err != nil {
 		panic(err)
 	}
 	return c
 }
+
+// MustPerClient is MustNewPerClient under its old name.
+//
+// Deprecated: use MustNewPerClient, named after the function it wraps as
+// every Must function is.
+func MustPerClient(opts ClientOptions) *ClientLimit { return MustNewPerClient(opts) }
 
 // Middleware returns the limit as a middleware.
 func (c *ClientLimit) Middleware(next http.Handler) http.Handler {

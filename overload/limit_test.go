@@ -200,7 +200,7 @@ func TestGuardsWithBreaker(t *testing.T) {
 
 func TestPerClient(t *testing.T) {
 	up := newHoldBackend(t)
-	cl := overload.MustPerClient(overload.ClientOptions{Key: ratelimit.ByHeader("X-Client", ratelimit.CaseSensitive), MaxInFlight: 1})
+	cl := overload.MustNewPerClient(overload.ClientOptions{Key: ratelimit.ByHeader("X-Client", ratelimit.CaseSensitive), MaxInFlight: 1})
 	_, url := gateway(t, nil, []string{up.srv.URL}, cl.Middleware)
 	a := get(t, url+"/x", "X-Client", "alice")
 	waitFor(t, "alice upstream", func() bool { return up.arrived.Load() == 1 })

@@ -94,6 +94,16 @@ type config struct {
 	exclude   []mediaPattern
 }
 
+// MustNew is like New but panics on error, for settings written in the
+// program: gw.Use(compress.MustNew(compress.Options{})).
+func MustNew(o Options) func(http.Handler) http.Handler {
+	mw, err := New(o)
+	if err != nil {
+		panic(err)
+	}
+	return mw
+}
+
 // New returns the compression middleware configured by o, or an error that
 // names the first invalid setting.
 func New(o Options) (func(http.Handler) http.Handler, error) {

@@ -421,3 +421,16 @@ func TestCacheKeepsTheIdentityVariantApart(t *testing.T) {
 		t.Errorf("%d upstream calls, want 3 (gzip, identity, br: one fill per variant)", n)
 	}
 }
+
+func TestMustNew(t *testing.T) {
+	h := compress.MustNew(compress.Options{})(jsonHandler(big))
+	if w := serve(h, "Accept-Encoding: gzip"); w.Header().Get("Content-Encoding") != "gzip" {
+		t.Errorf("Content-Encoding %q, want gzip", w.Header().Get("Content-Encoding"))
+	}
+	defer func() {
+		if recover() == nil {
+			t.Error("MustNew accepted an invalid setting")
+		}
+	}()
+	compress.MustNew(compress.Options{ContentTypes: []string{"not a type"}})
+}
