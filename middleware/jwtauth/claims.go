@@ -94,15 +94,16 @@ func (c *Claims) Strings(path string) []string {
 }
 
 // IsIDToken reports whether the claims are those of an OpenID Connect ID
-// token rather than an access token: they carry "at_hash", "c_hash" or
-// "s_hash" (claims only ID tokens carry), or a Keycloak "typ" claim of
-// "ID". Verifier refuses such tokens unless Options.AllowIDTokens; other
+// token rather than an access token: they carry "at_hash", "c_hash",
+// "s_hash" or "nonce" (claims only ID tokens carry: OpenID Connect Core
+// §2 and §3.3.2.11; an RFC 9068 access token has none of them), or a
+// Keycloak "typ" claim of "ID". Verifier refuses such tokens unless Options.AllowIDTokens; other
 // TokenVerifiers (introspect) apply the same rule through it.
 func (c *Claims) IsIDToken() bool {
 	if c.String("typ") == "ID" {
 		return true
 	}
-	for _, name := range [...]string{"at_hash", "c_hash", "s_hash"} {
+	for _, name := range [...]string{"at_hash", "c_hash", "s_hash", "nonce"} {
 		if _, ok := c.raw[name]; ok {
 			return true
 		}

@@ -87,6 +87,7 @@ func TestAccessTokenHygiene(t *testing.T) {
 			iss.MintToken(jwttest.Token{Header: map[string]any{"typ": ""}}), ErrTokenType},
 		{"ID token (at_hash)", nil, iss.Mint(map[string]any{"at_hash": "x", "nonce": "n"}), ErrTokenType},
 		{"ID token (Keycloak typ claim)", nil, iss.Mint(map[string]any{"typ": "ID"}), ErrTokenType},
+		{"ID token (nonce only, code flow)", nil, iss.Mint(map[string]any{"nonce": "n-0S6_WzA2Mj"}), ErrTokenType},
 		{"ID token (typ header)", nil, iss.MintToken(jwttest.Token{Header: map[string]any{"typ": "id_token+jwt"}}), ErrTokenType},
 		{"ID token allowed", func(o *Options) { o.AllowIDTokens = true }, iss.Mint(map[string]any{"at_hash": "x"}), nil},
 		{"azp listed", func(o *Options) { o.AuthorizedParties = []string{"web", "cli"} }, iss.Mint(map[string]any{"azp": "cli"}), nil},
