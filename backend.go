@@ -469,13 +469,10 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			info.Attempts = attempt + 1
 			info.Target = t.String()
 		}
-		if body != nil && body.buf != nil && attempt > 0 {
+		if body != nil && attempt > 0 && (body.buf != nil || body.recorded()) {
 			// A fresh reader per attempt: the transport may still be
 			// reading the previous one from its write goroutine.
-			body = &reqBody{buf: body.buf}
-			out.Body = body
-		} else if body != nil && attempt > 0 && body.recorded() {
-			body = &reqBody{buf: body.rec} // a gRPC call's body, read whole
+			body = body.replay()
 			out.Body = body
 		}
 		setTargetURL(out, r, t.URL(), b.opts.PreserveHost, b.opts.PassRawQuery)
@@ -1097,8 +1094,8 @@ func drainClose(rc io.ReadCloser) {
 // error is kept so an over-limit body is told apart from an
 // upstream failure. A buffered body can be replayed.
 type reqBody struct {
-	rc  io.ReadCloser
-	buf []byte // non-nil when buffered
+	rc  io.ReadCloser // the client's body; never nil unless buf is set
+	buf []byte        // non-nil when buffered (empty for an empty body)
 	off int
 	// The first read error; under errMu, for the transport may still be
 	// reading (on a goroutine of its own) when RoundTrip has returned.
@@ -1124,6 +1121,21 @@ func (b *reqBody) recorded() bool {
 // none, it is buffered, or it was recorded whole.
 func (b *reqBody) replayable() bool {
 	return b == nil || b.buf != nil || b.recorded()
+}
+
+// replay returns a fresh reader of b's buffered bytes, or of its recording
+// (a gRPC call's body, read whole), for another attempt. Its buf is never
+// nil, even for an empty body, so that it never reads from a source: it
+// has none.
+func (b *reqBody) replay() *reqBody {
+	buf := b.buf
+	if buf == nil {
+		buf = b.rec
+	}
+	if buf == nil {
+		buf = []byte{} // an empty body, sent again as empty
+	}
+	return &reqBody{buf: buf}
 }
 
 func (b *reqBody) Read(p []byte) (int, error) {

@@ -1,9 +1,11 @@
 package pylon
 
 import (
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -106,5 +108,62 @@ func BenchmarkGRPCError(b *testing.B) {
 	for b.Loop() {
 		w := httptest.NewRecorder()
 		Error(w, r, http.StatusServiceUnavailable, "The upstream service is unavailable.")
+	}
+}
+
+// TestGRPCEmptyBodyRetried: a gRPC call whose body is empty and of unknown
+// length (no Content-Length; it ends with an empty DATA frame, or an empty
+// chunked body), refused trailers-only UNAVAILABLE, is sent again with an
+// empty body and answered. The retry used to crash the whole gateway
+// process, from the transport's body-writing goroutine.
+func TestGRPCEmptyBodyRetried(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		client *http.Client
+		scheme string // the target's
+	}{
+		{"h2c", h2cClient(t), "h2c"},
+		{"HTTP/1.1", &http.Client{Transport: &http.Transport{}}, "http"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var calls atomic.Int32
+			bodies := make(chan string, 2)
+			up := NewServer("", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				b, err := io.ReadAll(r.Body)
+				if err != nil {
+					b = []byte("read error: " + err.Error())
+				}
+				bodies <- string(b)
+				w.Header().Set("Content-Type", "application/grpc")
+				if calls.Add(1) == 1 {
+					w.Header().Set("Grpc-Status", "14") // refused: may be sent again
+				} else {
+					w.Header().Set("Grpc-Status", "0")
+				}
+				w.WriteHeader(http.StatusOK)
+			}))
+			target := tc.scheme + "://" + strings.TrimPrefix(startServer(t, up), "http://")
+			b := MustNewBackend("b", BackendOptions{Targets: []string{target}, Retries: 1, RetryBufferBytes: 1 << 10, RetryBackoff: -1})
+			t.Cleanup(func() { _ = b.Close() })
+			gw := New(Options{})
+			gw.Route("/svc.S/").To(b)
+			require.NoError(t, gw.Err())
+			base := startServer(t, NewServer("", gw))
+
+			req, err := http.NewRequest("POST", base+"/svc.S/M", io.NopCloser(strings.NewReader("")))
+			require.NoError(t, err)
+			req.ContentLength = 0 // with a body: its length is unknown on the wire
+			req.Header.Set("Content-Type", "application/grpc")
+			req.Header.Set("Te", "trailers")
+			res, err := tc.client.Do(req)
+			require.NoError(t, err)
+			_, _ = io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			assert.Equal(t, http.StatusOK, res.StatusCode)
+			assert.Equal(t, "0", res.Header.Get("Grpc-Status"), "the retry answered the call")
+			assert.Equal(t, int32(2), calls.Load())
+			assert.Equal(t, "", <-bodies)
+			assert.Equal(t, "", <-bodies, "the retry's body is empty too")
+		})
 	}
 }
