@@ -507,9 +507,12 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				b.clientGone(info)
 				return
 			}
-			if isGRPC && clientDeadlineOutcome(r.Context()) {
-				// The client's grpc-timeout passed: the upstream, told
-				// the deadline, reset the stream, or our own timer fired.
+			if isGRPC && !isDialError(err) && clientDeadlineOutcome(r.Context(), streamCanceled(err)) {
+				// The client's grpc-timeout passed (our own timer fired),
+				// or the upstream, told the deadline, reset the stream
+				// just before it. A target that could not be reached
+				// failed, whatever the deadline: it is retried and
+				// counted below.
 				b.end(&cur, outcomeNeutral, 0, errClientOutcome)
 				if info != nil {
 					info.grpcClientDeadline = true

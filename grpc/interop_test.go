@@ -368,6 +368,43 @@ func TestDeadlines(t *testing.T) {
 	})
 }
 
+// TestShortDeadlineDoesNotHideDeadTarget: a client deadline shorter than
+// the slack allowed to an upstream's own report of the deadline (50ms)
+// does not make a refused connection the client's outcome: the call is
+// retried on the live target, the dead one is ejected, and with no live
+// target the client gets UNAVAILABLE, not DEADLINE_EXCEEDED.
+func TestShortDeadlineDoesNotHideDeadTarget(t *testing.T) {
+	good, _ := startUpstream(t, &testServer{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	dead := ln.Addr().String()
+	require.NoError(t, ln.Close()) // nothing listens there: connections are refused
+	const deadline = 45 * time.Millisecond
+	call := func(c testpb.TestServiceClient) error {
+		ctx, cancel := context.WithTimeout(context.Background(), deadline)
+		defer cancel()
+		_, err := c.EmptyCall(ctx, &testpb.Empty{})
+		return err
+	}
+
+	b := pylon.MustNewBackend("test", pylon.BackendOptions{Targets: []string{h2c(dead), h2c(good)}, Retries: 1, RetryBackoff: -1,
+		Outlier: pylon.OutlierDetection{ConsecutiveFailures: 2}})
+	c := dial(t, front(t, b))
+	_, err = c.EmptyCall(context.Background(), &testpb.Empty{}) // connects to the gateway, and it to the live target
+	require.NoError(t, err)
+	for range 6 {
+		assert.NoError(t, call(c), "retried on the live target")
+	}
+	assert.Positive(t, b.Targets()[0].Ejections(), "the dead target is ejected")
+	assert.False(t, b.Targets()[0].Healthy())
+
+	only := pylon.MustNewBackend("dead", pylon.BackendOptions{Targets: []string{h2c(dead)}})
+	c = dial(t, front(t, only))
+	_, err = c.EmptyCall(context.Background(), &testpb.Empty{}) // connects to the gateway
+	require.Equal(t, codes.Unavailable, status.Code(err))
+	assert.Equal(t, codes.Unavailable, status.Code(call(c)), "unreachable, not out of time")
+}
+
 func TestRouteTimeoutIsForwarded(t *testing.T) {
 	var seen atomic.Int64
 	up, _ := startUpstream(t, &testServer{}, ggrpc.UnaryInterceptor(func(ctx context.Context, req any, _ *ggrpc.UnaryServerInfo, h ggrpc.UnaryHandler) (any, error) {
