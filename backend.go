@@ -83,8 +83,9 @@ type BackendOptions struct {
 	// allowed, whatever the budget. Zero means 3.
 	MinRetryConcurrency int
 
-	// DialTimeout bounds connecting to a target, and the wait for a
-	// connection when MaxConnsPerTarget are all busy. Zero means 5s.
+	// DialTimeout bounds connecting to a target, and the wait for an
+	// HTTP/1.1 connection when MaxConnsPerTarget are all busy. Zero means
+	// 5s.
 	DialTimeout time.Duration
 	// ResponseHeaderTimeout bounds the wait for a target's response headers
 	// after the request is written. Zero means 30s.
@@ -136,10 +137,15 @@ type BackendOptions struct {
 	// connections are reused. The zero value sends no pings.
 	HTTP2 UpstreamHTTP2
 
-	// MaxConnsPerTarget limits the connections open to each target, busy or
-	// idle. A request that finds them all busy waits up to DialTimeout for
-	// one, then fails as an unreachable target does (502; retried on another
-	// target, since nothing was sent). Zero means no limit.
+	// MaxConnsPerTarget limits the HTTP/1.1 connections open to each
+	// target, busy or idle. A request that finds them all busy waits up to
+	// DialTimeout for one, then fails as an unreachable target does (502;
+	// retried on another target, since nothing was sent). It bounds nothing
+	// for HTTP/2 targets (h2c://, and https:// targets that choose HTTP/2):
+	// there one connection carries many requests, as many as the target
+	// allows (see UpstreamHTTP2), and a request that finds every
+	// connection full gets a new one; bound those at the target, or with a
+	// concurrency limit in front of the Backend. Zero means no limit.
 	MaxConnsPerTarget int
 	// DisableHTTP2 sends requests to https targets over HTTP/1.1 only (ALPN
 	// "http/1.1"), through Pylon's own transport. False means an https
@@ -370,10 +376,13 @@ func stdTransport(opts BackendOptions) *http.Transport {
 	}
 	d := &net.Dialer{Timeout: dial, KeepAlive: 30 * time.Second}
 	return &http.Transport{
-		DialContext:            d.DialContext,
-		MaxIdleConns:           1024,
-		MaxIdleConnsPerHost:    256,
-		MaxConnsPerHost:        opts.MaxConnsPerTarget,
+		DialContext:         d.DialContext,
+		MaxIdleConns:        1024,
+		MaxIdleConnsPerHost: 256,
+		// No MaxConnsPerHost: over HTTP/2 it can hold a request waiting
+		// for a connection that another request is making, for as long
+		// as that takes, or forever (golang/go#34941). MaxConnsPerTarget
+		// bounds Pylon's HTTP/1.1 pool alone.
 		IdleConnTimeout:        90 * time.Second,
 		TLSHandshakeTimeout:    10 * time.Second,
 		ExpectContinueTimeout:  time.Second,

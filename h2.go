@@ -56,8 +56,9 @@ type UpstreamTLS struct {
 // net/http's transport offers no bound of its own below the target's: its
 // StrictMaxConcurrentRequests has no effect on the connections
 // http.Transport dials, and MaxConnsPerHost can leave an HTTP/2 request
-// waiting for a connection forever, so neither is exposed here. Bound a
-// target's streams at the target, and the gateway's concurrency with a
+// waiting for a connection forever, so neither is exposed here (and
+// BackendOptions.MaxConnsPerTarget bounds HTTP/1.1 connections only). Bound
+// a target's streams at the target, and the gateway's concurrency with a
 // limit in front of the Backend.
 type UpstreamHTTP2 struct {
 	// PingTimeout, when positive, sends an HTTP/2 PING on a connection
