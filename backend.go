@@ -88,11 +88,18 @@ type BackendOptions struct {
 	// 5s.
 	DialTimeout time.Duration
 	// ResponseHeaderTimeout bounds the wait for a target's response headers
-	// after the request is written. Zero means 30s.
+	// after the request is written, and a target that exceeds it is
+	// charged with a failure. It does not apply to gRPC calls over HTTP/2:
+	// a unary call's server sends its headers only when the call is done,
+	// however long the call rightly takes, so a gRPC call is bounded by its
+	// own deadline alone (its grpc-timeout, the route's Timeout, TryTimeout
+	// or the client going away), and a call without one waits as long as
+	// grpc-go itself would. Zero means 30s.
 	ResponseHeaderTimeout time.Duration
 	// TryTimeout bounds each attempt, headers and body, under the route's
 	// deadline. Zero means attempts are bounded only by the route's Timeout
-	// and ResponseHeaderTimeout (so streams may last).
+	// and ResponseHeaderTimeout (so streams may last), and gRPC calls by
+	// their deadline.
 	TryTimeout time.Duration
 
 	// PreserveHost sends the client's Host header upstream. False means the
@@ -301,6 +308,7 @@ type Transport struct {
 	h1  *h1.Transport
 	std *http.Transport // HTTP/2 over TLS
 	h2c *http.Transport // h2c:// targets: HTTP/2 without TLS
+	rht time.Duration   // ResponseHeaderTimeout, which std and h2c leave to headerTimeout
 }
 
 // NewTransport returns the transport NewBackend builds when
@@ -310,12 +318,16 @@ type Transport struct {
 // compression; h2c:// targets are sent over plaintext HTTP/2.
 func NewTransport(opts BackendOptions) *Transport {
 	std := stdTransport(opts)
+	// Over HTTP/2, ResponseHeaderTimeout is applied request by request
+	// (headerTimeout, h2.go), which spares gRPC calls.
+	rht := std.ResponseHeaderTimeout
+	std.ResponseHeaderTimeout = 0
 	h2c := applyUpstream(std, opts) // h2.go: TLS, HTTP2 and h2c:// settings
 	o := h1.Options{
 		TLSClientConfig:        std.TLSClientConfig,
 		DialContext:            std.DialContext,
 		TLSHandshakeTimeout:    std.TLSHandshakeTimeout,
-		ResponseHeaderTimeout:  std.ResponseHeaderTimeout,
+		ResponseHeaderTimeout:  rht,
 		ExpectContinueTimeout:  std.ExpectContinueTimeout,
 		IdleTimeout:            std.IdleConnTimeout,
 		MaxIdlePerHost:         std.MaxIdleConnsPerHost,
@@ -324,9 +336,9 @@ func NewTransport(opts BackendOptions) *Transport {
 		MaxResponseHeaderBytes: std.MaxResponseHeaderBytes,
 	}
 	if !opts.DisableHTTP2 {
-		o.HTTP2 = std
+		o.HTTP2 = headerTimeout{std, rht}
 	}
-	t := &Transport{h1: h1.New(o), std: std, h2c: h2c}
+	t := &Transport{h1: h1.New(o), std: std, h2c: h2c, rht: rht}
 	// New connections over either transport resume the same TLS sessions.
 	if std.TLSClientConfig == nil {
 		std.TLSClientConfig = &tls.Config{}
@@ -338,7 +350,7 @@ func NewTransport(opts BackendOptions) *Transport {
 // RoundTrip sends r upstream.
 func (t *Transport) RoundTrip(r *http.Request) (*http.Response, error) {
 	if r.URL.Scheme == SchemeH2C {
-		return h2cRoundTripper{t.h2c}.RoundTrip(r) // plaintext HTTP/2
+		return h2cRoundTripper{t.h2c, t.rht}.RoundTrip(r) // plaintext HTTP/2
 	}
 	return t.h1.RoundTrip(r)
 }

@@ -405,6 +405,36 @@ func TestShortDeadlineDoesNotHideDeadTarget(t *testing.T) {
 	assert.Equal(t, codes.Unavailable, status.Code(call(c)), "unreachable, not out of time")
 }
 
+// TestLongUnaryCallOutlastsResponseHeaderTimeout: grpc-go sends a unary
+// call's response headers only when its handler returns, so a call that
+// rightly takes longer than ResponseHeaderTimeout is bounded by its own
+// deadline, or by none, and never charged to its target.
+func TestLongUnaryCallOutlastsResponseHeaderTimeout(t *testing.T) {
+	up, _ := startUpstream(t, &testServer{})
+	b := pylon.MustNewBackend("test", pylon.BackendOptions{
+		Targets: []string{h2c(up)}, ResponseHeaderTimeout: 100 * time.Millisecond,
+		Outlier: pylon.OutlierDetection{ConsecutiveFailures: 1},
+	})
+	c := dial(t, front(t, b))
+	for _, tc := range []struct {
+		name     string
+		deadline time.Duration // none when 0
+	}{{"client deadline", 10 * time.Second}, {"no deadline", 0}} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			if tc.deadline > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, tc.deadline)
+				defer cancel()
+			}
+			res, err := c.UnaryCall(metadata.AppendToOutgoingContext(ctx, "x-sleep", "400ms"), &testpb.SimpleRequest{ResponseSize: 2})
+			require.NoError(t, err)
+			assert.Len(t, res.Payload.Body, 2)
+			assert.Zero(t, b.Targets()[0].Ejections())
+		})
+	}
+}
+
 func TestRouteTimeoutIsForwarded(t *testing.T) {
 	var seen atomic.Int64
 	up, _ := startUpstream(t, &testServer{}, ggrpc.UnaryInterceptor(func(ctx context.Context, req any, _ *ggrpc.UnaryServerInfo, h ggrpc.UnaryHandler) (any, error) {
