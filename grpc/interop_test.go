@@ -435,6 +435,20 @@ func TestLongUnaryCallOutlastsResponseHeaderTimeout(t *testing.T) {
 	}
 }
 
+// TestTimeoutMiddlewareSpeaksGRPC: middleware.Timeout answers a gRPC call
+// whose time ran out in gRPC: DEADLINE_EXCEEDED, trailers-only.
+func TestTimeoutMiddlewareSpeaksGRPC(t *testing.T) {
+	up, _ := startUpstream(t, &testServer{})
+	b := pylon.MustNewBackend("test", pylon.BackendOptions{Targets: []string{h2c(up)}})
+	c := dial(t, front(t, b, middleware.Timeout(100*time.Millisecond)))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := c.UnaryCall(metadata.AppendToOutgoingContext(ctx, "x-sleep", "5s"), &testpb.SimpleRequest{})
+	st := status.Convert(err)
+	assert.Equal(t, codes.DeadlineExceeded, st.Code(), st.Message())
+	assert.Equal(t, "the request took too long", st.Message())
+}
+
 func TestRouteTimeoutIsForwarded(t *testing.T) {
 	var seen atomic.Int64
 	up, _ := startUpstream(t, &testServer{}, ggrpc.UnaryInterceptor(func(ctx context.Context, req any, _ *ggrpc.UnaryServerInfo, h ggrpc.UnaryHandler) (any, error) {
