@@ -697,7 +697,9 @@ func TestTLSOnBothSides(t *testing.T) {
 	assert.Len(t, res.Payload.Body, 9)
 }
 
-func TestSilentClientStreamOutlivesBodyIdleTimeout(t *testing.T) {
+// silentStreamGateway serves a gateway in front of a TestService upstream
+// with the body idle timeout idle.
+func silentStreamGateway(t *testing.T, idle time.Duration) testpb.TestServiceClient {
 	up, _ := startUpstream(t, &testServer{})
 	b := pylon.MustNewBackend("test", pylon.BackendOptions{Targets: []string{h2c(up)}})
 	t.Cleanup(func() { _ = b.Close() })
@@ -705,18 +707,41 @@ func TestSilentClientStreamOutlivesBodyIdleTimeout(t *testing.T) {
 	gw.Route("/grpc.testing.TestService/").To(b)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	srv := pylon.NewServerWithOptions("", gw, pylon.ServerOptions{BodyIdleTimeout: 20 * time.Millisecond})
+	srv := pylon.NewServerWithOptions("", gw, pylon.ServerOptions{BodyIdleTimeout: idle})
 	done := make(chan struct{})
 	go func() { defer close(done); _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close(); <-done })
+	return dial(t, ln.Addr().String())
+}
 
-	c := dial(t, ln.Addr().String())
+// A client stream may be silent between its messages for longer than
+// BodyIdleTimeout (up to five of them), without a deadline.
+func TestSilentClientStreamOutlivesBodyIdleTimeout(t *testing.T) {
+	const idle = 40 * time.Millisecond
+	c := silentStreamGateway(t, idle)
 	s, err := c.StreamingInputCall(context.Background())
 	require.NoError(t, err)
 	require.NoError(t, s.Send(&testpb.StreamingInputCallRequest{Payload: &testpb.Payload{Body: make([]byte, 3)}}))
-	<-time.After(200 * time.Millisecond) // the client has nothing to say for ten idle timeouts
+	<-time.After(5 * idle / 2) // the client has nothing to say for 2.5 idle timeouts
 	require.NoError(t, s.Send(&testpb.StreamingInputCallRequest{Payload: &testpb.Payload{Body: make([]byte, 4)}}))
 	res, err := s.CloseAndRecv()
 	require.NoError(t, err)
 	assert.Equal(t, int32(7), res.AggregatedPayloadSize)
+}
+
+// A stream silent for five idle timeouts is ended (DEADLINE_EXCEEDED): no
+// client holds one open forever with a silent body.
+func TestSilentStreamEndsAfterFiveBodyIdleTimeouts(t *testing.T) {
+	const idle = 20 * time.Millisecond
+	c := silentStreamGateway(t, idle)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	s, err := c.FullDuplexCall(ctx)
+	require.NoError(t, err)
+	require.NoError(t, s.Send(&testpb.StreamingOutputCallRequest{})) // then nothing
+	_, err = s.Recv()
+	assert.Equal(t, codes.DeadlineExceeded, status.Code(err), "%v", err)
+	assert.GreaterOrEqual(t, time.Since(start), 5*idle)
+	assert.NoError(t, ctx.Err(), "ended by the gateway, not by the client's deadline")
 }
