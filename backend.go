@@ -84,15 +84,23 @@ type BackendOptions struct {
 	// allowed, whatever the budget. Zero means 3.
 	MinRetryConcurrency int
 
-	// DialTimeout bounds connecting to a target, and the wait for a
-	// connection when MaxConnsPerTarget are all busy. Zero means 5s.
+	// DialTimeout bounds connecting to a target, and the wait for an
+	// HTTP/1.1 connection when MaxConnsPerTarget are all busy. Zero means
+	// 5s.
 	DialTimeout time.Duration
 	// ResponseHeaderTimeout bounds the wait for a target's response headers
-	// after the request is written. Zero means 30s.
+	// after the request is written, and a target that exceeds it is
+	// charged with a failure. It does not apply to gRPC calls over HTTP/2:
+	// a unary call's server sends its headers only when the call is done,
+	// however long the call rightly takes, so a gRPC call is bounded by its
+	// own deadline alone (its grpc-timeout, the route's Timeout, TryTimeout
+	// or the client going away), and a call without one waits as long as
+	// grpc-go itself would. Zero means 30s.
 	ResponseHeaderTimeout time.Duration
 	// TryTimeout bounds each attempt, headers and body, under the route's
 	// deadline. Zero means attempts are bounded only by the route's Timeout
-	// and ResponseHeaderTimeout (so streams may last).
+	// and ResponseHeaderTimeout (so streams may last), and gRPC calls by
+	// their deadline.
 	TryTimeout time.Duration
 
 	// PreserveHost sends the client's Host header upstream. False means the
@@ -137,10 +145,15 @@ type BackendOptions struct {
 	// connections are reused. The zero value sends no pings.
 	HTTP2 UpstreamHTTP2
 
-	// MaxConnsPerTarget limits the connections open to each target, busy or
-	// idle. A request that finds them all busy waits up to DialTimeout for
-	// one, then fails as an unreachable target does (502; retried on another
-	// target, since nothing was sent). Zero means no limit.
+	// MaxConnsPerTarget limits the HTTP/1.1 connections open to each
+	// target, busy or idle. A request that finds them all busy waits up to
+	// DialTimeout for one, then fails as an unreachable target does (502;
+	// retried on another target, since nothing was sent). It bounds nothing
+	// for HTTP/2 targets (h2c://, and https:// targets that choose HTTP/2):
+	// there one connection carries many requests, as many as the target
+	// allows (see UpstreamHTTP2), and a request that finds every
+	// connection full gets a new one; bound those at the target, or with a
+	// concurrency limit in front of the Backend. Zero means no limit.
 	MaxConnsPerTarget int
 	// DisableHTTP2 sends requests to https targets over HTTP/1.1 only (ALPN
 	// "http/1.1"), through Pylon's own transport. False means an https
@@ -296,6 +309,7 @@ type Transport struct {
 	h1  *h1.Transport
 	std *http.Transport // HTTP/2 over TLS
 	h2c *http.Transport // h2c:// targets: HTTP/2 without TLS
+	rht time.Duration   // ResponseHeaderTimeout, which std and h2c leave to headerTimeout
 }
 
 // NewTransport returns the transport NewBackend builds when
@@ -305,12 +319,16 @@ type Transport struct {
 // compression; h2c:// targets are sent over plaintext HTTP/2.
 func NewTransport(opts BackendOptions) *Transport {
 	std := stdTransport(opts)
+	// Over HTTP/2, ResponseHeaderTimeout is applied request by request
+	// (headerTimeout, h2.go), which spares gRPC calls.
+	rht := std.ResponseHeaderTimeout
+	std.ResponseHeaderTimeout = 0
 	h2c := applyUpstream(std, opts) // h2.go: TLS, HTTP2 and h2c:// settings
 	o := h1.Options{
 		TLSClientConfig:        std.TLSClientConfig,
 		DialContext:            std.DialContext,
 		TLSHandshakeTimeout:    std.TLSHandshakeTimeout,
-		ResponseHeaderTimeout:  std.ResponseHeaderTimeout,
+		ResponseHeaderTimeout:  rht,
 		ExpectContinueTimeout:  std.ExpectContinueTimeout,
 		IdleTimeout:            std.IdleConnTimeout,
 		MaxIdlePerHost:         std.MaxIdleConnsPerHost,
@@ -319,9 +337,9 @@ func NewTransport(opts BackendOptions) *Transport {
 		MaxResponseHeaderBytes: std.MaxResponseHeaderBytes,
 	}
 	if !opts.DisableHTTP2 {
-		o.HTTP2 = std
+		o.HTTP2 = headerTimeout{std, rht}
 	}
-	t := &Transport{h1: h1.New(o), std: std, h2c: h2c}
+	t := &Transport{h1: h1.New(o), std: std, h2c: h2c, rht: rht}
 	// New connections over either transport resume the same TLS sessions.
 	if std.TLSClientConfig == nil {
 		std.TLSClientConfig = &tls.Config{}
@@ -333,7 +351,7 @@ func NewTransport(opts BackendOptions) *Transport {
 // RoundTrip sends r upstream.
 func (t *Transport) RoundTrip(r *http.Request) (*http.Response, error) {
 	if r.URL.Scheme == SchemeH2C {
-		return h2cRoundTripper{t.h2c}.RoundTrip(r) // plaintext HTTP/2
+		return h2cRoundTripper{t.h2c, t.rht}.RoundTrip(r) // plaintext HTTP/2
 	}
 	return t.h1.RoundTrip(r)
 }
@@ -371,10 +389,13 @@ func stdTransport(opts BackendOptions) *http.Transport {
 	}
 	d := &net.Dialer{Timeout: dial, KeepAlive: 30 * time.Second}
 	return &http.Transport{
-		DialContext:            d.DialContext,
-		MaxIdleConns:           1024,
-		MaxIdleConnsPerHost:    256,
-		MaxConnsPerHost:        opts.MaxConnsPerTarget,
+		DialContext:         d.DialContext,
+		MaxIdleConns:        1024,
+		MaxIdleConnsPerHost: 256,
+		// No MaxConnsPerHost: over HTTP/2 it can hold a request waiting
+		// for a connection that another request is making, for as long
+		// as that takes, or forever (golang/go#34941). MaxConnsPerTarget
+		// bounds Pylon's HTTP/1.1 pool alone.
 		IdleConnTimeout:        90 * time.Second,
 		TLSHandshakeTimeout:    10 * time.Second,
 		ExpectContinueTimeout:  time.Second,
@@ -470,13 +491,10 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			info.Attempts = attempt + 1
 			info.Target = t.String()
 		}
-		if body != nil && body.buf != nil && attempt > 0 {
+		if body != nil && attempt > 0 && (body.buf != nil || body.recorded()) {
 			// A fresh reader per attempt: the transport may still be
 			// reading the previous one from its write goroutine.
-			body = &reqBody{buf: body.buf}
-			out.Body = body
-		} else if body != nil && attempt > 0 && body.recorded() {
-			body = &reqBody{buf: body.rec} // a gRPC call's body, read whole
+			body = body.replay()
 			out.Body = body
 		}
 		setTargetURL(out, r, t.URL(), b.opts.PreserveHost, b.opts.PassRawQuery)
@@ -511,9 +529,12 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				b.clientGone(info)
 				return
 			}
-			if isGRPC && clientDeadlineOutcome(r.Context()) {
-				// The client's grpc-timeout passed: the upstream, told
-				// the deadline, reset the stream, or our own timer fired.
+			if isGRPC && !isDialError(err) && clientDeadlineOutcome(r.Context(), streamCanceled(err)) {
+				// The client's grpc-timeout passed (our own timer fired),
+				// or the upstream, told the deadline, reset the stream
+				// just before it. A target that could not be reached
+				// failed, whatever the deadline: it is retried and
+				// counted below.
 				b.end(&cur, outcomeNeutral, 0, errClientOutcome)
 				if info != nil {
 					info.grpcClientDeadline = true
@@ -1098,8 +1119,8 @@ func drainClose(rc io.ReadCloser) {
 // error is kept so an over-limit body is told apart from an
 // upstream failure. A buffered body can be replayed.
 type reqBody struct {
-	rc  io.ReadCloser
-	buf []byte // non-nil when buffered
+	rc  io.ReadCloser // the client's body; never nil unless buf is set
+	buf []byte        // non-nil when buffered (empty for an empty body)
 	off int
 	// The first read error; under errMu, for the transport may still be
 	// reading (on a goroutine of its own) when RoundTrip has returned.
@@ -1125,6 +1146,21 @@ func (b *reqBody) recorded() bool {
 // none, it is buffered, or it was recorded whole.
 func (b *reqBody) replayable() bool {
 	return b == nil || b.buf != nil || b.recorded()
+}
+
+// replay returns a fresh reader of b's buffered bytes, or of its recording
+// (a gRPC call's body, read whole), for another attempt. Its buf is never
+// nil, even for an empty body, so that it never reads from a source: it
+// has none.
+func (b *reqBody) replay() *reqBody {
+	buf := b.buf
+	if buf == nil {
+		buf = b.rec
+	}
+	if buf == nil {
+		buf = []byte{} // an empty body, sent again as empty
+	}
+	return &reqBody{buf: buf}
 }
 
 func (b *reqBody) Read(p []byte) (int, error) {

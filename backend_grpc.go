@@ -71,7 +71,7 @@ func grpcOutcome(ctx context.Context, code GRPCCode) (outcome, error) {
 	case GRPCUnavailable, GRPCResourceExhausted:
 		return outcomeFailure, &GRPCStatusError{Code: code}
 	case GRPCDeadlineExceeded:
-		if clientDeadlineOutcome(ctx) {
+		if clientDeadlineOutcome(ctx, true) {
 			return outcomeNeutral, errClientOutcome
 		}
 		return outcomeFailure, &GRPCStatusError{Code: code}
@@ -94,9 +94,10 @@ func trailersOnlyUnavailable(res *http.Response) bool {
 func grpcBodyError(w http.ResponseWriter, r *http.Request, info *RequestInfo, err error) (outcome, error) {
 	code, msg := GRPCUnavailable, "The upstream service failed during the call."
 	o, gerr := outcomeFailure, err
-	if clientDeadlineOutcome(r.Context()) || errors.Is(err, context.DeadlineExceeded) && r.Context().Err() != nil {
+	client := clientDeadlineOutcome(r.Context(), streamCanceled(err))
+	if client || errors.Is(err, context.DeadlineExceeded) && r.Context().Err() != nil {
 		code, msg = GRPCDeadlineExceeded, "The call's deadline passed."
-		if clientDeadlineOutcome(r.Context()) {
+		if client {
 			o, gerr = outcomeNeutral, errClientOutcome
 			if info != nil {
 				info.grpcClientDeadline = true

@@ -1,14 +1,19 @@
 package pylon
 
 import (
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/net/http2"
 )
 
 func TestGRPCErrorsAreTrailersOnly(t *testing.T) {
@@ -106,5 +111,146 @@ func BenchmarkGRPCError(b *testing.B) {
 	for b.Loop() {
 		w := httptest.NewRecorder()
 		Error(w, r, http.StatusServiceUnavailable, "The upstream service is unavailable.")
+	}
+}
+
+// TestGRPCEmptyBodyRetried: a gRPC call whose body is empty and of unknown
+// length (no Content-Length; it ends with an empty DATA frame, or an empty
+// chunked body), refused trailers-only UNAVAILABLE, is sent again with an
+// empty body and answered. The retry used to crash the whole gateway
+// process, from the transport's body-writing goroutine.
+func TestGRPCEmptyBodyRetried(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		client *http.Client
+		scheme string // the target's
+	}{
+		{"h2c", h2cClient(t), "h2c"},
+		{"HTTP/1.1", &http.Client{Transport: &http.Transport{}}, "http"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var calls atomic.Int32
+			bodies := make(chan string, 2)
+			up := NewServer("", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				b, err := io.ReadAll(r.Body)
+				if err != nil {
+					b = []byte("read error: " + err.Error())
+				}
+				bodies <- string(b)
+				w.Header().Set("Content-Type", "application/grpc")
+				if calls.Add(1) == 1 {
+					w.Header().Set("Grpc-Status", "14") // refused: may be sent again
+				} else {
+					w.Header().Set("Grpc-Status", "0")
+				}
+				w.WriteHeader(http.StatusOK)
+			}))
+			target := tc.scheme + "://" + strings.TrimPrefix(startServer(t, up), "http://")
+			b := MustNewBackend("b", BackendOptions{Targets: []string{target}, Retries: 1, RetryBufferBytes: 1 << 10, RetryBackoff: -1})
+			t.Cleanup(func() { _ = b.Close() })
+			gw := New(Options{})
+			gw.Route("/svc.S/").To(b)
+			require.NoError(t, gw.Err())
+			base := startServer(t, NewServer("", gw))
+
+			req, err := http.NewRequest("POST", base+"/svc.S/M", io.NopCloser(strings.NewReader("")))
+			require.NoError(t, err)
+			req.ContentLength = 0 // with a body: its length is unknown on the wire
+			req.Header.Set("Content-Type", "application/grpc")
+			req.Header.Set("Te", "trailers")
+			res, err := tc.client.Do(req)
+			require.NoError(t, err)
+			_, _ = io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			assert.Equal(t, http.StatusOK, res.StatusCode)
+			assert.Equal(t, "0", res.Header.Get("Grpc-Status"), "the retry answered the call")
+			assert.Equal(t, int32(2), calls.Load())
+			assert.Equal(t, "", <-bodies)
+			assert.Equal(t, "", <-bodies, "the retry's body is empty too")
+		})
+	}
+}
+
+// cancelingUpstream is an HTTP/2 (h2c) target that resets every stream with
+// CANCEL as soon as its headers arrive, as a gRPC server does when it gives
+// up on a call. It returns the target's h2c:// URL.
+func cancelingUpstream(t *testing.T) string {
+	ln := listen(t)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Go(func() {
+				if _, err := io.ReadFull(c, make([]byte, len(http2.ClientPreface))); err != nil {
+					return
+				}
+				fr := http2.NewFramer(c, c)
+				if fr.WriteSettings() != nil {
+					return
+				}
+				for {
+					f, err := fr.ReadFrame()
+					if err != nil {
+						return
+					}
+					switch f := f.(type) {
+					case *http2.SettingsFrame:
+						if !f.IsAck() && fr.WriteSettingsAck() != nil {
+							return
+						}
+					case *http2.HeadersFrame:
+						if fr.WriteRSTStream(f.StreamID, http2.ErrCodeCancel) != nil {
+							return
+						}
+					}
+				}
+			})
+		}
+	})
+	t.Cleanup(func() {
+		_ = ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return "h2c://" + ln.Addr().String()
+}
+
+// TestGRPCUpstreamCancelNearDeadline: an upstream that resets a call with
+// CANCEL within the slack of the client's deadline gave up on that deadline,
+// which says nothing of the target; the same reset long before the
+// deadline is the target's failure.
+func TestGRPCUpstreamCancelNearDeadline(t *testing.T) {
+	up := cancelingUpstream(t)
+	for _, tc := range []struct {
+		timeout    string
+		wantStatus string
+		ejected    bool
+	}{
+		{"40m", "4", false}, // DEADLINE_EXCEEDED, the client's outcome
+		{"10S", "14", true}, // UNAVAILABLE, the target failed
+	} {
+		t.Run(tc.timeout, func(t *testing.T) {
+			b := MustNewBackend("b", BackendOptions{Targets: []string{up}, Outlier: OutlierDetection{ConsecutiveFailures: 1}})
+			t.Cleanup(func() { _ = b.Close() })
+			rec := httptest.NewRecorder()
+			r := httptest.NewRequest("POST", "/svc.S/M", strings.NewReader("\x00\x00\x00\x00\x00"))
+			r.Header.Set("Content-Type", "application/grpc")
+			r.Header.Set("Grpc-Timeout", tc.timeout)
+			b.ServeHTTP(rec, r)
+			assert.Equal(t, tc.wantStatus, rec.Header().Get("Grpc-Status"))
+			assert.Equal(t, tc.ejected, b.Targets()[0].Ejections() > 0)
+		})
 	}
 }

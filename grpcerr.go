@@ -252,22 +252,46 @@ func grpcDeadline(r *http.Request) (*http.Request, context.CancelFunc) {
 }
 
 // clientDeadlineOutcome reports whether a failed or reset attempt is the
-// client's own outcome: its grpc-timeout passed (or is within slack of
-// passing, since the upstream, told the deadline, times out first).
-func clientDeadlineOutcome(ctx context.Context) bool {
+// client's own outcome: its grpc-timeout has passed, or, when upstream
+// reports that it gave up (a DEADLINE_EXCEEDED status, or a stream reset
+// with CANCEL), the client's deadline is within slack of passing, since the
+// upstream, told the deadline, times out first. Any other failure before
+// the deadline, however close to it, is the target's.
+func clientDeadlineOutcome(ctx context.Context, upstream bool) bool {
 	if context.Cause(ctx) == errClientDeadline {
 		return true
 	}
 	dl, ok := ctx.Deadline()
-	if !ok || ctx.Value(clientDeadlineKey{}) == nil {
+	if !upstream || !ok || ctx.Value(clientDeadlineKey{}) == nil {
 		return false
 	}
 	return time.Until(dl) < deadlineSlack
 }
 
-// deadlineSlack is how close to the client's deadline an upstream reset or
-// DEADLINE_EXCEEDED is taken as the deadline's doing.
+// deadlineSlack is how close to the client's deadline an upstream's reset
+// or DEADLINE_EXCEEDED is taken as the deadline's doing.
 const deadlineSlack = 50 * time.Millisecond
+
+// h2StreamError has the fields of net/http's HTTP/2 stream error, which
+// converts itself to any struct of that shape (errors.As): the way to read
+// the code of a stream reset without x/net.
+type h2StreamError struct {
+	StreamID uint32
+	Code     uint32
+	Cause    error
+}
+
+func (e h2StreamError) Error() string { return "http2 stream error" }
+
+// h2ErrCodeCancel is HTTP/2's CANCEL error code (RFC 9113 §7).
+const h2ErrCodeCancel = 0x8
+
+// streamCanceled reports whether err is an HTTP/2 stream reset with CANCEL,
+// what an upstream sends when it abandons a call.
+func streamCanceled(err error) bool {
+	var se h2StreamError
+	return errors.As(err, &se) && se.Code == h2ErrCodeCancel
+}
 
 type clientDeadlineKey struct{}
 

@@ -1,13 +1,17 @@
 package pylon
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"os"
+	"sync"
 	"time"
 )
 
@@ -56,8 +60,9 @@ type UpstreamTLS struct {
 // net/http's transport offers no bound of its own below the target's: its
 // StrictMaxConcurrentRequests has no effect on the connections
 // http.Transport dials, and MaxConnsPerHost can leave an HTTP/2 request
-// waiting for a connection forever, so neither is exposed here. Bound a
-// target's streams at the target, and the gateway's concurrency with a
+// waiting for a connection forever, so neither is exposed here (and
+// BackendOptions.MaxConnsPerTarget bounds HTTP/1.1 connections only). Bound
+// a target's streams at the target, and the gateway's concurrency with a
 // limit in front of the Backend.
 type UpstreamHTTP2 struct {
 	// PingTimeout, when positive, sends an HTTP/2 PING on a connection
@@ -140,8 +145,11 @@ func newUpstreamTransport(opts BackendOptions) (*Transport, error) {
 }
 
 // h2cRoundTripper sends h2c:// requests as http:// ones over its
-// HTTP/2-only transport.
-type h2cRoundTripper struct{ t *http.Transport }
+// HTTP/2-only transport, with ResponseHeaderTimeout.
+type h2cRoundTripper struct {
+	t   *http.Transport
+	rht time.Duration
+}
 
 func (h h2cRoundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 	o := new(struct { // the request and its URL in one allocation
@@ -152,5 +160,107 @@ func (h h2cRoundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 	o.url = *r.URL
 	o.url.Scheme = "http"
 	o.req.URL = &o.url
-	return h.t.RoundTrip(&o.req)
+	return headerTimeout{h.t, h.rht}.RoundTrip(&o.req)
 }
+
+// headerTimeout applies ResponseHeaderTimeout to the requests its HTTP/2
+// transport sends (which has none of its own): to all but gRPC calls, whose
+// response headers a unary call's server sends only once it is done, so
+// that only the call's own deadline bounds them. As net/http's timer, it
+// starts once the request is written whole, and stops at the response's
+// headers.
+type headerTimeout struct {
+	rt http.RoundTripper
+	d  time.Duration
+}
+
+func (h headerTimeout) RoundTrip(r *http.Request) (*http.Response, error) {
+	if h.d <= 0 || IsGRPC(r) {
+		return h.rt.RoundTrip(r)
+	}
+	ctx, cancel := context.WithCancelCause(r.Context())
+	ht := &headerTimer{d: h.d, cancel: cancel}
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteRequest: ht.wrote})
+	res, err := h.rt.RoundTrip(r.WithContext(ctx))
+	if ht.stop() {
+		if err == nil {
+			res.Body.Close()
+		}
+		cancel(nil)
+		return nil, errHeaderTimeout
+	}
+	switch {
+	case err != nil:
+		cancel(nil)
+	case res.StatusCode == http.StatusSwitchingProtocols:
+		// The upgraded connection lives on: ctx ends with r's.
+	case res.Body == http.NoBody:
+		cancel(nil)
+	default:
+		res.Body = &cancelBody{ReadCloser: res.Body, cancel: cancel}
+	}
+	return res, err
+}
+
+// headerTimer is a headerTimeout's timer for one request.
+type headerTimer struct {
+	d      time.Duration
+	cancel context.CancelCauseFunc
+	mu     sync.Mutex
+	t      *time.Timer
+	done   bool // the round trip returned
+	fired  bool
+}
+
+// wrote starts the timer once the request is written whole.
+func (h *headerTimer) wrote(info httptrace.WroteRequestInfo) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.done || h.t != nil || info.Err != nil {
+		return
+	}
+	h.t = time.AfterFunc(h.d, func() {
+		h.mu.Lock()
+		if h.done {
+			h.mu.Unlock()
+			return
+		}
+		h.fired = true
+		h.mu.Unlock()
+		h.cancel(errHeaderTimeout)
+	})
+}
+
+// stop stops the timer when the round trip returns, and reports whether it
+// had fired.
+func (h *headerTimer) stop() (fired bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.done = true
+	if h.t != nil {
+		h.t.Stop()
+	}
+	return h.fired
+}
+
+// cancelBody ends its request's context when the body is closed.
+type cancelBody struct {
+	io.ReadCloser
+	cancel context.CancelCauseFunc
+}
+
+func (b *cancelBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel(nil)
+	return err
+}
+
+// errHeaderTimeout is the error of an HTTP/2 request whose response headers
+// did not come within ResponseHeaderTimeout: a timeout, as net/http's own.
+var errHeaderTimeout error = headerTimeoutError{}
+
+type headerTimeoutError struct{}
+
+func (headerTimeoutError) Error() string   { return "pylon: timeout awaiting response headers" }
+func (headerTimeoutError) Timeout() bool   { return true }
+func (headerTimeoutError) Temporary() bool { return true }

@@ -3,6 +3,7 @@ package pylon
 import (
 	"bufio"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/pem"
 	"io"
 	"log"
@@ -14,6 +15,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -253,4 +255,59 @@ func TestBackendH2CRespectsTheTargetsStreamLimit(t *testing.T) {
 	n := conns.Load()
 	assert.GreaterOrEqual(t, n, int32(2))
 	assert.LessOrEqual(t, n, int32(3))
+}
+
+// ResponseHeaderTimeout still bounds requests other than gRPC calls to
+// HTTP/2 targets (h2c, and h2 over TLS): a target that does not answer in
+// time gets 504, and one whose headers came in time may take longer with
+// its body.
+func TestResponseHeaderTimeoutHTTP2(t *testing.T) {
+	const rht = 50 * time.Millisecond
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		switch r.URL.Path {
+		case "/silent":
+			<-r.Context().Done()
+		case "/late-body":
+			w.WriteHeader(http.StatusOK)
+			_ = http.NewResponseController(w).Flush()
+			<-time.After(4 * rht) // a slow body, after headers in time
+			_, _ = io.WriteString(w, "late")
+		}
+	})
+	for _, tls := range []bool{false, true} {
+		t.Run(map[bool]string{false: "h2c", true: "h2 over TLS"}[tls], func(t *testing.T) {
+			opts := BackendOptions{ResponseHeaderTimeout: rht}
+			if tls {
+				up := httptest.NewUnstartedServer(h)
+				up.EnableHTTP2 = true
+				up.StartTLS()
+				t.Cleanup(up.Close)
+				roots := x509.NewCertPool()
+				roots.AddCert(up.Certificate())
+				opts.Targets, opts.TLS.RootCAs = []string{up.URL}, roots
+			} else {
+				opts.Targets = []string{"h2c://" + strings.TrimPrefix(startServer(t, NewServer("", h)), "http://")}
+			}
+			gw := front(t, Options{}, backend(t, opts))
+			tr := &http.Transport{}
+			t.Cleanup(tr.CloseIdleConnections)
+			client := &http.Client{Transport: tr}
+			for _, method := range []string{"GET", "POST"} {
+				req, err := http.NewRequest(method, gw.URL+"/late-body", strings.NewReader("some body"))
+				require.NoError(t, err)
+				res, err := client.Do(req)
+				require.NoError(t, err)
+				b, err := io.ReadAll(res.Body)
+				res.Body.Close()
+				require.NoError(t, err)
+				assert.Equal(t, http.StatusOK, res.StatusCode, method)
+				assert.Equal(t, "late", string(b), method)
+			}
+			res, err := client.Post(gw.URL+"/silent", "text/plain", strings.NewReader("some body"))
+			require.NoError(t, err)
+			res.Body.Close()
+			assert.Equal(t, http.StatusGatewayTimeout, res.StatusCode)
+		})
+	}
 }

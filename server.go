@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -59,11 +60,13 @@ import (
 //   - Slow request bodies. Each read of a request body must receive a byte
 //     within ServerOptions.BodyIdleTimeout (default 60s), however long the
 //     whole upload takes; a stalled read fails with ErrBodyTimeout, which a
-//     Backend answers with 408. gRPC calls over HTTP/2 are exempt: a client
-//     or bidirectional stream may rightly be silent for minutes, HTTP/2
-//     flow control and the per-connection stream limit bound what a silent
-//     stream holds, and the call's own deadline (grpc-timeout, capped by
-//     the route's Timeout) bounds its time.
+//     Backend answers with 408. gRPC calls over HTTP/2 get five times as
+//     long (5 minutes by default, Envoy's stream idle timeout): a client or
+//     bidirectional stream may rightly be silent for minutes between its
+//     messages, and a call whose deadline (grpc-timeout, capped by the
+//     route's Timeout) comes sooner ends at it. They get no exemption: the
+//     Content-Type and grpc-timeout that would earn one are the client's to
+//     choose, on any route.
 //
 // Change any field before serving. Replacing srv.Handler removes both
 // protections; wrap the new handler with NewServerWithOptions instead.
@@ -79,11 +82,11 @@ type ServerOptions struct {
 	// that keeps flowing is never cut, one that stalls for this long fails
 	// with ErrBodyTimeout and releases its goroutine and upstream
 	// connection. It is not applied while the server has a ReadTimeout,
-	// which already bounds the whole request, nor to gRPC calls over
-	// HTTP/2, whose client and bidirectional streams may rightly be silent
-	// for a long time (see NewServer). Other long-lived request streams
-	// need a longer value, or a negative one. Zero means 60s (nginx's
-	// client_body_timeout); negative means no limit.
+	// which already bounds the whole request. gRPC calls over HTTP/2, whose
+	// client and bidirectional streams may rightly be silent for a long
+	// time, wait five times as long (see NewServer). Request streams silent
+	// for longer need a longer value, or a negative one. Zero means 60s
+	// (nginx's client_body_timeout); negative means no limit.
 	BodyIdleTimeout time.Duration
 }
 
@@ -114,6 +117,11 @@ func NewServerWithOptions(addr string, handler http.Handler, opts ServerOptions)
 	return srv
 }
 
+// grpcIdleFactor is how many times BodyIdleTimeout a gRPC call's body over
+// HTTP/2 may be silent: 5 minutes for the default 60s, the stream idle
+// timeout Envoy applies by default.
+const grpcIdleFactor = 5
+
 // guardHandler is the Handler NewServer installs in front of the user's.
 type guardHandler struct {
 	next http.Handler
@@ -137,9 +145,12 @@ func (h *guardHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// connection after this response, as RFC 9112 §6.1 requires.
 		w.Header().Set("Connection", "close")
 	}
-	if h.idle > 0 && r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 && h.srv.ReadTimeout <= 0 &&
-		(r.ProtoMajor < 2 || !IsGRPC(r)) {
-		b := &idleBody{rc: r.Body, ctl: *http.NewResponseController(w), idle: h.idle}
+	if h.idle > 0 && r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 && h.srv.ReadTimeout <= 0 {
+		idle := h.idle
+		if r.ProtoMajor >= 2 && IsGRPC(r) && idle <= math.MaxInt64/grpcIdleFactor {
+			idle *= grpcIdleFactor // a stream between its messages
+		}
+		b := &idleBody{rc: r.Body, ctl: *http.NewResponseController(w), idle: idle}
 		// Armed now, not only at the first read: net/http itself reads
 		// an unread body (to discard it) before it writes the response,
 		// and that read must not wait forever either.

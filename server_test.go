@@ -543,3 +543,39 @@ func BenchmarkIdleBody(b *testing.B) {
 		})
 	}
 }
+
+// A gRPC Content-Type, with or without a grpc-timeout, does not lift the
+// body idle timeout on any route: a call over HTTP/2 whose body stalls gets
+// five idle timeouts, then the gateway answers it DEADLINE_EXCEEDED (408)
+// and releases the stream. It used to stay open for as long as the client
+// wished.
+func TestBodyIdleTimeoutGRPCOverHTTP2(t *testing.T) {
+	const idle = 50 * time.Millisecond
+	up := upstream(t, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+	})
+	gw := New(Options{})
+	gw.Route("/upload").To(backend(t, BackendOptions{Targets: []string{up.URL}}))
+	base := startServer(t, NewServerWithOptions("", gw, ServerOptions{BodyIdleTimeout: idle}))
+	for _, timeout := range []string{"", "99999999H"} {
+		t.Run("grpc-timeout "+timeout, func(t *testing.T) {
+			pr, pw := io.Pipe()
+			defer pw.Close()
+			go func() { _, _ = pw.Write([]byte("hello")) }() // then nothing
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			req, err := http.NewRequestWithContext(ctx, "POST", base+"/upload", pr)
+			require.NoError(t, err)
+			req.Header.Set("Content-Type", "application/grpc")
+			if timeout != "" {
+				req.Header.Set("Grpc-Timeout", timeout)
+			}
+			start := time.Now()
+			res, err := h2cClient(t).Do(req)
+			require.NoError(t, err, "the stream stays open")
+			res.Body.Close()
+			assert.Equal(t, "4", res.Header.Get("Grpc-Status"), "DEADLINE_EXCEEDED")
+			assert.GreaterOrEqual(t, time.Since(start), 5*idle, "a gRPC stream may be silent five idle timeouts")
+		})
+	}
+}

@@ -1,8 +1,11 @@
 package pylon
 
 import (
+	"crypto/x509"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -46,6 +49,80 @@ func TestMaxConnsPerTarget(t *testing.T) {
 	b, _ := io.ReadAll(res.Body)
 	res.Body.Close()
 	assert.Equal(t, 200, res.StatusCode)
+	assert.Equal(t, "ok", string(b))
+}
+
+// holdingListener accepts connections as its Listener does, except while
+// hold is set: those it keeps, unserved, so that the client's TLS handshake
+// on them waits.
+type holdingListener struct {
+	net.Listener
+	hold atomic.Bool
+	held chan net.Conn
+}
+
+func (l *holdingListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil || !l.hold.Load() {
+			return c, err
+		}
+		l.held <- c
+	}
+}
+
+// MaxConnsPerTarget bounds HTTP/1.1 connections only. An HTTP/2 target
+// whose connection is full (at its SETTINGS_MAX_CONCURRENT_STREAMS) gets
+// another connection for the next request, without waiting for a
+// connection another request is still making, which used to hold it for
+// as long as that one took (here: until the test ends).
+func TestMaxConnsPerTargetHTTP2(t *testing.T) {
+	held, release := make(chan string, 1), make(chan struct{})
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hold" {
+			held <- r.Proto
+			<-release
+		}
+		_, _ = io.WriteString(w, "ok")
+	}))
+	ln := &holdingListener{Listener: up.Listener, held: make(chan net.Conn, 4)}
+	up.Listener = ln
+	up.EnableHTTP2 = true
+	up.Config.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: 1}
+	up.StartTLS()
+	t.Cleanup(up.Close)
+	roots := x509.NewCertPool()
+	roots.AddCert(up.Certificate())
+	gw := front(t, Options{}, backend(t, BackendOptions{Targets: []string{up.URL}, TLS: UpstreamTLS{RootCAs: roots},
+		MaxConnsPerTarget: 1, DialTimeout: 300 * time.Millisecond}))
+	t.Cleanup(func() { // before the servers close
+		close(release)
+		for range len(ln.held) {
+			_ = (<-ln.held).Close()
+		}
+	})
+
+	go func() {
+		if res, err := http.Get(gw.URL + "/hold"); err == nil {
+			res.Body.Close()
+		}
+	}()
+	require.Equal(t, "HTTP/2.0", <-held, "the one stream of the first connection is taken")
+	ln.hold.Store(true)
+	go func() { // a second connection, whose handshake waits
+		if res, err := http.Get(gw.URL + "/slow"); err == nil {
+			res.Body.Close()
+		}
+	}()
+	ln.held <- <-ln.held // it is being made
+	ln.hold.Store(false)
+
+	client := &http.Client{Timeout: 3 * time.Second}
+	res, err := client.Get(gw.URL + "/other")
+	require.NoError(t, err, "answered on a third connection")
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	assert.Equal(t, http.StatusOK, res.StatusCode)
 	assert.Equal(t, "ok", string(b))
 }
 

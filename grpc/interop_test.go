@@ -368,6 +368,87 @@ func TestDeadlines(t *testing.T) {
 	})
 }
 
+// TestShortDeadlineDoesNotHideDeadTarget: a client deadline shorter than
+// the slack allowed to an upstream's own report of the deadline (50ms)
+// does not make a refused connection the client's outcome: the call is
+// retried on the live target, the dead one is ejected, and with no live
+// target the client gets UNAVAILABLE, not DEADLINE_EXCEEDED.
+func TestShortDeadlineDoesNotHideDeadTarget(t *testing.T) {
+	good, _ := startUpstream(t, &testServer{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	dead := ln.Addr().String()
+	require.NoError(t, ln.Close()) // nothing listens there: connections are refused
+	const deadline = 45 * time.Millisecond
+	call := func(c testpb.TestServiceClient) error {
+		ctx, cancel := context.WithTimeout(context.Background(), deadline)
+		defer cancel()
+		_, err := c.EmptyCall(ctx, &testpb.Empty{})
+		return err
+	}
+
+	b := pylon.MustNewBackend("test", pylon.BackendOptions{Targets: []string{h2c(dead), h2c(good)}, Retries: 1, RetryBackoff: -1,
+		Outlier: pylon.OutlierDetection{ConsecutiveFailures: 2}})
+	c := dial(t, front(t, b))
+	_, err = c.EmptyCall(context.Background(), &testpb.Empty{}) // connects to the gateway, and it to the live target
+	require.NoError(t, err)
+	for range 6 {
+		assert.NoError(t, call(c), "retried on the live target")
+	}
+	assert.Positive(t, b.Targets()[0].Ejections(), "the dead target is ejected")
+	assert.False(t, b.Targets()[0].Healthy())
+
+	only := pylon.MustNewBackend("dead", pylon.BackendOptions{Targets: []string{h2c(dead)}})
+	c = dial(t, front(t, only))
+	_, err = c.EmptyCall(context.Background(), &testpb.Empty{}) // connects to the gateway
+	require.Equal(t, codes.Unavailable, status.Code(err))
+	assert.Equal(t, codes.Unavailable, status.Code(call(c)), "unreachable, not out of time")
+}
+
+// TestLongUnaryCallOutlastsResponseHeaderTimeout: grpc-go sends a unary
+// call's response headers only when its handler returns, so a call that
+// rightly takes longer than ResponseHeaderTimeout is bounded by its own
+// deadline, or by none, and never charged to its target.
+func TestLongUnaryCallOutlastsResponseHeaderTimeout(t *testing.T) {
+	up, _ := startUpstream(t, &testServer{})
+	b := pylon.MustNewBackend("test", pylon.BackendOptions{
+		Targets: []string{h2c(up)}, ResponseHeaderTimeout: 100 * time.Millisecond,
+		Outlier: pylon.OutlierDetection{ConsecutiveFailures: 1},
+	})
+	c := dial(t, front(t, b))
+	for _, tc := range []struct {
+		name     string
+		deadline time.Duration // none when 0
+	}{{"client deadline", 10 * time.Second}, {"no deadline", 0}} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			if tc.deadline > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, tc.deadline)
+				defer cancel()
+			}
+			res, err := c.UnaryCall(metadata.AppendToOutgoingContext(ctx, "x-sleep", "400ms"), &testpb.SimpleRequest{ResponseSize: 2})
+			require.NoError(t, err)
+			assert.Len(t, res.Payload.Body, 2)
+			assert.Zero(t, b.Targets()[0].Ejections())
+		})
+	}
+}
+
+// TestTimeoutMiddlewareSpeaksGRPC: middleware.Timeout answers a gRPC call
+// whose time ran out in gRPC: DEADLINE_EXCEEDED, trailers-only.
+func TestTimeoutMiddlewareSpeaksGRPC(t *testing.T) {
+	up, _ := startUpstream(t, &testServer{})
+	b := pylon.MustNewBackend("test", pylon.BackendOptions{Targets: []string{h2c(up)}})
+	c := dial(t, front(t, b, middleware.Timeout(100*time.Millisecond)))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := c.UnaryCall(metadata.AppendToOutgoingContext(ctx, "x-sleep", "5s"), &testpb.SimpleRequest{})
+	st := status.Convert(err)
+	assert.Equal(t, codes.DeadlineExceeded, st.Code(), st.Message())
+	assert.Equal(t, "the request took too long", st.Message())
+}
+
 func TestRouteTimeoutIsForwarded(t *testing.T) {
 	var seen atomic.Int64
 	up, _ := startUpstream(t, &testServer{}, ggrpc.UnaryInterceptor(func(ctx context.Context, req any, _ *ggrpc.UnaryServerInfo, h ggrpc.UnaryHandler) (any, error) {
@@ -616,7 +697,9 @@ func TestTLSOnBothSides(t *testing.T) {
 	assert.Len(t, res.Payload.Body, 9)
 }
 
-func TestSilentClientStreamOutlivesBodyIdleTimeout(t *testing.T) {
+// silentStreamGateway serves a gateway in front of a TestService upstream
+// with the body idle timeout idle.
+func silentStreamGateway(t *testing.T, idle time.Duration) testpb.TestServiceClient {
 	up, _ := startUpstream(t, &testServer{})
 	b := pylon.MustNewBackend("test", pylon.BackendOptions{Targets: []string{h2c(up)}})
 	t.Cleanup(func() { _ = b.Close() })
@@ -624,18 +707,41 @@ func TestSilentClientStreamOutlivesBodyIdleTimeout(t *testing.T) {
 	gw.Route("/grpc.testing.TestService/").To(b)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	srv := pylon.NewServerWithOptions("", gw, pylon.ServerOptions{BodyIdleTimeout: 20 * time.Millisecond})
+	srv := pylon.NewServerWithOptions("", gw, pylon.ServerOptions{BodyIdleTimeout: idle})
 	done := make(chan struct{})
 	go func() { defer close(done); _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close(); <-done })
+	return dial(t, ln.Addr().String())
+}
 
-	c := dial(t, ln.Addr().String())
+// A client stream may be silent between its messages for longer than
+// BodyIdleTimeout (up to five of them), without a deadline.
+func TestSilentClientStreamOutlivesBodyIdleTimeout(t *testing.T) {
+	const idle = 40 * time.Millisecond
+	c := silentStreamGateway(t, idle)
 	s, err := c.StreamingInputCall(context.Background())
 	require.NoError(t, err)
 	require.NoError(t, s.Send(&testpb.StreamingInputCallRequest{Payload: &testpb.Payload{Body: make([]byte, 3)}}))
-	<-time.After(200 * time.Millisecond) // the client has nothing to say for ten idle timeouts
+	<-time.After(5 * idle / 2) // the client has nothing to say for 2.5 idle timeouts
 	require.NoError(t, s.Send(&testpb.StreamingInputCallRequest{Payload: &testpb.Payload{Body: make([]byte, 4)}}))
 	res, err := s.CloseAndRecv()
 	require.NoError(t, err)
 	assert.Equal(t, int32(7), res.AggregatedPayloadSize)
+}
+
+// A stream silent for five idle timeouts is ended (DEADLINE_EXCEEDED): no
+// client holds one open forever with a silent body.
+func TestSilentStreamEndsAfterFiveBodyIdleTimeouts(t *testing.T) {
+	const idle = 20 * time.Millisecond
+	c := silentStreamGateway(t, idle)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	s, err := c.FullDuplexCall(ctx)
+	require.NoError(t, err)
+	require.NoError(t, s.Send(&testpb.StreamingOutputCallRequest{})) // then nothing
+	_, err = s.Recv()
+	assert.Equal(t, codes.DeadlineExceeded, status.Code(err), "%v", err)
+	assert.GreaterOrEqual(t, time.Since(start), 5*idle)
+	assert.NoError(t, ctx.Err(), "ended by the gateway, not by the client's deadline")
 }

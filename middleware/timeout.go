@@ -17,7 +17,10 @@ import (
 // started its response, the client gets a 504 problem response at once
 // (flushed, so a handler that ignores its context does not delay it), and
 // everything the handler writes afterwards is dropped: its Write and Hijack
-// calls return http.ErrHandlerTimeout. If the response had already started
+// calls return http.ErrHandlerTimeout. A gRPC or gRPC-Web call gets
+// DEADLINE_EXCEEDED, trailers-only, as from every gateway error; a gRPC
+// call's is sent when the handler returns, since over HTTP/2 it must end
+// the stream. If the response had already started
 // (a stream), it is left to the handler, whose context still ends. Unlike
 // http.TimeoutHandler, nothing is buffered: streaming, flushing and
 // upgrades work as without the middleware. Timeout returns only once the
@@ -44,16 +47,28 @@ func Timeout(d time.Duration) func(http.Handler) http.Handler {
 			if g.h == nil {
 				g.h = http.Header{}
 			}
-			method := r.Method
+			// Read now, as the request ID: r's method, and its Content-Type,
+			// by which a gRPC call is answered in gRPC.
+			method, ct := r.Method, ""
+			if v := r.Header["Content-Type"]; len(v) > 0 {
+				ct = v[0]
+			}
 			g.onTimeout = func() {
 				// A bare request: the handler's goroutine may still be
 				// using r and its RequestInfo.
-				pylon.WriteProblem(w, &http.Request{Method: method}, pylon.Problem{
+				bare := &http.Request{Method: method, Header: http.Header{"Content-Type": {ct}}}
+				pylon.WriteProblem(w, bare, pylon.Problem{
 					Status:    http.StatusGatewayTimeout,
 					Detail:    "the request took too long",
 					RequestID: id,
 				})
-				_ = http.NewResponseController(w).Flush()
+				if !pylon.IsGRPC(bare) {
+					// Not a gRPC call's: its trailers-only answer must end
+					// the HTTP/2 stream with its headers, which net/http
+					// does when the handler returns; flushed, they would
+					// be headers without a status.
+					_ = http.NewResponseController(w).Flush()
+				}
 			}
 			ww := wrap(w, rw{g: g})
 			fired := make(chan struct{})
