@@ -173,8 +173,11 @@ type BackendOptions struct {
 	// do observe's wrapping transports, forwarding to the one they wrap),
 	// Backend.Close calls it.
 	Transport http.RoundTripper
-	// Logger receives ejections, returns and upstream errors. Nil means no
-	// logging.
+	// Logger receives the targets' ejections and returns and their health
+	// checks' verdicts (Warn and Info, once per change) and, at Debug, each
+	// upstream error, which the access log already records with its request
+	// (RequestInfo.Error). Nil means slog.Default(), as everywhere; pass
+	// slog.New(slog.DiscardHandler) to silence it.
 	Logger *slog.Logger
 }
 
@@ -240,7 +243,7 @@ func NewBackend(name string, opts BackendOptions) (*Backend, error) {
 	}
 	b := &Backend{name: name, opts: opts, logger: opts.Logger}
 	if b.logger == nil {
-		b.logger = slog.New(slog.DiscardHandler)
+		b.logger = slog.Default()
 	}
 	b.dlHeader = http.CanonicalHeaderKey(opts.DeadlineHeader)
 	b.upgrades = opts.Upgrades
@@ -978,7 +981,7 @@ func (b *Backend) upstreamError(w http.ResponseWriter, r *http.Request, info *Re
 	if t != nil {
 		target = t.String()
 	}
-	b.logger.LogAttrs(r.Context(), slog.LevelWarn, "pylon: upstream error",
+	b.logger.LogAttrs(r.Context(), slog.LevelDebug, "pylon: upstream error",
 		slog.String("backend", b.name), slog.String("target", target), slog.String("error", err.Error()))
 	if info != nil {
 		info.Error = err.Error()
@@ -1040,7 +1043,7 @@ func (b *Backend) respond(w http.ResponseWriter, r *http.Request, out *http.Requ
 		if info != nil {
 			info.Error = "upstream body: " + err.Error()
 		}
-		b.logger.LogAttrs(r.Context(), slog.LevelWarn, "pylon: upstream body error",
+		b.logger.LogAttrs(r.Context(), slog.LevelDebug, "pylon: upstream body error",
 			slog.String("backend", b.name), slog.String("target", target.String()), slog.String("error", err.Error()))
 		if isGRPC {
 			// A gRPC client understands a status in the trailers

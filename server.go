@@ -208,7 +208,10 @@ type RunOptions struct {
 	// accepting connections, so that load balancers stop sending traffic
 	// first. Zero means no delay.
 	DrainDelay time.Duration
-	// Logger receives start and stop messages. Nil means no logging.
+	// Logger receives start and stop messages (Info) and a drain that
+	// ran out of time (Warn); net/http's own error log goes to it at
+	// Debug unless srv.ErrorLog is set. Nil means slog.Default(), as
+	// everywhere; pass slog.New(slog.DiscardHandler) to silence it.
 	Logger *slog.Logger
 	// LeanHTTP1 serves HTTP/1.1 requests on plaintext connections with
 	// Pylon's own connection loop instead of net/http's: the same handler,
@@ -250,7 +253,7 @@ func RunWithOptions(ctx context.Context, srv *http.Server, opts RunOptions) erro
 	}
 	logger := opts.Logger
 	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
+		logger = slog.Default()
 	}
 	drain := opts.DrainTimeout
 	if drain == 0 {
