@@ -2,6 +2,7 @@ package pylon
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -56,6 +57,19 @@ func fuzzAnswer(addr string, data []byte) (answer, client string) {
 	}
 }
 
+// h2Answer folds the two answers net/http's HTTP/2 server gives a
+// connection that starts with the client preface and then ends: its
+// SETTINGS (not an HTTP/1 response), or nothing when it read the end first.
+// Which one is timing (under load it can be either, three times over); both
+// servers' answers are that server's.
+func h2Answer(data []byte, ans string) string {
+	if bytes.HasPrefix(data, []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")) &&
+		(ans == "no answer" || strings.HasPrefix(ans, "unparsable answer")) {
+		return "HTTP/2 SETTINGS or nothing"
+	}
+	return ans
+}
+
 // FuzzLeanServer feeds arbitrary bytes to a lean and a net/http server with
 // the same handler: the lean one must not panic or hang, and must answer
 // with net/http's status code, or close without an answer when it does.
@@ -75,6 +89,7 @@ func FuzzLeanServer(f *testing.F) {
 				var stdClient, leanClient string
 				std, stdClient = fuzzAnswer(p.std, data)
 				lean, leanClient = fuzzAnswer(p.lean, data)
+				std, lean = h2Answer(data, std), h2Answer(data, lean)
 				p.stdH.takeNotes(stdClient)
 				p.leanH.takeNotes(leanClient)
 				p.stdLog.take()
