@@ -52,7 +52,9 @@ type Options struct {
 	// allowed (each is refused with 403), and the page is served only to
 	// requests that arrived on a loopback address. With an Authorizer,
 	// requests that arrived on any other address must pass it to see the
-	// page too.
+	// page too. A request forwarded by a proxy (with X-Forwarded-For,
+	// Forwarded or X-Real-IP) never counts as arrived on loopback, so a
+	// proxy on the same host does not open the page to everyone.
 	Authorizer Authorizer
 	// Logger receives one line per action, with who asked. Nil means
 	// slog.Default().
@@ -224,8 +226,15 @@ func refuse(w http.ResponseWriter, r *http.Request, err error) {
 
 // arrivedOnLoopback reports whether r came in on a loopback local address;
 // requests without one (tests calling ServeHTTP directly) count as loopback
-// when their peer is.
+// when their peer is. A request that came through a proxy (it names a
+// client in X-Forwarded-For, Forwarded or X-Real-IP) does not: a proxy on
+// the same host forwards everyone's requests over loopback.
 func arrivedOnLoopback(r *http.Request) bool {
+	for _, k := range [...]string{"X-Forwarded-For", "Forwarded", "X-Real-Ip"} {
+		if len(r.Header[k]) > 0 {
+			return false
+		}
+	}
 	if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
 		return isLoopbackAddr(a.String())
 	}

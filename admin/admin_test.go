@@ -452,6 +452,31 @@ func TestNonLoopbackRequests(t *testing.T) {
 	if rec := get(h, ""); rec.Code != 403 {
 		t.Errorf("LoopbackOnly, peer 192.0.2.1: %d, want 403", rec.Code)
 	}
+
+	// A proxy on the same host forwards everyone's requests over loopback:
+	// a forwarded request is not a local one.
+	forwarded := func(h *Handler, hdr, user string) int {
+		r := httptest.NewRequest("GET", "/", nil).WithContext(loopbackCtx())
+		r.Header.Set(hdr, "203.0.113.9")
+		if user != "" {
+			r.SetBasicAuth(user, "pw")
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, r)
+		return rec.Code
+	}
+	withAuth := newFixture(t, BasicAuth("admin", map[string]string{"alice": "pw"})).h
+	for _, hdr := range []string{"X-Forwarded-For", "Forwarded", "X-Real-Ip"} {
+		if code := forwarded(newFixture(t, nil).h, hdr, ""); code != 403 {
+			t.Errorf("loopback, %s, no Authorizer: %d, want 403", hdr, code)
+		}
+		if code := forwarded(withAuth, hdr, ""); code != 401 {
+			t.Errorf("loopback, %s, no credentials: %d, want 401", hdr, code)
+		}
+		if code := forwarded(withAuth, hdr, "alice"); code != 200 {
+			t.Errorf("loopback, %s, with credentials: %d, want 200", hdr, code)
+		}
+	}
 }
 
 func TestListen(t *testing.T) {
