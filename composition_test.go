@@ -620,6 +620,36 @@ func TestCompositionIdempotencyKeysPerSubject(t *testing.T) {
 	assert.Equal(t, 2, up.count())
 }
 
+// A token without "sub" authenticates its client without naming it: the
+// idempotency middleware cannot tell two such clients apart, so it keeps
+// out of the way (neither replays nor stores) instead of answering bank-b
+// from bank-a's key. Each order runs, and each client gets its own answer.
+func TestCompositionIdempotencyWithoutSubject(t *testing.T) {
+	up := newRecorder(t, func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusCreated)
+		fmt.Fprintf(w, "order for %s", r.Header.Get("X-Client"))
+	})
+	idp, v := newIdP(t)
+	auth := jwtauth.RequireWithOptions(v, jwtauth.RequireOptions{
+		ForwardClaims: map[string]string{"X-Client": "client_id"},
+		Logger:        slog.New(slog.DiscardHandler),
+	})
+	gw := pylon.New(pylon.Options{})
+	gw.Group("/api", auth).Route("POST /orders").
+		Use(idempotency.New(idempotency.Options{Logger: slog.New(slog.DiscardHandler)})).To(backendFor(t, "orders", up))
+	require.NoError(t, gw.Err())
+	post := func(client string) *httptest.ResponseRecorder {
+		tok := idp.MintToken(jwttest.Token{Claims: map[string]any{"sub": nil, "client_id": client}})
+		return serve(gw, "192.0.2.1:1", "POST", "/api/orders", "Authorization: Bearer "+tok, `Idempotency-Key: "k-1"`)
+	}
+	a, b := post("bank-a"), post("bank-b")
+	assert.Equal(t, http.StatusCreated, a.Code)
+	assert.Equal(t, "order for bank-a", a.Body.String())
+	assert.Equal(t, "order for bank-b", b.Body.String(), "bank-b was replayed bank-a's answer")
+	assert.Empty(t, b.Header().Get("Idempotent-Replayed"))
+	assert.Equal(t, 2, up.count())
+}
+
 // A "sub" is unique only within its issuer (OpenID Connect Core §5.7): behind
 // a jwtauth.Multi, two issuers' equal subjects are two clients to the rate
 // limit, the per-subject cache and the idempotency keys, while a single

@@ -9,9 +9,9 @@ import (
 )
 
 // HedgeOptions configures request hedging (BackendOptions.Hedge): when the
-// first attempt of an idempotent request has not answered within the hedge
-// delay, a second attempt is sent to another target, and the first response
-// wins.
+// first attempt of a safe request (GET, HEAD, OPTIONS, TRACE) has not
+// answered within the hedge delay, a second attempt is sent to another
+// target, and the first response wins.
 //
 // The hedge delay is Delay, fixed; or, with Observed, the first attempt's
 // target's observed Quantile (0.95 unless set) of the time to response
@@ -26,10 +26,15 @@ import (
 // timed; its memory is fixed (under 2 KiB per target) and timing
 // allocates nothing. Without Observed nothing is timed.
 //
-// A request is hedged when its method is GET, HEAD or OPTIONS or it carries
-// an Idempotency-Key (or X-Idempotency-Key) header, and it has no body or its body was buffered
-// (RetryBufferBytes, with Retries > 0). Upgrades and gRPC calls are never
-// hedged.
+// A request is hedged when its method is safe (RFC 9110 §9.2.1: GET, HEAD,
+// OPTIONS or TRACE) and it has no body or its body was buffered
+// (RetryBufferBytes, with Retries > 0). A hedge runs the request twice at
+// once, which only a safe method allows: an idempotent one (PUT, DELETE)
+// or one with an Idempotency-Key (or X-Idempotency-Key) header may be sent
+// again after its first attempt failed (see Retries), but two copies in
+// flight together may both take effect, or the upstream may answer one of
+// them 409 as a concurrent duplicate, so such requests are never hedged.
+// Upgrades and gRPC calls are never hedged either.
 //
 // The hedge is charged to the retry budget (RetryBudget,
 // MinRetryConcurrency), as a retry is, and is not sent when the budget is
@@ -106,17 +111,16 @@ func (b *Backend) recordLatency(t *Target, d time.Duration, now time.Time) {
 // it wraps context.Canceled, saying nothing about the target.
 var errHedgeLost = fmt.Errorf("pylon: hedged attempt lost: %w", context.Canceled)
 
-// hedgeable reports whether r may be hedged: idempotent by method (GET,
-// HEAD, OPTIONS) or key, with no body or a buffered one.
+// hedgeable reports whether r may be hedged: safe by method (GET, HEAD,
+// OPTIONS, TRACE), with no body or a buffered one. An idempotent method or
+// an Idempotency-Key is not enough: it allows a retry after a failure, one
+// attempt after the other, not two attempts at once.
 func hedgeable(r *http.Request, body *reqBody) bool {
 	switch r.Method {
-	case http.MethodGet, http.MethodHead, http.MethodOptions:
-	default:
-		if !hasIdempotencyKey(r) {
-			return false
-		}
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return body == nil || body.buf != nil
 	}
-	return body == nil || body.buf != nil
+	return false
 }
 
 // hedgeAttempt is one attempt of a hedged request. res and err are written

@@ -95,9 +95,10 @@ func TestHedgeSlowTarget(t *testing.T) {
 	until(t, "retry budget given back", func() bool { return be.retriesInUse.Load() == 0 })
 }
 
-// TestHedgeNotForPost: a POST without an Idempotency-Key is never hedged;
-// with one it is.
-func TestHedgeNotForPost(t *testing.T) {
+// TestHedgeOnlySafeMethods: GET, HEAD, OPTIONS and TRACE are hedged; no
+// other method is, not even an idempotent one or one with an
+// Idempotency-Key: a hedge runs the request twice at once.
+func TestHedgeOnlySafeMethods(t *testing.T) {
 	var hits atomic.Int64
 	h := func(w http.ResponseWriter, r *http.Request) {
 		if hits.Add(1) == 1 {
@@ -111,24 +112,108 @@ func TestHedgeNotForPost(t *testing.T) {
 	be := backend(t, BackendOptions{Targets: []string{u1.URL, u2.URL}, Hedge: HedgeOptions{Delay: 10 * time.Millisecond}})
 	gw := front(t, Options{}, be)
 
-	// With a key: the hedge answers while the first attempt is slow.
-	req, _ := http.NewRequest("POST", gw.URL+"/x", nil)
-	req.Header.Set("Idempotency-Key", "k1")
-	res, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	res.Body.Close()
-	assert.Equal(t, http.StatusOK, res.StatusCode)
-	assert.Equal(t, int64(2), hits.Load())
-
-	// Without: one attempt only, answered after its 200ms.
-	hits.Store(0)
-	res, err = http.Post(gw.URL+"/x", "text/plain", nil)
-	require.NoError(t, err)
-	res.Body.Close()
-	assert.Equal(t, int64(1), hits.Load())
-	for _, tg := range be.Targets() {
-		until(t, "in-flight back to 0", func() bool { return tg.InFlight() == 0 })
+	tests := []struct {
+		method, key string
+		hedged      bool
+	}{
+		{"GET", "", true},
+		{"HEAD", "", true},
+		{"OPTIONS", "", true},
+		{"TRACE", "", true},
+		{"POST", "", false},
+		{"POST", "Idempotency-Key", false},
+		{"POST", "X-Idempotency-Key", false},
+		{"PATCH", "Idempotency-Key", false},
+		{"PUT", "", false},
+		{"DELETE", "Idempotency-Key", false},
 	}
+	for _, tt := range tests {
+		t.Run(tt.method+" "+tt.key, func(t *testing.T) {
+			hits.Store(0)
+			req, _ := http.NewRequest(tt.method, gw.URL+"/x", nil)
+			if tt.key != "" {
+				req.Header.Set(tt.key, "k1")
+			}
+			res, err := http.DefaultClient.Do(req)
+			require.NoError(t, err)
+			res.Body.Close()
+			assert.Equal(t, http.StatusOK, res.StatusCode)
+			want := int64(1)
+			if tt.hedged {
+				want = 2
+			}
+			assert.Equal(t, want, hits.Load(), "attempts")
+			for _, tg := range be.Targets() {
+				until(t, "in-flight back to 0", func() bool { return tg.InFlight() == 0 })
+			}
+		})
+	}
+}
+
+// TestHedgeKeyedPostRunsOnce: a POST with an Idempotency-Key to a backend
+// that hedges is sent once, and its upstream's answer reaches the client:
+// it is neither run twice by two upstreams nor answered with an upstream's
+// 409 for the hedge's duplicate. The key still lets it be retried after a
+// 503, one attempt after the other.
+func TestHedgeKeyedPostRunsOnce(t *testing.T) {
+	var mu sync.Mutex
+	inFlight := map[string]bool{}
+	running, maxRunning := 0, 0 // under mu
+	var runs, answers503 atomic.Int64
+	h := func(w http.ResponseWriter, r *http.Request) {
+		k := r.Header.Get("Idempotency-Key")
+		mu.Lock()
+		running++
+		maxRunning = max(maxRunning, running)
+		dup := inFlight[k]
+		inFlight[k] = true
+		mu.Unlock()
+		defer func() {
+			mu.Lock()
+			running--
+			if !dup {
+				delete(inFlight, k)
+			}
+			mu.Unlock()
+		}()
+		if dup { // the upstream's own idempotency: a concurrent duplicate
+			w.WriteHeader(http.StatusConflict)
+			return
+		}
+		if r.Header.Get("X-Fail-First") != "" && answers503.Add(1) == 1 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		runs.Add(1)
+		time.Sleep(60 * time.Millisecond) // well past the hedge delay
+		w.WriteHeader(http.StatusCreated)
+	}
+	u1, u2 := upstream(t, h), upstream(t, h)
+	be := backend(t, BackendOptions{
+		Targets: []string{u1.URL, u2.URL}, Hedge: HedgeOptions{Delay: 5 * time.Millisecond},
+		Retries: 1, RetryOnStatus: true,
+	})
+	gw := front(t, Options{}, be)
+	post := func(key string, hdr ...string) int {
+		req, _ := http.NewRequest("POST", gw.URL+"/pay", nil)
+		req.Header.Set("Idempotency-Key", key)
+		for _, h := range hdr {
+			req.Header.Set(h, "1")
+		}
+		res, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		res.Body.Close()
+		return res.StatusCode
+	}
+	assert.Equal(t, http.StatusCreated, post("order-1"), "the client got its upstream's answer")
+	assert.Equal(t, int64(1), runs.Load(), "run once")
+
+	assert.Equal(t, http.StatusCreated, post("order-2", "X-Fail-First"), "retried after the 503")
+	assert.Equal(t, int64(2), answers503.Load(), "the 503 and its retry")
+	assert.Equal(t, int64(2), runs.Load())
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Equal(t, 1, maxRunning, "never two attempts at once")
 }
 
 // until polls cond every millisecond until it holds or 5s pass.

@@ -6,19 +6,36 @@
 // answer does not charge a card twice.
 //
 //   - A repeat with the same request (method, path, query and body hash)
-//     gets the stored status, headers and body, marked with the
+//     gets the stored status, headers, body and trailers, marked with the
 //     Idempotent-Replayed: true header (Options.ReplayHeader).
 //   - A repeat while the first is still being processed gets 409 Conflict.
+//     The first request's claim on the key lives for Options.LockTimeout
+//     and is renewed every third of it while the request runs, so that a
+//     long request keeps it; a claim ends only by its own request (each
+//     claim has a token of its own), or when its gateway died and it was
+//     not renewed.
 //   - The same key with a different request gets 422 Unprocessable Content.
 //   - A route that requires a key answers a request without one 400.
-//   - 5xx answers, and answers larger than MaxResponseBytes or streamed
-//     (flushed), are not stored: the key is released, and a retry runs
-//     again.
+//   - 5xx answers, answers larger than MaxResponseBytes, event streams
+//     (text/event-stream) and protocol switches (101) are not stored, nor
+//     is anything when no response was written through the ResponseWriter
+//     (a hijacked connection, a client that left before the answer) or the
+//     client went away before the end of it (RequestInfo.ClientCanceled):
+//     the key is released, and a retry runs again. A response that is
+//     flushed as it is written (a Backend flushes every answer without
+//     Content-Length) is stored like any other once it is complete.
 //
 // Keys are stored per client: the authenticated subject
 // (RequestInfo.Auth and SubjectKey), or on a route without authentication the
 // client's address (RequestInfo.ClientIP), so that one client's key never
-// replays another's answer. The middleware declares pylon.RoleNeedsSubject
+// replays another's answer. A request that was authenticated without a
+// subject (RequestInfo.SubjectKey is empty: an extauthz without
+// SubjectHeader, a JWT without "sub", a certificate with an empty subject)
+// cannot be told apart from other such clients, so the middleware neither
+// replays nor stores its answer: the request is passed on as if the
+// middleware were not there (logged once per route at Debug level), except
+// that a route with Options.Required still answers a request without a key
+// 400. The middleware declares pylon.RoleNeedsSubject
 // and pylon.RoleStoredResponses, so the Gateway refuses a route whose chain
 // runs it before any of its authentications. Responses are kept in a
 // [MemoryStore] (bounded in bytes, with a TTL) or, for several replicas, in
@@ -28,12 +45,18 @@ package idempotency
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pylon-gateway/pylon"
@@ -43,13 +66,19 @@ import (
 // the key.
 var ErrInFlight = errors.New("idempotency: request with this key in flight")
 
+// ErrClaimLost is returned by a Store's Extend and Complete when the
+// caller's claim on the key is gone and another request's claim, or a
+// stored response, is there instead.
+var ErrClaimLost = errors.New("idempotency: claim on this key lost to another request")
+
 // Entry is a stored response.
 type Entry struct {
 	// Fingerprint is the hash of the request that produced it.
 	Fingerprint string
 	// Status is the response's status code.
 	Status int
-	// Header is the response's header.
+	// Header is the response's header, and its trailers under keys
+	// prefixed with http.TrailerPrefix.
 	Header http.Header
 	// Body is the response's body.
 	Body []byte
@@ -69,16 +98,31 @@ func (e *Entry) size() int {
 
 // Store keeps claims and responses by key. Implementations must be safe
 // for concurrent use.
+//
+// A claim belongs to the request that made it, named by its token (a
+// string the middleware makes unique to each request, across gateways):
+// Extend, Complete and Release act on a claim only with its token, so
+// that a request whose claim expired never ends or overwrites the claim of
+// the request that took the key after it.
 type Store interface {
-	// Begin claims key for a request with fingerprint fp for at most
-	// lock. It returns (nil, nil) when the caller now holds the claim, the
-	// stored entry when a response was stored, and ErrInFlight when
-	// another request holds the claim.
-	Begin(ctx context.Context, key, fp string, lock time.Duration) (*Entry, error)
-	// Complete stores e under key for ttl, ending the claim.
-	Complete(ctx context.Context, key string, e *Entry, ttl time.Duration) error
-	// Release ends the claim on key without storing anything.
-	Release(ctx context.Context, key string) error
+	// Begin claims key for a request with fingerprint fp under token, for
+	// at most lock. It returns (nil, nil) when the caller now holds the
+	// claim, the stored entry when a response was stored, and ErrInFlight
+	// when another request holds the claim.
+	Begin(ctx context.Context, key, token, fp string, lock time.Duration) (*Entry, error)
+	// Extend makes token's claim on key last lock from now; the middleware
+	// calls it every lock/3 while the request runs. A free key (the claim
+	// expired and nobody took the key since) is claimed for token again. It
+	// returns ErrClaimLost when another request's claim, or a stored
+	// response, is there.
+	Extend(ctx context.Context, key, token string, lock time.Duration) error
+	// Complete stores e under key for ttl, ending token's claim; a free key
+	// is stored too. It returns ErrClaimLost, storing nothing, when
+	// another request's claim, or a stored response, is there.
+	Complete(ctx context.Context, key, token string, e *Entry, ttl time.Duration) error
+	// Release ends token's claim on key without storing anything. Another
+	// request's claim, and a stored response, are left as they are.
+	Release(ctx context.Context, key, token string) error
 }
 
 // Options configures the middleware. Every field's zero value is a safe
@@ -93,8 +137,8 @@ type Options struct {
 	// TTL is how long a response is replayed. Zero means 24h.
 	TTL time.Duration
 	// LockTimeout is how long a claim lives when the gateway holding it
-	// dies before the response (a request still running holds its claim).
-	// Zero means 1 minute.
+	// dies before the response: while the request runs, its claim is
+	// renewed for LockTimeout every LockTimeout/3. Zero means 1 minute.
 	LockTimeout time.Duration
 	// MaxBodyBytes bounds the request bodies hashed; a larger body is
 	// answered 413. Zero means 1 MiB.
@@ -108,10 +152,40 @@ type Options struct {
 	// Header is the request header carrying the key. Empty means
 	// "Idempotency-Key".
 	Header string
+	// Logger receives, at Debug level, the first request of each route
+	// that was authenticated without a subject (not keyed), and at Warn
+	// level the claims that could not be renewed. Nil means
+	// slog.Default().
+	Logger *slog.Logger
 }
 
 // maxKeyLen bounds the Idempotency-Key accepted.
 const maxKeyLen = 255
+
+// tokenPrefix and tokenSeq make claim tokens: random per process, so that
+// no two gateways sharing a store make the same one, and counted within it.
+var (
+	tokenPrefix = rand.Text()
+	tokenSeq    atomic.Uint64
+)
+
+// newToken returns a token for a claim, unique to its request.
+func newToken() string {
+	var b [48]byte
+	t := append(b[:0], tokenPrefix...)
+	t = strconv.AppendUint(t, tokenSeq.Add(1), 36)
+	return string(t)
+}
+
+// timer is the part of *time.Timer that renews a claim.
+type timer interface {
+	Stop() bool
+	Reset(d time.Duration) bool
+}
+
+// afterFunc starts the timer that renews a claim, as time.AfterFunc; tests
+// replace it (export_test.go) before calling New.
+var afterFunc = func(d time.Duration, f func()) timer { return time.AfterFunc(d, f) }
 
 // New returns the idempotency middleware for the routes it is used on.
 // It panics on invalid options, so that a misconfigured gateway fails at
@@ -141,9 +215,13 @@ func New(opts Options) func(http.Handler) http.Handler {
 	if opts.Header == "" {
 		opts.Header = "Idempotency-Key"
 	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
 	opts.Header = http.CanonicalHeaderKey(opts.Header)
+	af := afterFunc
 	return func(next http.Handler) http.Handler {
-		return pylon.WithStage(&handler{opts: opts, next: next},
+		return pylon.WithStage(&handler{opts: opts, next: next, afterFunc: af},
 			pylon.Stage{Name: "idempotency", Roles: pylon.RoleNeedsSubject | pylon.RoleStoredResponses})
 	}
 }
@@ -151,6 +229,10 @@ func New(opts Options) func(http.Handler) http.Handler {
 type handler struct {
 	opts Options
 	next http.Handler
+	// afterFunc starts the timers renewing claims.
+	afterFunc func(time.Duration, func()) timer
+	// noSubjectLogged is set once a request without a subject was logged.
+	noSubjectLogged atomic.Bool
 }
 
 // parseKey reads the key: an RFC 8941 sf-string ("...") as the draft
@@ -185,6 +267,28 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.next.ServeHTTP(w, r)
 		return
 	}
+	// A key belongs to its client: the authenticated subject (with the
+	// authentication that named it), else the client's address.
+	info := pylon.Info(r.Context())
+	client, subject, route := "", "", r.Pattern
+	if info != nil {
+		if info.Authenticated() {
+			client, subject = info.Auth, info.SubjectKey()
+			if subject == "" {
+				// Authenticated, but not as anyone in particular: this
+				// client cannot be told apart from the others like it,
+				// so its key is not used at all.
+				h.logNoSubject(r, info)
+				h.next.ServeHTTP(w, r)
+				return
+			}
+		} else if info.ClientIP.IsValid() {
+			client, subject = "ip", info.ClientIP.String()
+		}
+		if info.Route != "" {
+			route = info.Route
+		}
+	}
 	ik, ok := parseKey(vv)
 	if !ok {
 		pylon.Error(w, r, http.StatusBadRequest, "The "+o.Header+" header is not a valid key.")
@@ -200,23 +304,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	// A key belongs to its client: the authenticated subject (with the
-	// authentication that named it), else the client's address.
-	client, subject, route := "", "", r.Pattern
-	if info := pylon.Info(r.Context()); info != nil {
-		if info.Authenticated() {
-			client, subject = info.Auth, info.SubjectKey()
-		} else if info.ClientIP.IsValid() {
-			client, subject = "ip", info.ClientIP.String()
-		}
-		if info.Route != "" {
-			route = info.Route
-		}
-	}
 	key := digest(client, subject, route, ik)
 	fp := digest(r.Method, r.URL.RequestURI(), string(body))
+	token := newToken()
 
-	e, err := o.Store.Begin(r.Context(), key, fp, o.LockTimeout)
+	e, err := o.Store.Begin(r.Context(), key, token, fp, o.LockTimeout)
 	switch {
 	case errors.Is(err, ErrInFlight):
 		w.Header().Set("Retry-After", "1")
@@ -241,27 +333,119 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	// This request holds the claim: run it, and store its answer.
+	// This request holds the claim: run it, keeping the claim while it
+	// runs, and store its answer.
+	ctx := context.WithoutCancel(r.Context()) // the request's may be done
+	keeper := h.keepClaim(ctx, route, key, token)
 	rec := &recorder{ResponseWriter: w, max: o.MaxResponseBytes}
 	stored := false
 	defer func() {
+		keeper.stop()
 		if !stored {
-			// A 5xx, a streamed or oversized answer, or a panic: the next
-			// try runs again. The request's context may be done.
-			_ = o.Store.Release(context.WithoutCancel(r.Context()), key)
+			// A 5xx, a streamed, oversized or missing answer, a client
+			// gone, or a panic: the next try runs again.
+			_ = o.Store.Release(ctx, key, token)
 		}
 	}()
 	h.next.ServeHTTP(rec, r)
-	if rec.status == 0 {
-		rec.status = http.StatusOK
-	}
-	if rec.status >= 500 || rec.skip {
+	keeper.stop() // before Complete: no renewal after the claim ends
+	if rec.status == 0 || rec.status >= 500 || rec.skip || (info != nil && info.ClientCanceled) {
 		return
 	}
 	ent := &Entry{Fingerprint: fp, Status: rec.status, Header: rec.header, Body: rec.body}
-	if err := o.Store.Complete(context.WithoutCancel(r.Context()), key, ent, o.TTL); err == nil {
+	rec.addTrailers(ent.Header)
+	switch err := o.Store.Complete(ctx, key, token, ent, o.TTL); {
+	case err == nil:
 		stored = true
+	case errors.Is(err, ErrClaimLost):
+		o.Logger.LogAttrs(ctx, slog.LevelWarn, "idempotency: response not stored: another request took the key while this one ran",
+			slog.String("route", route))
 	}
+}
+
+// logNoSubject logs, once per route, a request that was authenticated
+// without a subject and so passed on without using its key.
+func (h *handler) logNoSubject(r *http.Request, info *pylon.RequestInfo) {
+	if h.noSubjectLogged.Load() || !h.noSubjectLogged.CompareAndSwap(false, true) {
+		return
+	}
+	route := info.Route
+	if route == "" {
+		route = r.Pattern
+	}
+	h.opts.Logger.LogAttrs(r.Context(), slog.LevelDebug,
+		"idempotency: request authenticated without a subject; its key is not used (not replayed, not stored)",
+		slog.String("route", route), slog.String("auth", info.Auth))
+}
+
+// keepClaim starts renewing the claim on key every LockTimeout/3, until
+// the keeper it returns is stopped.
+func (h *handler) keepClaim(ctx context.Context, route, key, token string) *claimKeeper {
+	k := &claimKeeper{h: h, ctx: ctx, route: route, key: key, token: token,
+		period: max(h.opts.LockTimeout/3, time.Millisecond)}
+	k.mu.Lock()
+	k.t = h.afterFunc(k.period, k.renew)
+	k.mu.Unlock()
+	return k
+}
+
+// claimKeeper renews one request's claim while the request runs: a timer
+// that extends it, then starts again, until stop. No goroutine waits for
+// it in between.
+type claimKeeper struct {
+	h                 *handler
+	ctx               context.Context
+	route, key, token string
+	period            time.Duration
+	running           sync.WaitGroup // a renewal in progress
+
+	mu      sync.Mutex
+	t       timer
+	stopped bool
+}
+
+// renew extends the claim, and starts the timer again unless the keeper
+// was stopped or the claim was lost.
+func (k *claimKeeper) renew() {
+	k.mu.Lock()
+	if k.stopped {
+		k.mu.Unlock()
+		return
+	}
+	k.running.Add(1)
+	k.mu.Unlock()
+	defer k.running.Done()
+
+	o := &k.h.opts
+	err := o.Store.Extend(k.ctx, k.key, k.token, o.LockTimeout)
+	lost := errors.Is(err, ErrClaimLost)
+	switch {
+	case lost:
+		o.Logger.LogAttrs(k.ctx, slog.LevelWarn, "idempotency: claim lost to another request while this one ran",
+			slog.String("route", k.route))
+	case err != nil: // tried again at the next period, within the lock
+		o.Logger.LogAttrs(k.ctx, slog.LevelWarn, "idempotency: claim not renewed",
+			slog.String("route", k.route), slog.String("error", err.Error()))
+	}
+	k.mu.Lock()
+	if !k.stopped && !lost {
+		k.t.Reset(k.period)
+	}
+	k.mu.Unlock()
+}
+
+// stop stops the renewals and returns once none is in progress, so that
+// none runs after the claim ended. It may be called again.
+func (k *claimKeeper) stop() {
+	k.mu.Lock()
+	if k.stopped {
+		k.mu.Unlock()
+		return
+	}
+	k.stopped = true
+	k.t.Stop()
+	k.mu.Unlock()
+	k.running.Wait()
 }
 
 func readBody(r *http.Request, max int64) ([]byte, error) {
@@ -295,14 +479,21 @@ type recorder struct {
 	status int
 	header http.Header
 	body   []byte
-	skip   bool // too large or streamed: not stored
+	skip   bool // too large, an event stream or an upgrade: not stored
 }
 
 func (r *recorder) WriteHeader(code int) {
-	if r.status == 0 && code >= 200 {
+	switch {
+	case r.status != 0:
+	case code == http.StatusSwitchingProtocols:
+		r.skip = true // an upgrade: the connection is the client's now
+	case code >= 200:
 		r.status = code
 		r.header = r.ResponseWriter.Header().Clone()
 		r.header.Del("Date")
+		if ct := r.header["Content-Type"]; len(ct) > 0 && strings.HasPrefix(ct[0], "text/event-stream") {
+			r.skip = true // a stream of events, not an answer to replay
+		}
 	}
 	r.ResponseWriter.WriteHeader(code)
 }
@@ -321,11 +512,34 @@ func (r *recorder) Write(p []byte) (int, error) {
 	return r.ResponseWriter.Write(p)
 }
 
-// Flush sends what was written; a flushed (streamed) response is not
-// stored.
+// Flush sends what was written. A flush says nothing of the answer (a
+// Backend flushes every answer of unknown length), so it is still
+// recorded: an event stream, or a body larger than max, is not.
 func (r *recorder) Flush() {
-	r.skip = true
+	if r.status == 0 {
+		r.WriteHeader(http.StatusOK) // as a flush before WriteHeader does
+	}
 	_ = http.NewResponseController(r.ResponseWriter).Flush()
+}
+
+// addTrailers adds the response's trailers to h under keys prefixed with
+// http.TrailerPrefix, as a handler sets them: those declared in the
+// Trailer header and set after WriteHeader, and those set with the prefix.
+func (r *recorder) addTrailers(h http.Header) {
+	live := r.ResponseWriter.Header()
+	for k, vv := range live {
+		if strings.HasPrefix(k, http.TrailerPrefix) {
+			h[k] = slices.Clone(vv)
+		}
+	}
+	for _, v := range h["Trailer"] {
+		for name := range strings.SplitSeq(v, ",") {
+			name = http.CanonicalHeaderKey(strings.TrimSpace(name))
+			if vv, ok := live[name]; ok && name != "" {
+				h[http.TrailerPrefix+name] = slices.Clone(vv)
+			}
+		}
+	}
 }
 
 // Unwrap returns the wrapped writer, for http.ResponseController.

@@ -159,26 +159,26 @@ func TestMemoryStoreTTLAndBytes(t *testing.T) {
 	ctx := t.Context()
 	e := &idempotency.Entry{Fingerprint: "fp", Status: 200, Body: make([]byte, 1000)}
 	for _, k := range []string{"a", "b", "c", "d", "e"} {
-		if got, err := s.Begin(ctx, k, "fp", time.Minute); got != nil || err != nil {
+		if got, err := s.Begin(ctx, k, "t1", "fp", time.Minute); got != nil || err != nil {
 			t.Fatalf("Begin %s: %v %v", k, got, err)
 		}
-		if _, err := s.Begin(ctx, k, "fp", time.Minute); err != idempotency.ErrInFlight {
+		if _, err := s.Begin(ctx, k, "t2", "fp", time.Minute); err != idempotency.ErrInFlight {
 			t.Fatalf("second Begin %s: %v", k, err)
 		}
-		_ = s.Complete(ctx, k, e, time.Hour)
+		_ = s.Complete(ctx, k, "t1", e, time.Hour)
 	}
 	if n, b := s.Len(); n != 3 || b > 4096 {
 		t.Errorf("Len = %d entries, %d bytes; want 3 within 4096", n, b)
 	}
-	if got, _ := s.Begin(ctx, "e", "fp", time.Minute); got == nil {
+	if got, _ := s.Begin(ctx, "e", "t3", "fp", time.Minute); got == nil {
 		t.Error("recent entry dropped")
 	}
 	now = now.Add(2 * time.Hour)
-	if got, err := s.Begin(ctx, "e", "fp", time.Minute); got != nil || err != nil {
+	if got, err := s.Begin(ctx, "e", "t3", "fp", time.Minute); got != nil || err != nil {
 		t.Errorf("expired entry replayed: %v %v", got, err)
 	}
 	now = now.Add(2 * time.Minute) // the claim's lock expired: claimable again
-	if got, err := s.Begin(ctx, "e", "fp", time.Minute); got != nil || err != nil {
+	if got, err := s.Begin(ctx, "e", "t4", "fp", time.Minute); got != nil || err != nil {
 		t.Errorf("expired claim: %v %v", got, err)
 	}
 }

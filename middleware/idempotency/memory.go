@@ -28,7 +28,7 @@ type MemoryStore struct {
 	mu     sync.Mutex
 	items  map[string]*list.Element // of *memItem
 	lru    list.List                // stored entries, most recent first
-	claims map[string]time.Time     // key -> claim expiry
+	claims map[string]memClaim
 	bytes  int
 }
 
@@ -37,6 +37,12 @@ type memItem struct {
 	e       *Entry
 	expires time.Time
 	size    int
+}
+
+// memClaim is a request's claim on a key.
+type memClaim struct {
+	token   string
+	expires time.Time
 }
 
 var _ Store = (*MemoryStore)(nil)
@@ -52,28 +58,23 @@ func NewMemoryStore(o MemoryOptions) *MemoryStore {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &MemoryStore{opts: o, items: make(map[string]*list.Element), claims: make(map[string]time.Time)}
+	return &MemoryStore{opts: o, items: make(map[string]*list.Element), claims: make(map[string]memClaim)}
 }
 
 // Begin implements Store.
-func (s *MemoryStore) Begin(_ context.Context, key, fp string, lock time.Duration) (*Entry, error) {
+func (s *MemoryStore) Begin(_ context.Context, key, token, _ string, lock time.Duration) (*Entry, error) {
 	now := s.opts.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if el, ok := s.items[key]; ok {
-		it := el.Value.(*memItem)
-		if now.Before(it.expires) {
-			s.lru.MoveToFront(el)
-			return it.e, nil
-		}
-		s.remove(el)
+	if e := s.entry(key, now); e != nil {
+		return e, nil
 	}
-	if exp, ok := s.claims[key]; ok && now.Before(exp) {
+	if c, ok := s.claims[key]; ok && now.Before(c.expires) {
 		return nil, ErrInFlight
 	}
 	if len(s.claims) >= s.opts.MaxClaims {
-		for k, exp := range s.claims { // drop the expired claims, once full
-			if !now.Before(exp) {
+		for k, c := range s.claims { // drop the expired claims, once full
+			if !now.Before(c.expires) {
 				delete(s.claims, k)
 			}
 		}
@@ -81,22 +82,37 @@ func (s *MemoryStore) Begin(_ context.Context, key, fp string, lock time.Duratio
 			return nil, ErrInFlight
 		}
 	}
-	s.claims[key] = now.Add(lock)
+	s.claims[key] = memClaim{token: token, expires: now.Add(lock)}
 	return nil, nil
 }
 
-// Complete implements Store.
-func (s *MemoryStore) Complete(_ context.Context, key string, e *Entry, ttl time.Duration) error {
+// Extend implements Store.
+func (s *MemoryStore) Extend(_ context.Context, key, token string, lock time.Duration) error {
 	now := s.opts.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if !s.mayClaim(key, token, now) {
+		return ErrClaimLost
+	}
+	s.claims[key] = memClaim{token: token, expires: now.Add(lock)}
+	return nil
+}
+
+// Complete implements Store.
+func (s *MemoryStore) Complete(_ context.Context, key, token string, e *Entry, ttl time.Duration) error {
+	now := s.opts.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.mayClaim(key, token, now) {
+		return ErrClaimLost
+	}
 	delete(s.claims, key)
 	it := &memItem{key: key, e: e, expires: now.Add(ttl), size: e.size() + len(key)}
 	if it.size > s.opts.MaxBytes {
 		return nil
 	}
 	if el, ok := s.items[key]; ok {
-		s.remove(el)
+		s.remove(el) // expired
 	}
 	s.items[key] = s.lru.PushFront(it)
 	s.bytes += it.size
@@ -107,11 +123,40 @@ func (s *MemoryStore) Complete(_ context.Context, key string, e *Entry, ttl time
 }
 
 // Release implements Store.
-func (s *MemoryStore) Release(_ context.Context, key string) error {
+func (s *MemoryStore) Release(_ context.Context, key, token string) error {
 	s.mu.Lock()
-	delete(s.claims, key)
+	if c, ok := s.claims[key]; ok && c.token == token {
+		delete(s.claims, key)
+	}
 	s.mu.Unlock()
 	return nil
+}
+
+// entry returns the live entry stored under key, and drops an expired one.
+// s.mu is held.
+func (s *MemoryStore) entry(key string, now time.Time) *Entry {
+	el, ok := s.items[key]
+	if !ok {
+		return nil
+	}
+	it := el.Value.(*memItem)
+	if !now.Before(it.expires) {
+		s.remove(el)
+		return nil
+	}
+	s.lru.MoveToFront(el)
+	return it.e
+}
+
+// mayClaim reports whether token holds the claim on key or may take it: no
+// response is stored, and the claim there is token's own, expired, or
+// none. s.mu is held.
+func (s *MemoryStore) mayClaim(key, token string, now time.Time) bool {
+	if el, ok := s.items[key]; ok && now.Before(el.Value.(*memItem).expires) {
+		return false
+	}
+	c, ok := s.claims[key]
+	return !ok || c.token == token || !now.Before(c.expires)
 }
 
 // Len returns the number of responses stored and their estimated bytes.
