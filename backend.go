@@ -117,9 +117,9 @@ type BackendOptions struct {
 	// insensitively). Nil means only "websocket". "h2c" is never forwarded.
 	Upgrades []string
 
-	// Hedge configures hedging of idempotent requests: a second attempt to
-	// another target when the first is slow to answer; see HedgeOptions.
-	// The zero value disables it.
+	// Hedge configures hedging of safe requests (GET, HEAD, OPTIONS,
+	// TRACE): a second attempt to another target when the first is slow to
+	// answer; see HedgeOptions. The zero value disables it.
 	Hedge HedgeOptions
 
 	// DeadlineHeader, when set, names a request header that carries each
