@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -738,4 +739,43 @@ func TestCompositionMultiIssuerSubjectsAreTwoClients(t *testing.T) {
 	assert.Equal(t, http.StatusOK, serve(one, "192.0.2.1:1", "GET", "/x", token(0)).Code)
 	assert.Equal(t, "", scope)
 	assert.Equal(t, "alice", key)
+}
+
+// Routes told apart by a header (Backend-for-Frontend by client type) answer
+// with Vary naming it, so a cache on them, or a CDN in front, keeps each
+// client type's answer apart.
+func TestCompositionHeaderRoutesVary(t *testing.T) {
+	answer := func(who string) *recorder {
+		return newRecorder(t, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Cache-Control", "public, max-age=60")
+			w.Header().Set("Vary", "Accept-Language")
+			fmt.Fprint(w, who)
+		})
+	}
+	web, mobile := answer("web"), answer("mobile")
+	c := cache.MustNew(cache.Options{})
+	t.Cleanup(func() { c.Close() })
+	gw := pylon.New(pylon.Options{})
+	gw.Route("GET /home").Header("X-Client", "mobile").Use(c.Middleware).To(backendFor(t, "mobile", mobile))
+	gw.Route("GET /home").Use(c.Middleware).To(backendFor(t, "web", web))
+	require.NoError(t, gw.Err())
+	for _, client := range []string{"", "mobile", "", "mobile"} {
+		var hdr []string
+		want := "web"
+		if client != "" {
+			hdr, want = []string{"X-Client: " + client}, client
+		}
+		rec := serve(gw, "192.0.2.1:1", "GET", "/home", hdr...)
+		assert.Equal(t, want, rec.Body.String(), "X-Client %q got another client type's answer (%s)", client, rec.Header().Get("Cache-Status"))
+		vary := rec.Header().Values("Vary")
+		assert.True(t, slices.Contains(vary, "X-Client") && slices.Contains(vary, "Accept-Language"), "Vary %q", vary)
+	}
+	assert.Equal(t, 1, web.count(), "web filled once")
+	assert.Equal(t, 1, mobile.count(), "mobile filled once")
+
+	// A pattern without header matchers gets no Vary of the gateway's.
+	plain := pylon.New(pylon.Options{})
+	plain.Route("GET /x").Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	require.NoError(t, plain.Err())
+	assert.Empty(t, serve(plain, "192.0.2.1:1", "GET", "/x").Header().Values("Vary"))
 }

@@ -254,6 +254,7 @@ type entry struct {
 	g       *Gateway
 	pattern string
 	routes  []*Route
+	vary    []string // the header names the routes' matchers read, for Vary
 }
 
 func (e *entry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -281,6 +282,12 @@ func (e *entry) add(rt *Route) error {
 		}
 	}
 	e.routes = append(e.routes, rt)
+	rt.entry = e
+	for _, m := range rt.matchers {
+		if m.header && !slices.Contains(e.vary, m.name) {
+			e.vary = append(e.vary, m.name)
+		}
+	}
 	// Routes with matchers are tried first, in the order declared; the one
 	// without (the fallback) last.
 	slices.SortStableFunc(e.routes, func(a, b *Route) int {

@@ -128,6 +128,7 @@ type Route struct {
 	stages     []Stage // of the group and route chain, for checkStages
 	targetDesc string
 	done       bool
+	entry      *entry // the routes sharing the pattern, once registered
 }
 
 func (g *Gateway) newRoute(gr *Group, pattern string) *Route {
@@ -185,6 +186,10 @@ func (rt *Route) Name(name string) *Route {
 // Header adds a condition: the request must carry header name with value
 // (compared exactly), or, when value is empty, carry it at all. Routes that
 // share a pattern are told apart this way (API versions by header, say).
+// The answers of every route of that pattern then carry Vary with the
+// header's name (RFC 9110 §12.5.5), so that a cache — the cache package's
+// on the route, or a CDN in front — keeps one client type's answer from
+// another's.
 func (rt *Route) Header(name, value string) *Route {
 	rt.matchers = append(rt.matchers, matcher{header: true, name: http.CanonicalHeaderKey(name), value: value})
 	return rt
@@ -311,9 +316,9 @@ func (rt *Route) finish(target http.Handler, desc string) {
 	if rt.strip != "" && rt.rewrite != nil {
 		rt.errorf("StripPrefix and Rewrite both set; use one")
 	}
-	inner := target
+	inner := http.Handler(&varyTarget{rt: rt, next: target})
 	if rt.strip != "" || rt.rewrite != nil {
-		inner = &rewriter{rt: rt, next: target}
+		inner = &rewriter{rt: rt, next: inner}
 	}
 	next, stages := chainStages(rt.chainMws(), inner)
 	rt.handler = &routeHandler{rt: rt, next: next}
@@ -502,4 +507,25 @@ func sameMatchers(a, b []matcher) bool {
 	slices.Sort(as)
 	slices.Sort(bs)
 	return slices.Equal(as, bs)
+}
+
+// varyTarget runs a route's target with Vary naming the headers that tell
+// the routes of its pattern apart (entry.vary), set before the target
+// writes: a cache on the route sees it in the response it stores, and an
+// upstream's own Vary is added to it.
+type varyTarget struct {
+	rt   *Route
+	next http.Handler
+}
+
+func (v *varyTarget) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if e := v.rt.entry; e != nil && len(e.vary) > 0 {
+		h := w.Header()
+		for _, name := range e.vary {
+			if !headerHasToken(h["Vary"], name) && !headerHasToken(h["Vary"], "*") {
+				h["Vary"] = append(h["Vary"][:len(h["Vary"]):len(h["Vary"])], name)
+			}
+		}
+	}
+	v.next.ServeHTTP(w, r)
 }
