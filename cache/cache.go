@@ -1,9 +1,11 @@
 package cache
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
@@ -438,11 +440,34 @@ func setInfo(info *pylon.RequestInfo, status string) {
 	}
 }
 
+// hasContent reports whether r, of unknown length (-1: chunked, or an
+// HTTP/2 request whose HEADERS did not end the stream), carries content,
+// reading one byte to know; what it read stays in r.Body.
+func hasContent(r *http.Request) bool {
+	if r.Body == nil || r.Body == http.NoBody {
+		return false
+	}
+	var one [1]byte
+	n, err := io.ReadFull(r.Body, one[:])
+	if n == 0 && (err == io.EOF || err == io.ErrUnexpectedEOF) {
+		r.Body, r.ContentLength = http.NoBody, 0 // an empty DATA frame ended it
+		return false
+	}
+	r.Body = readCloser{io.MultiReader(bytes.NewReader(one[:n]), r.Body), r.Body}
+	return true
+}
+
+// readCloser reads from Reader and closes with Closer.
+type readCloser struct {
+	io.Reader
+	io.Closer
+}
+
 // bypassReason reports why a GET or HEAD request is not handled.
 func (c *Cache) bypassReason(r *http.Request) string {
 	h := r.Header
 	switch {
-	case r.ContentLength != 0 || len(r.TransferEncoding) > 0:
+	case r.ContentLength > 0 || len(r.TransferEncoding) > 0 || r.ContentLength < 0 && hasContent(r):
 		// Content in a GET or HEAD has no defined semantics (RFC 9110
 		// §9.3.1) and is not in the key: an origin that reads it would
 		// let one client's body shape the response stored for everyone.
@@ -574,10 +599,17 @@ func (c *Cache) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 			c.waiting.Add(-1)
 		case <-r.Context().Done():
 			c.waiting.Add(-1)
+			setInfo(info, StatusCollapsed)
+			if errors.Is(r.Context().Err(), context.DeadlineExceeded) {
+				// The route's deadline passed while the fill ran: the
+				// client is still there and gets the leader's answer.
+				w.Header()["Cache-Status"] = []string{c.cs("fwd=miss", "collapsed", "detail=timeout")}
+				pylon.Error(w, r, http.StatusGatewayTimeout, "The upstream service did not answer in time.")
+				return
+			}
 			if info != nil {
 				info.ClientCanceled = true
 			}
-			setInfo(info, StatusCollapsed)
 			return
 		}
 		if ce := cl.entry; ce != nil {

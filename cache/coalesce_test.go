@@ -356,3 +356,88 @@ func TestClientWriterPanicReachesHandler(t *testing.T) {
 		t.Fatalf("recovered %v", got)
 	}
 }
+
+// A waiter whose own route deadline passes while the fill runs is still
+// there: it gets 504 with a Cache-Status, not an empty 200.
+func TestWaiterDeadlineAnswers504(t *testing.T) {
+	c := newTestCache(t, Options{})
+	release := make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-release
+		w.Header().Set("Cache-Control", "max-age=60")
+		io.WriteString(w, "payload")
+	}))
+	t.Cleanup(up.Close)
+	t.Cleanup(func() { close(release) }) // before up.Close, which waits for it
+	b := pylon.MustNewBackend("up", pylon.BackendOptions{Targets: []string{up.URL}})
+	t.Cleanup(func() { b.Close() })
+	gw := pylon.New(pylon.Options{})
+	gw.Route("/x").Header("X-Fast", "1").Timeout(50 * time.Millisecond).Use(c.Middleware).To(b)
+	gw.Route("/x").Use(c.Middleware).To(b)
+	if err := gw.Err(); err != nil {
+		t.Fatal(err)
+	}
+	leader := make(chan *httptest.ResponseRecorder, 1)
+	go func() { leader <- get(gw, "GET", "/x") }()
+	waitFor(t, "the leader's fill", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(c.calls) == 1
+	})
+	r := httptest.NewRequest("GET", "/x", nil)
+	r.Header.Set("X-Fast", "1")
+	w := httptest.NewRecorder()
+	gw.ServeHTTP(w, r)
+	if w.Code != http.StatusGatewayTimeout || !strings.Contains(w.Header().Get("Cache-Status"), "collapsed") {
+		t.Fatalf("waiter past its deadline: %d %q, Cache-Status %q; want 504", w.Code, w.Body, w.Header().Get("Cache-Status"))
+	}
+	release <- struct{}{}
+	if res := <-leader; res.Code != 200 || res.Body.String() != "payload" {
+		t.Errorf("leader: %d %q", res.Code, res.Body)
+	}
+}
+
+// An HTTP/2 GET whose HEADERS frame does not end the stream (a client with a
+// body reader that turns out empty) has ContentLength -1 but no content: it
+// is cached as any GET. One with content still bypasses.
+func TestHTTP2GetOfUnknownLength(t *testing.T) {
+	c := newTestCache(t, Options{})
+	o := &origin{}
+	o.set(static(200, "hello", "Cache-Control: max-age=60"))
+	up := httptest.NewServer(o)
+	t.Cleanup(up.Close)
+	b := pylon.MustNewBackend("up", pylon.BackendOptions{Targets: []string{up.URL}})
+	t.Cleanup(func() { b.Close() })
+	gw := pylon.New(pylon.Options{})
+	gw.Route("/").Use(c.Middleware).To(b)
+	front := httptest.NewUnstartedServer(gw)
+	front.EnableHTTP2 = true
+	front.StartTLS()
+	t.Cleanup(front.Close)
+	cl := front.Client()
+	send := func(body io.Reader) (string, string) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", front.URL+"/h2", body)
+		res, err := cl.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.ProtoMajor != 2 {
+			t.Fatalf("served over %s", res.Proto)
+		}
+		return string(got), res.Header.Get("Cache-Status")
+	}
+	for i := range 3 {
+		if body, cs := send(io.NopCloser(strings.NewReader(""))); body != "hello" || (i > 0) != strings.Contains(cs, "hit") {
+			t.Fatalf("empty-bodied GET %d: %q, Cache-Status %q", i, body, cs)
+		}
+	}
+	if n := o.calls.Load(); n != 1 {
+		t.Errorf("origin calls = %d, want 1", n)
+	}
+	if _, cs := send(io.NopCloser(strings.NewReader("q=1"))); !strings.Contains(cs, "request-content") {
+		t.Errorf("GET with content over HTTP/2: Cache-Status %q, want a bypass", cs)
+	}
+}
