@@ -16,25 +16,41 @@
 //     not renewed.
 //   - The same key with a different request gets 422 Unprocessable Content.
 //   - A route that requires a key answers a request without one 400.
-//   - 5xx answers, answers larger than MaxResponseBytes, event streams
-//     (text/event-stream) and protocol switches (101) are not stored, nor
-//     is anything when no response was written through the ResponseWriter
-//     (a hijacked connection, a client that left before the answer) or the
-//     client went away before the end of it (RequestInfo.ClientCanceled):
-//     the key is released, and a retry runs again. A response that is
-//     flushed as it is written (a Backend flushes every answer without
-//     Content-Length) is stored like any other once it is complete.
+//   - 5xx answers, 408 and 429 (the request did not run: RFC 9110
+//     §15.5.9, RFC 6585 §4), any answer to a request an overload limit
+//     shed (RequestInfo.Shed), gRPC answers (Content-Type application/grpc
+//     or a subtype) whose final grpc-status is not 0, answers larger than
+//     MaxResponseBytes, event streams (text/event-stream), protocol
+//     switches (101) and hijacked connections are not stored: the key is
+//     released, and a retry runs again. A handler that writes nothing
+//     answers 200, as net/http sends it, and that is stored. A response
+//     that is flushed as it is written (a Backend flushes every answer
+//     without Content-Length) is stored like any other once it is
+//     complete.
+//   - A client that went away after its request was passed on
+//     (RequestInfo.ClientCanceled, or the request's context ended) leaves
+//     an unknown outcome: the upstream may have run it. Nothing is stored
+//     and the claim is not released; it is no longer renewed and expires
+//     after LockTimeout. Until then a retry gets the 409 with Retry-After
+//     instead of running again; after it, the outcome is still unknown and
+//     a retry runs.
+//   - Only the header fields the route's inner chain added or changed are
+//     recorded (the header is compared with the one the middleware was
+//     entered with): fields set by middlewares outside it (a request ID)
+//     are the retry's own, and a replay sets only the recorded ones.
 //
 // Keys are stored per client: the authenticated subject
 // (RequestInfo.Auth and SubjectKey), or on a route without authentication the
 // client's address (RequestInfo.ClientIP), so that one client's key never
 // replays another's answer. A request that was authenticated without a
 // subject (RequestInfo.SubjectKey is empty: an extauthz without
-// SubjectHeader, a JWT without "sub", a certificate with an empty subject)
-// cannot be told apart from other such clients, so the middleware neither
-// replays nor stores its answer: the request is passed on as if the
-// middleware were not there (logged once per route at Debug level), except
-// that a route with Options.Required still answers a request without a key
+// SubjectHeader, a JWT without "sub", a certificate with an empty subject),
+// or that was not authenticated and has no client address (a unix-socket
+// listener, or no RequestInfo: the middleware outside a Gateway), cannot be
+// told apart from other such clients, so the middleware neither replays nor
+// stores its answer: the request is passed on as if the middleware were not
+// there (logged once per route at Debug level), except that a route with
+// Options.Required still answers a request without a key
 // 400. The middleware declares pylon.RoleNeedsSubject
 // and pylon.RoleStoredResponses, so the Gateway refuses a route whose chain
 // runs it before any of its authentications. Responses are kept in a
@@ -139,7 +155,9 @@ type Options struct {
 	// TTL is how long a response is replayed. Zero means 24h.
 	TTL time.Duration
 	// LockTimeout is how long a claim lives when the gateway holding it
-	// dies before the response: while the request runs, its claim is
+	// dies before the response, or its client went away after the request
+	// was passed on (its outcome unknown: repeats get 409 until the claim
+	// expires, and run after): while the request runs, its claim is
 	// renewed for LockTimeout every LockTimeout/3. Zero means 1 minute.
 	LockTimeout time.Duration
 	// MaxBodyBytes bounds the request bodies hashed; a larger body is
@@ -155,7 +173,8 @@ type Options struct {
 	// "Idempotency-Key".
 	Header string
 	// Logger receives, at Debug level, the first request of each route
-	// that was authenticated without a subject (not keyed), and at Warn
+	// that was authenticated without a subject, and the first that was
+	// neither authenticated nor from a client address (not keyed), and at Warn
 	// level the claims that could not be renewed. Nil means
 	// slog.Default().
 	Logger *slog.Logger
