@@ -16,25 +16,41 @@
 //     not renewed.
 //   - The same key with a different request gets 422 Unprocessable Content.
 //   - A route that requires a key answers a request without one 400.
-//   - 5xx answers, answers larger than MaxResponseBytes, event streams
-//     (text/event-stream) and protocol switches (101) are not stored, nor
-//     is anything when no response was written through the ResponseWriter
-//     (a hijacked connection, a client that left before the answer) or the
-//     client went away before the end of it (RequestInfo.ClientCanceled):
-//     the key is released, and a retry runs again. A response that is
-//     flushed as it is written (a Backend flushes every answer without
-//     Content-Length) is stored like any other once it is complete.
+//   - 5xx answers, 408 and 429 (the request did not run: RFC 9110
+//     §15.5.9, RFC 6585 §4), any answer to a request an overload limit
+//     shed (RequestInfo.Shed), gRPC answers (Content-Type application/grpc
+//     or a subtype) whose final grpc-status is not 0, answers larger than
+//     MaxResponseBytes, event streams (text/event-stream), protocol
+//     switches (101) and hijacked connections are not stored: the key is
+//     released, and a retry runs again. A handler that writes nothing
+//     answers 200, as net/http sends it, and that is stored. A response
+//     that is flushed as it is written (a Backend flushes every answer
+//     without Content-Length) is stored like any other once it is
+//     complete.
+//   - A client that went away after its request was passed on
+//     (RequestInfo.ClientCanceled, or the request's context ended) leaves
+//     an unknown outcome: the upstream may have run it. Nothing is stored
+//     and the claim is not released; it is no longer renewed and expires
+//     after LockTimeout. Until then a retry gets the 409 with Retry-After
+//     instead of running again; after it, the outcome is still unknown and
+//     a retry runs.
+//   - Only the header fields the route's inner chain added or changed are
+//     recorded (the header is compared with the one the middleware was
+//     entered with): fields set by middlewares outside it (a request ID)
+//     are the retry's own, and a replay sets only the recorded ones.
 //
 // Keys are stored per client: the authenticated subject
 // (RequestInfo.Auth and SubjectKey), or on a route without authentication the
 // client's address (RequestInfo.ClientIP), so that one client's key never
 // replays another's answer. A request that was authenticated without a
 // subject (RequestInfo.SubjectKey is empty: an extauthz without
-// SubjectHeader, a JWT without "sub", a certificate with an empty subject)
-// cannot be told apart from other such clients, so the middleware neither
-// replays nor stores its answer: the request is passed on as if the
-// middleware were not there (logged once per route at Debug level), except
-// that a route with Options.Required still answers a request without a key
+// SubjectHeader, a JWT without "sub", a certificate with an empty subject),
+// or that was not authenticated and has no client address (a unix-socket
+// listener, or no RequestInfo: the middleware outside a Gateway), cannot be
+// told apart from other such clients, so the middleware neither replays nor
+// stores its answer: the request is passed on as if the middleware were not
+// there (logged once per route at Debug level), except that a route with
+// Options.Required still answers a request without a key
 // 400. The middleware declares pylon.RoleNeedsSubject
 // and pylon.RoleStoredResponses, so the Gateway refuses a route whose chain
 // runs it before any of its authentications. Responses are kept in a
@@ -43,6 +59,7 @@
 package idempotency
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -51,6 +68,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -137,7 +155,9 @@ type Options struct {
 	// TTL is how long a response is replayed. Zero means 24h.
 	TTL time.Duration
 	// LockTimeout is how long a claim lives when the gateway holding it
-	// dies before the response: while the request runs, its claim is
+	// dies before the response, or its client went away after the request
+	// was passed on (its outcome unknown: repeats get 409 until the claim
+	// expires, and run after): while the request runs, its claim is
 	// renewed for LockTimeout every LockTimeout/3. Zero means 1 minute.
 	LockTimeout time.Duration
 	// MaxBodyBytes bounds the request bodies hashed; a larger body is
@@ -153,7 +173,8 @@ type Options struct {
 	// "Idempotency-Key".
 	Header string
 	// Logger receives, at Debug level, the first request of each route
-	// that was authenticated without a subject (not keyed), and at Warn
+	// that was authenticated without a subject, and the first that was
+	// neither authenticated nor from a client address (not keyed), and at Warn
 	// level the claims that could not be renewed. Nil means
 	// slog.Default().
 	Logger *slog.Logger
@@ -233,6 +254,8 @@ type handler struct {
 	afterFunc func(time.Duration, func()) timer
 	// noSubjectLogged is set once a request without a subject was logged.
 	noSubjectLogged atomic.Bool
+	// noClientLogged is set once a request without a client was logged.
+	noClientLogged atomic.Bool
 }
 
 // parseKey reads the key: an RFC 8941 sf-string ("...") as the draft
@@ -289,6 +312,14 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			route = info.Route
 		}
 	}
+	if subject == "" {
+		// Neither authenticated nor with a client address (a unix-socket
+		// listener, or no Gateway): all such clients would share one key
+		// space, so the key is not used.
+		h.logNoClient(r, route)
+		h.next.ServeHTTP(w, r)
+		return
+	}
 	ik, ok := parseKey(vv)
 	if !ok {
 		pylon.Error(w, r, http.StatusBadRequest, "The "+o.Header+" header is not a valid key.")
@@ -337,23 +368,38 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// runs, and store its answer.
 	ctx := context.WithoutCancel(r.Context()) // the request's may be done
 	keeper := h.keepClaim(ctx, route, key, token)
-	rec := &recorder{ResponseWriter: w, max: o.MaxResponseBytes}
+	rec := &recorder{ResponseWriter: w, max: o.MaxResponseBytes, before: w.Header().Clone()}
+	keep := false // the claim is left to expire, neither stored nor released
 	stored := false
 	defer func() {
 		keeper.stop()
-		if !stored {
-			// A 5xx, a streamed, oversized or missing answer, a client
-			// gone, or a panic: the next try runs again.
+		if !stored && !keep {
+			// A 5xx, a refusal, a streamed, oversized or missing answer,
+			// or a panic: the next try runs again.
 			_ = o.Store.Release(ctx, key, token)
 		}
 	}()
 	h.next.ServeHTTP(rec, r)
 	keeper.stop() // before Complete: no renewal after the claim ends
-	if rec.status == 0 || rec.status >= 500 || rec.skip || (info != nil && info.ClientCanceled) {
+	if (info != nil && info.ClientCanceled) || r.Context().Err() != nil {
+		// The client went away after the request was passed on: it may
+		// have run, and its answer is unknown. Neither stored nor
+		// released: the claim expires after LockTimeout, and until then a
+		// retry is answered 409 instead of running it again.
+		keep = true
+		return
+	}
+	if rec.status == 0 && !rec.skip && !rec.hijacked {
+		rec.WriteHeader(http.StatusOK) // as net/http sends when nothing was written
+	}
+	if rec.status == 0 || rec.skip || !storable(rec.status, info) {
 		return
 	}
 	ent := &Entry{Fingerprint: fp, Status: rec.status, Header: rec.header, Body: rec.body}
 	rec.addTrailers(ent.Header)
+	if rec.grpc && !grpcOK(ent.Header) {
+		return
+	}
 	switch err := o.Store.Complete(ctx, key, token, ent, o.TTL); {
 	case err == nil:
 		stored = true
@@ -361,6 +407,30 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		o.Logger.LogAttrs(ctx, slog.LevelWarn, "idempotency: response not stored: another request took the key while this one ran",
 			slog.String("route", route))
 	}
+}
+
+// storable reports whether an answer with status is stored: not a 5xx,
+// nor a refusal that says the request did not run: 408 (RFC 9110
+// §15.5.9), 429 (RFC 6585 §4), or any answer of a request an overload
+// limit shed (RequestInfo.Shed).
+func storable(status int, info *pylon.RequestInfo) bool {
+	switch {
+	case status >= 500, status == http.StatusRequestTimeout, status == http.StatusTooManyRequests:
+		return false
+	case info != nil && info.Shed != "":
+		return false
+	}
+	return true
+}
+
+// grpcOK reports whether a gRPC response's final grpc-status, its trailer
+// or else its header (a trailers-only response), is 0 (OK).
+func grpcOK(h http.Header) bool {
+	v := h[http.TrailerPrefix+"Grpc-Status"]
+	if v == nil {
+		v = h["Grpc-Status"]
+	}
+	return len(v) == 1 && strings.TrimSpace(v[0]) == "0"
 }
 
 // logNoSubject logs, once per route, a request that was authenticated
@@ -376,6 +446,18 @@ func (h *handler) logNoSubject(r *http.Request, info *pylon.RequestInfo) {
 	h.opts.Logger.LogAttrs(r.Context(), slog.LevelDebug,
 		"idempotency: request authenticated without a subject; its key is not used (not replayed, not stored)",
 		slog.String("route", route), slog.String("auth", info.Auth))
+}
+
+// logNoClient logs, once per route, a request that was neither
+// authenticated nor from a known client address, and so passed on without
+// using its key.
+func (h *handler) logNoClient(r *http.Request, route string) {
+	if h.noClientLogged.Load() || !h.noClientLogged.CompareAndSwap(false, true) {
+		return
+	}
+	h.opts.Logger.LogAttrs(r.Context(), slog.LevelDebug,
+		"idempotency: request without authentication nor client address; its key is not used (not replayed, not stored)",
+		slog.String("route", route))
 }
 
 // keepClaim starts renewing the claim on key every LockTimeout/3, until
@@ -477,9 +559,14 @@ type recorder struct {
 	http.ResponseWriter
 	max    int
 	status int
-	header http.Header
-	body   []byte
-	skip   bool // too large, an event stream or an upgrade: not stored
+	// before is the header as the middleware was entered, set by the
+	// middlewares outside it; header holds only the fields the inner
+	// chain added or changed, sent the ones sent at WriteHeader.
+	before, header, sent http.Header
+	body                 []byte
+	skip                 bool // too large, an event stream or an upgrade: not stored
+	hijacked             bool // the connection was taken: nothing to store
+	grpc                 bool // a gRPC response: stored only with grpc-status 0
 }
 
 func (r *recorder) WriteHeader(code int) {
@@ -489,11 +576,18 @@ func (r *recorder) WriteHeader(code int) {
 		r.skip = true // an upgrade: the connection is the client's now
 	case code >= 200:
 		r.status = code
-		r.header = r.ResponseWriter.Header().Clone()
-		r.header.Del("Date")
-		if ct := r.header["Content-Type"]; len(ct) > 0 && strings.HasPrefix(ct[0], "text/event-stream") {
+		live := r.ResponseWriter.Header()
+		r.sent = live.Clone()
+		r.header = make(http.Header, len(r.sent))
+		for k, vv := range r.sent {
+			if k != "Date" && !slices.Equal(vv, r.before[k]) {
+				r.header[k] = vv
+			}
+		}
+		if ct := live["Content-Type"]; len(ct) > 0 && strings.HasPrefix(ct[0], "text/event-stream") {
 			r.skip = true // a stream of events, not an answer to replay
 		}
+		r.grpc = pylon.IsGRPC(&http.Request{Header: live})
 	}
 	r.ResponseWriter.WriteHeader(code)
 }
@@ -522,9 +616,22 @@ func (r *recorder) Flush() {
 	_ = http.NewResponseController(r.ResponseWriter).Flush()
 }
 
+// Hijack hands the connection over, as the wrapped writer does: nothing is
+// stored after it.
+func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, rw, err := http.NewResponseController(r.ResponseWriter).Hijack()
+	if err == nil {
+		r.hijacked = true
+	}
+	return c, rw, err
+}
+
 // addTrailers adds the response's trailers to h under keys prefixed with
-// http.TrailerPrefix, as a handler sets them: those declared in the
-// Trailer header and set after WriteHeader, and those set with the prefix.
+// http.TrailerPrefix, as a handler sets them: those set with the prefix,
+// and those declared in the Trailer header and set after WriteHeader. A
+// declared name never overwrites a prefixed entry, nor is taken when its
+// value is still the header's sent at WriteHeader (a field that is both a
+// header and a trailer, as Server-Timing may be).
 func (r *recorder) addTrailers(h http.Header) {
 	live := r.ResponseWriter.Header()
 	for k, vv := range live {
@@ -532,10 +639,16 @@ func (r *recorder) addTrailers(h http.Header) {
 			h[k] = slices.Clone(vv)
 		}
 	}
-	for _, v := range h["Trailer"] {
+	for _, v := range r.sent["Trailer"] {
 		for name := range strings.SplitSeq(v, ",") {
 			name = http.CanonicalHeaderKey(strings.TrimSpace(name))
-			if vv, ok := live[name]; ok && name != "" {
+			if name == "" {
+				continue
+			}
+			if _, ok := h[http.TrailerPrefix+name]; ok {
+				continue
+			}
+			if vv, ok := live[name]; ok && !slices.Equal(vv, r.sent[name]) {
 				h[http.TrailerPrefix+name] = slices.Clone(vv)
 			}
 		}

@@ -2,7 +2,6 @@ package idempotency_test
 
 import (
 	"context"
-	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -117,48 +116,73 @@ func TestNotReplayable(t *testing.T) {
 	}
 }
 
-// retryUntilFree posts until the answer is not a 409 (the first request's
-// claim is released as its handler returns, just after its client left).
-func retryUntilFree(t *testing.T, url, key string) answer {
+// fakeRenewals makes the middlewares that New returns until restore renew
+// their claims with fake timers, sent on the channel as they start.
+func fakeRenewals() (timers chan *fakeTimer, restore func()) {
+	timers = make(chan *fakeTimer, 8)
+	restore = idempotency.SetAfterFunc(func(d time.Duration, f func()) idempotency.Timer {
+		ft := &fakeTimer{d: d, f: f, armed: true}
+		timers <- ft
+		return ft
+	})
+	return timers, restore
+}
+
+// waitStopped polls until ft was stopped: the request that started it
+// has ended in the middleware.
+func waitStopped(t *testing.T, ft *fakeTimer) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for {
-		a := post(t, url, "alice", key, "x")
-		if a.status != http.StatusConflict || time.Now().After(deadline) {
-			return a
+		ft.mu.Lock()
+		stopped := ft.stopped
+		ft.mu.Unlock()
+		if stopped {
+			return
 		}
-		time.Sleep(5 * time.Millisecond)
+		if time.Now().After(deadline) {
+			t.Fatal("the first request never ended")
+		}
+		time.Sleep(2 * time.Millisecond)
 	}
 }
 
-// TestClientGoneNotStored: a client that gives up before the upstream
-// answers, or in the middle of the answer, leaves nothing stored under its
-// key (before, an empty 200 that the Backend never wrote, or the part of the
-// body it had relayed): its retry runs again and gets the real answer.
-func TestClientGoneNotStored(t *testing.T) {
-	for _, midBody := range []bool{false, true} {
-		name := map[bool]string{false: "before the answer", true: "in the middle of the body"}[midBody]
+// TestClientGoneKeyHeldUntilLockTimeout: a client that gives up after its
+// request was passed on, before the upstream answers or after it answered
+// in full (the charge is done either way), leaves its claim neither
+// stored nor released: a retry within LockTimeout gets 409 with
+// Retry-After and the upstream does not run again (before, the key was
+// released and the retry charged twice). After LockTimeout the outcome is
+// unknown and a retry runs.
+func TestClientGoneKeyHeldUntilLockTimeout(t *testing.T) {
+	for _, answered := range []bool{false, true} {
+		name := map[bool]string{false: "before the answer", true: "after the upstream answered"}[answered]
 		t.Run(name, func(t *testing.T) {
+			c := &clock{now: time.Unix(0, 0)}
+			store := idempotency.NewMemoryStore(idempotency.MemoryOptions{Now: c.Now})
 			var calls atomic.Int64
 			arrived := make(chan struct{}, 1)
+			big := strings.Repeat("x", 4<<20)
+			timers, restore := fakeRenewals()
 			url := viaBackend(t, func(w http.ResponseWriter, r *http.Request) {
 				n := calls.Add(1)
 				_, _ = io.Copy(io.Discard, r.Body)
-				if n == 1 {
-					if midBody {
-						w.WriteHeader(http.StatusCreated)
-						_, _ = io.WriteString(w, strings.Repeat("a", 1000))
-						w.(http.Flusher).Flush()
-					}
+				if n == 1 && !answered {
 					arrived <- struct{}{}
 					<-r.Context().Done() // the Backend gave up on this attempt
 					return
 				}
 				w.WriteHeader(http.StatusCreated)
+				if n == 1 {
+					_, _ = io.WriteString(w, big)
+					return
+				}
 				_, _ = io.WriteString(w, "charged")
-			}, idempotency.Options{})
+			}, idempotency.Options{Store: store, LockTimeout: time.Minute, MaxResponseBytes: 8 << 20})
+			restore()
 
 			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
 			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader("x"))
 			req.Header.Set("X-User", "alice")
 			req.Header.Set("Idempotency-Key", "k1")
@@ -166,37 +190,71 @@ func TestClientGoneNotStored(t *testing.T) {
 			go func() {
 				res, err := http.DefaultClient.Do(req)
 				if err == nil {
-					_, err = io.ReadAll(res.Body) // canceled in the middle
+					_, err = io.ReadFull(res.Body, make([]byte, 10)) // then hang up
 					res.Body.Close()
 				}
 				errc <- err
 			}()
-			<-arrived
-			if midBody {
-				time.Sleep(20 * time.Millisecond) // the first bytes reach the client
+			if answered {
+				require.NoError(t, <-errc)
+			} else {
+				<-arrived
+				cancel()
+				require.ErrorIs(t, <-errc, context.Canceled)
 			}
-			cancel()
-			require.True(t, errors.Is(<-errc, context.Canceled))
+			waitStopped(t, <-timers)
 
-			a := retryUntilFree(t, url, "k1")
+			dup := post(t, url, "alice", "k1", "x")
+			assert.Equal(t, http.StatusConflict, dup.status, "the retry ran again: %s", dup.body)
+			assert.NotEmpty(t, dup.header.Get("Retry-After"))
+			assert.Equal(t, int64(1), calls.Load(), "the upstream ran twice for one key")
+
+			c.Add(time.Minute + time.Second) // the claim expired: the outcome is unknown
+			a := post(t, url, "alice", "k1", "x")
 			assert.Equal(t, http.StatusCreated, a.status)
 			assert.Equal(t, "charged", a.body)
-			assert.Empty(t, a.header.Get("Idempotent-Replayed"), "a fabricated or partial answer was replayed")
 			assert.Equal(t, int64(2), calls.Load())
-			again := post(t, url, "alice", "k1", "x")
-			assert.Equal(t, "true", again.header.Get("Idempotent-Replayed"), "the real answer is stored")
-			assert.Equal(t, "charged", again.body)
+			assert.Equal(t, "true", post(t, url, "alice", "k1", "x").header.Get("Idempotent-Replayed"))
 		})
 	}
 }
 
-// TestNothingWrittenNotStored: a handler that returns without writing
-// leaves nothing stored: the next try runs again.
-func TestNothingWrittenNotStored(t *testing.T) {
+// TestNothingWrittenStoredAs200: a handler that returns without writing
+// answers an implicit 200, as net/http sends it; it is stored and replayed
+// like any other answer (before, the retry ran the handler again).
+func TestNothingWrittenStoredAs200(t *testing.T) {
 	var calls atomic.Int64
-	url := newGateway(t, http.HandlerFunc(func(http.ResponseWriter, *http.Request) { calls.Add(1) }), idempotency.Options{})
+	url := newGateway(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		calls.Add(1)
+		w.Header().Set("X-Done", "1")
+	}), idempotency.Options{})
+	first := post(t, url, "alice", "k1", "x")
+	assert.Equal(t, http.StatusOK, first.status)
+	again := post(t, url, "alice", "k1", "x")
+	assert.Equal(t, http.StatusOK, again.status)
+	assert.Equal(t, "true", again.header.Get("Idempotent-Replayed"))
+	assert.Equal(t, "1", again.header.Get("X-Done"))
+	assert.Equal(t, int64(1), calls.Load())
+}
+
+// TestHijackedNotStored: a handler that takes the connection writes no
+// answer to store: the key is released and the next try runs again.
+func TestHijackedNotStored(t *testing.T) {
+	var calls atomic.Int64
+	url := newGateway(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		calls.Add(1)
+		c, rw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		_, _ = rw.WriteString("HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+		_ = rw.Flush()
+		_ = c.Close()
+	}), idempotency.Options{})
 	for range 2 {
-		assert.Empty(t, post(t, url, "alice", "k1", "x").header.Get("Idempotent-Replayed"))
+		a := post(t, url, "alice", "k1", "x")
+		assert.Equal(t, http.StatusNoContent, a.status)
+		assert.Empty(t, a.header.Get("Idempotent-Replayed"))
 	}
 	assert.Equal(t, int64(2), calls.Load())
 }
