@@ -525,6 +525,12 @@ func (c *Cache) serve(w http.ResponseWriter, r *http.Request, next http.Handler)
 		}
 		now := c.now()
 		if e != nil && e.kind == kindPass {
+			if rd.onlyIfCached { // RFC 9111 §5.2.1.7: never the origin
+				w.Header()["Cache-Status"] = []string{c.cs("fwd=miss", "detail=only-if-cached")}
+				setInfo(info, StatusMiss)
+				pylon.Error(w, r, http.StatusGatewayTimeout, "The response is not in the cache.")
+				return
+			}
 			f.fwd = "fwd=miss"
 			f.marker = marker
 			f.lead(w, nil)
@@ -1017,7 +1023,13 @@ func (f *fill) lead(w http.ResponseWriter, cl *call) {
 		// still be receiving it (captureWriter.finish, deferred).
 		if f.reason == "" && cw.buffering && cw.err == nil {
 			e := cw.entry // its times, from the header
-			e.header, e.body = storedHeader(cw.header, len(cw.buf)), cw.buf
+			body := cw.buf
+			if cap(body) > len(body)+len(body)/8 {
+				// Grown by doubling (no Content-Length): stores count
+				// len, so keep no more than that.
+				body = append(make([]byte, 0, len(body)), body...)
+			}
+			e.header, e.body = storedHeader(cw.header, len(body)), body
 			c.storeResponse(ctx, f, cw.header, e, now, f.cl)
 		} else if cw.status >= 500 {
 			if f.cl != nil {

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -866,6 +868,22 @@ func TestBypass(t *testing.T) {
 	})
 }
 
+// only-if-cached never reaches the origin, also for a URL the cache knows it
+// cannot store (a pass marker): RFC 9111 §5.2.1.7.
+func TestOnlyIfCachedUnderPassMarker(t *testing.T) {
+	c := newTestCache(t, Options{})
+	o := &origin{}
+	o.set(static(200, "body", "Cache-Control: max-age=60", "Set-Cookie: s=1"))
+	h := c.Middleware(o)
+	if w := get(h, "GET", "/p"); w.Code != 200 || !strings.Contains(w.Header().Get("Cache-Status"), "set-cookie") {
+		t.Fatalf("first: %d %q", w.Code, w.Header().Get("Cache-Status"))
+	}
+	w := get(h, "GET", "/p", "Cache-Control: only-if-cached")
+	if w.Code != http.StatusGatewayTimeout || o.calls.Load() != 1 {
+		t.Fatalf("only-if-cached under a pass marker: %d, %d origin calls; want 504 and 1", w.Code, o.calls.Load())
+	}
+}
+
 func TestRequestDirectives(t *testing.T) {
 	clk := newClock()
 	c := newTestCache(t, Options{Now: clk.Now})
@@ -1133,4 +1151,54 @@ func TestBadInputNoPanic(t *testing.T) {
 	if w := get(h, "GET", "/b"); w.Code != 200 {
 		t.Fatal(w.Code)
 	}
+}
+
+// A body of unknown length is grown by doubling while it is captured; what
+// is stored holds no more memory than the store counts.
+func TestStoredBodyNotOverAllocated(t *testing.T) {
+	st := &setRecorder{Store: NewMemoryStore(MemoryOptions{})}
+	c := newTestCache(t, Options{Store: st})
+	chunk := strings.Repeat("z", 33<<10)
+	h := c.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		for i := 0; i < len(chunk); i += 1 << 10 { // 33 writes: the buffer doubles to 64 KiB
+			io.WriteString(w, chunk[i:i+1<<10])
+		}
+	}))
+	if w := get(h, "GET", "/u"); w.Body.Len() != len(chunk) {
+		t.Fatalf("%d bytes", w.Body.Len())
+	}
+	e := st.biggest()
+	if e == nil || len(e.body) != len(chunk) {
+		t.Fatalf("not stored whole: %v", e)
+	}
+	if cap(e.body) > len(e.body)+len(e.body)/8 {
+		t.Errorf("stored body len %d cap %d", len(e.body), cap(e.body))
+	}
+}
+
+// setRecorder is a Store that remembers the entries set in it.
+type setRecorder struct {
+	Store
+	mu  sync.Mutex
+	set []*Entry
+}
+
+func (s *setRecorder) Set(ctx context.Context, key string, e *Entry, ttl time.Duration) error {
+	s.mu.Lock()
+	s.set = append(s.set, e)
+	s.mu.Unlock()
+	return s.Store.Set(ctx, key, e, ttl)
+}
+
+func (s *setRecorder) biggest() *Entry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var b *Entry
+	for _, e := range s.set {
+		if b == nil || len(e.body) > len(b.body) {
+			b = e
+		}
+	}
+	return b
 }
