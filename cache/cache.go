@@ -950,6 +950,7 @@ func (f *fill) lead(w http.ResponseWriter, cl *call) {
 		}
 		if cw != nil {
 			cw.finish()
+			cw.copyTrailers()
 		}
 	}()
 	setInfo(f.info, StatusMiss)

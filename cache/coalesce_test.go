@@ -441,3 +441,26 @@ func TestHTTP2GetOfUnknownLength(t *testing.T) {
 		t.Errorf("GET with content over HTTP/2: Cache-Status %q, want a bypass", cs)
 	}
 }
+
+// A response with trailers is not stored, but the client it streams to gets
+// their values (they were announced, then lost on the fill path).
+func TestFillPassesTrailers(t *testing.T) {
+	c := newTestCache(t, Options{})
+	url := throughGateway(t, c, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Trailer", "X-Sum")
+		io.WriteString(w, "body")
+		w.Header().Set("X-Sum", "42")
+	}))
+	for i := range 2 {
+		res, err := http.Get(url + "/t")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if string(body) != "body" || res.Trailer.Get("X-Sum") != "42" {
+			t.Fatalf("request %d: %q, trailer %v, Cache-Status %q", i, body, res.Trailer, res.Header.Get("Cache-Status"))
+		}
+	}
+}

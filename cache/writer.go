@@ -3,6 +3,7 @@ package cache
 import (
 	"errors"
 	"net/http"
+	"strings"
 	"sync"
 )
 
@@ -418,6 +419,31 @@ func (cc *clientCopy) run() {
 		}
 		if closed {
 			return // buf was final: nothing is handed over after close
+		}
+	}
+}
+
+// copyTrailers gives the client the trailers the backend set, after the
+// body, in cw's own header: the "Trailer:"-prefixed fields and the fields
+// the Trailer header announced. A response with trailers is never stored
+// (their values are not known when it is), but the client it streams to
+// gets them.
+func (cw *captureWriter) copyTrailers() {
+	if cw.mode != modePass {
+		return
+	}
+	dst := cw.w.Header()
+	for k, vv := range cw.header {
+		if strings.HasPrefix(k, http.TrailerPrefix) {
+			dst[k] = vv
+		}
+	}
+	for _, v := range cw.header["Trailer"] {
+		for _, name := range strings.Split(v, ",") {
+			name = http.CanonicalHeaderKey(strings.TrimSpace(name))
+			if vv, ok := cw.header[name]; ok && name != "" {
+				dst[name] = vv
+			}
 		}
 	}
 }
