@@ -738,6 +738,10 @@ func (s *runState) do(c *compiled, res *result, url string) {
 	}
 	// The answer is checked and shaped here, on the call's goroutine, so
 	// that the merge only copies bytes.
+	if !depthOK(raw) {
+		res.err = fmt.Errorf("%w: nested deeper than %d", ErrInvalidJSON, maxDepth)
+		return
+	}
 	if c.target == nil && c.shape == nil {
 		buf := bytes.NewBuffer(getBuf())
 		if err := json.Compact(buf, raw); err != nil {

@@ -23,6 +23,10 @@
 // aggregate is built; a merged member that collides at request time fails
 // the later call (ErrConflict) rather than overwrite.
 //
+// Shaping is one linear pass over the answer. An answer that nests objects
+// and arrays more than 512 levels deep is invalid JSON (ErrInvalidJSON),
+// whether shaped or not, which also bounds that pass.
+//
 // Failure is explicit. A required call that fails (error, timeout, non-2xx
 // status, redirect, invalid JSON, body over the cap) fails the request with
 // a problem response (502, or 504 for a timeout) naming the call's key and

@@ -22,7 +22,8 @@ var (
 	// are never followed.
 	ErrRedirect = errors.New("aggregate: upstream answered a redirect")
 	// ErrInvalidJSON means the upstream's body is not a single JSON value,
-	// or a Target field is missing from it.
+	// nests objects and arrays more than 512 levels deep, or a Target
+	// field is missing from it.
 	ErrInvalidJSON = errors.New("aggregate: invalid JSON response")
 	// ErrTooLarge means the upstream's body is larger than the call's cap.
 	ErrTooLarge = errors.New("aggregate: response body too large")
