@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/pylon-gateway/pylon"
 )
@@ -738,6 +739,10 @@ func (s *runState) do(c *compiled, res *result, url string) {
 	}
 	// The answer is checked and shaped here, on the call's goroutine, so
 	// that the merge only copies bytes.
+	if !utf8.Valid(raw) {
+		res.err = fmt.Errorf("%w: not UTF-8", ErrInvalidJSON)
+		return
+	}
 	if !depthOK(raw) {
 		res.err = fmt.Errorf("%w: nested deeper than %d", ErrInvalidJSON, maxDepth)
 		return
@@ -924,8 +929,8 @@ func (h *Handler) answer(w http.ResponseWriter, r *http.Request, info *pylon.Req
 }
 
 // merge appends the merged document of the successful calls to out. A
-// merged call whose members collide with what earlier calls wrote fails
-// with ErrConflict.
+// merged call whose members collide with what earlier calls wrote, or with
+// each other, fails with ErrConflict.
 func (h *Handler) merge(out []byte, results []result) []byte {
 	out = append(out, '{')
 	first := true
@@ -971,20 +976,32 @@ func (h *Handler) merge(out []byte, results []result) []byte {
 			}
 			continue
 		}
+		// A member named as one already written, by an earlier call or
+		// earlier in this answer, is a conflict: the keys this answer
+		// added are taken back and the call fails.
 		scratch := v
 		conflict := ""
+		added := 0
 		for j := 1; ; {
 			m, next, ok := nextMember(scratch, j)
 			if !ok {
 				break
 			}
-			if k := string(keyName(m.key)); seen[k] {
+			k := string(keyName(m.key))
+			if seen[k] {
 				conflict = k
 				break
 			}
+			seen[k] = true
+			added++
 			j = next
 		}
 		if conflict != "" {
+			for j := 1; added > 0; added-- {
+				m, next, _ := nextMember(scratch, j)
+				delete(seen, string(keyName(m.key)))
+				j = next
+			}
 			res.err = fmt.Errorf("%w: %q", ErrConflict, conflict)
 			continue
 		}
@@ -993,7 +1010,6 @@ func (h *Handler) merge(out []byte, results []result) []byte {
 			if !ok {
 				break
 			}
-			seen[string(keyName(m.key))] = true
 			if !first {
 				out = append(out, ',')
 			}

@@ -155,8 +155,9 @@ func (c *Call) Group(key string) *Call {
 
 // Merge places the members of the call's answer (an object) at the top
 // level of the merged document instead of under a key. A member whose name
-// an earlier call already wrote makes this call fail with ErrConflict; it
-// never overwrites. An answer that is not an object is wrapped under the
+// an earlier call already wrote, or that the answer itself repeats, makes
+// this call fail with ErrConflict; it never overwrites, and the merged
+// document never has two members of one name. An answer that is not an object is wrapped under the
 // Wrap key, or the call's key.
 func (c *Call) Merge() *Call {
 	c.merge = true

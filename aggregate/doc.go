@@ -20,8 +20,11 @@
 // the merged object under its key (Group, the default) or at the top level
 // (Merge), in the order the calls are written, whatever order they arrive
 // in. Two calls that would write the same key are refused when the
-// aggregate is built; a merged member that collides at request time fails
-// the later call (ErrConflict) rather than overwrite.
+// aggregate is built; a merged member that collides at request time, with
+// an earlier call's or with one of its own answer, fails the call
+// (ErrConflict) rather than overwrite: the merged document never repeats a
+// member name (RFC 8259 §4). An answer that is not valid UTF-8 is invalid
+// JSON (ErrInvalidJSON).
 //
 // Shaping is one linear pass over the answer. An answer that nests objects
 // and arrays more than 512 levels deep is invalid JSON (ErrInvalidJSON),

@@ -99,3 +99,57 @@ func TestDeepAnswerWithinLimitIsShaped(t *testing.T) {
 		t.Fatalf("got %d %.200s", res.StatusCode, body)
 	}
 }
+
+func TestMergeRepeatedMemberWithinOneAnswerConflicts(t *testing.T) {
+	dup := upstream(t, "dup", jsonBody(`{"id":1,"role":"user","\u0069d":2}`))
+	other := upstream(t, "other", jsonBody(`{"x":1}`))
+	// Required: the call fails as for a collision across calls, 502.
+	h := aggregate.MustNew(aggregate.Get("a", dup, "/a").Merge(), aggregate.Get("c", other, "/c").Merge())
+	srv := serveGateway(t, "GET /x", 5*time.Second, h)
+	if res, body := getURL(t, srv.URL+"/x"); res.StatusCode != http.StatusBadGateway || !strings.Contains(body, `call \"a\"`) {
+		t.Fatalf("required: got %d %s, want 502 naming a", res.StatusCode, body)
+	}
+	// Optional: left out whole (none of its members written), marked as
+	// a conflict; the other call's members stay.
+	h = aggregate.MustNewWithOptions(aggregate.Options{ErrorsMember: "_errors"},
+		aggregate.Get("a", dup, "/a").Merge().Optional(), aggregate.Get("c", other, "/c").Merge())
+	srv = serveGateway(t, "GET /x", 5*time.Second, h)
+	res, body := getURL(t, srv.URL+"/x")
+	if want := `{"x":1,"_errors":{"a":"conflict"}}` + "\n"; res.StatusCode != http.StatusOK || body != want || res.Header.Get("Pylon-Partial") != "a" {
+		t.Fatalf("optional: got %d %v %s", res.StatusCode, res.Header, body)
+	}
+	// The keys of the refused answer are not taken: a later call may use
+	// them.
+	role := upstream(t, "role", jsonBody(`{"role":"admin"}`))
+	h = aggregate.MustNew(aggregate.Get("a", dup, "/a").Merge().Optional(), aggregate.Get("r", role, "/r").Merge())
+	srv = serveGateway(t, "GET /x", 5*time.Second, h)
+	if res, body := getURL(t, srv.URL+"/x"); res.StatusCode != http.StatusOK || body != `{"role":"admin"}`+"\n" {
+		t.Fatalf("later call: got %d %s", res.StatusCode, body)
+	}
+}
+
+func TestAnswerNotUTF8IsInvalid(t *testing.T) {
+	bad := upstream(t, "bad", jsonBody("{\"a\":\"\xff\xfe\"}"))
+	ok := upstream(t, "ok", jsonBody(`{"k":1}`))
+	for _, tc := range []struct {
+		name string
+		call *aggregate.Call
+	}{
+		{"compacted", aggregate.Get("a", bad, "/a")},
+		{"shaped", aggregate.Get("a", bad, "/a").Deny("z")},
+		{"merged", aggregate.Get("a", bad, "/a").Merge()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := serveGateway(t, "GET /x", 5*time.Second, aggregate.MustNew(tc.call, aggregate.Get("ok", ok, "/ok")))
+			if res, body := getURL(t, srv.URL+"/x"); res.StatusCode != http.StatusBadGateway || !strings.Contains(body, `call \"a\"`) {
+				t.Fatalf("required: got %d %s, want 502", res.StatusCode, body)
+			}
+			srv = serveGateway(t, "GET /x", 5*time.Second, aggregate.MustNewWithOptions(aggregate.Options{ErrorsMember: "_errors"},
+				tc.call.Optional(), aggregate.Get("ok", ok, "/ok")))
+			res, body := getURL(t, srv.URL+"/x")
+			if want := `{"ok":{"k":1},"_errors":{"a":"invalid response"}}` + "\n"; res.StatusCode != http.StatusOK || body != want {
+				t.Fatalf("optional: got %d %s", res.StatusCode, body)
+			}
+		})
+	}
+}
