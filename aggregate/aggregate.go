@@ -671,8 +671,32 @@ func (s *runState) do(c *compiled, res *result, url string) {
 
 	start := time.Now()
 	if c.handler != nil {
+		// The handler runs on a goroutine of its own so that the call's
+		// timeout bounds it even when it ignores its context. When the
+		// call's context ends first, its writer, request and RequestInfo
+		// are left to it: nothing here reads them again, and the goroutine
+		// ends when the handler returns.
 		w := &bodyWriter{header: make(http.Header), max: c.maxBytes}
-		perr := serve(c.handler, w, req)
+		served := make(chan error, 1)
+		go func() { served <- serve(c.handler, w, req) }()
+		var perr error
+		answered := true
+		select {
+		case perr = <-served:
+		case <-callCtx.Done():
+			select {
+			case perr = <-served: // it returned as the call ended: kept
+			default:
+				answered = false
+			}
+		}
+		if !answered {
+			res.dur = time.Since(start)
+			if res.err = s.ctxErr(callCtx, callCtx.Err()); res.err == nil {
+				res.err = fmt.Errorf("%w: call timeout", ErrTimeout)
+			}
+			return
+		}
 		res.dur = time.Since(start)
 		res.status, res.body, res.bytes, res.target = w.status, w.buf, len(w.buf), cinfo.Target
 		if w.over {

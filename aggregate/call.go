@@ -118,7 +118,9 @@ func (c *Call) Optional() *Call {
 }
 
 // Timeout bounds the call, under the route's deadline. Zero means
-// Options.CallTimeout.
+// Options.CallTimeout. It bounds an in-process handler too, even one that
+// ignores its context: the call ends at the timeout (ErrTimeout), and
+// whatever the handler writes later is dropped.
 func (c *Call) Timeout(d time.Duration) *Call {
 	if d < 0 {
 		c.errs = append(c.errs, fmt.Errorf("negative timeout"))

@@ -46,7 +46,9 @@
 //
 // Calls to a *pylon.Backend run in process: each call is a new request with
 // a RequestInfo of its own (so concurrent calls never share one), answered
-// into a bounded in-memory writer. The call inherits the request's client
+// on a goroutine of its own into a bounded in-memory writer; the call's
+// timeout ends the call even if the handler ignores its context (what it
+// writes after is dropped, and its goroutine ends when it returns). The call inherits the request's client
 // decision, so its upstream gets the forwarding headers (X-Forwarded-For,
 // Forwarded, X-Forwarded-Proto, X-Forwarded-Host) a direct proxied request
 // would: behind a trusted proxy, the chain that proxy vouched for, extended. Options.OnCall reports each call's key,

@@ -1,6 +1,7 @@
 package aggregate_test
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -9,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 
 	"github.com/pylon-gateway/pylon"
 	"github.com/pylon-gateway/pylon/aggregate"
@@ -152,4 +155,70 @@ func TestAnswerNotUTF8IsInvalid(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestCallTimeoutBoundsHandlerIgnoringContext(t *testing.T) {
+	before := goleak.IgnoreCurrent()
+	release := make(chan struct{})
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	var returned sync.WaitGroup
+	// An in-process handler that ignores its context, and writes once
+	// released, long after its call timed out.
+	stubborn := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer returned.Done()
+		<-release
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"late":1}`)
+	})
+	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, `{"k":1}`) })
+	for _, tc := range []struct {
+		name     string
+		optional bool
+		status   int
+		body     string
+	}{
+		{"optional", true, http.StatusOK, `{"ok":{"k":1},"_errors":{"h":"timeout"}}` + "\n"},
+		{"required", false, http.StatusGatewayTimeout, `call \"h\" did not answer in time`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			call := aggregate.Get("h", stubborn, "/h").Timeout(100 * time.Millisecond)
+			if tc.optional {
+				call.Optional()
+			}
+			h := aggregate.MustNewWithOptions(aggregate.Options{ErrorsMember: "_errors"}, call, aggregate.Get("ok", ok, "/ok"))
+			srv := serveGateway(t, "GET /x", 5*time.Second, h)
+			t.Cleanup(func() {
+				if t.Failed() {
+					unblock() // before the server closes, which waits for it
+				}
+			})
+			returned.Add(1)
+			// Answered while the handler is still blocked: only the call's
+			// timeout can have ended it.
+			// (The client's limit only keeps a regression from hanging.)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/x", nil)
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatalf("the call's timeout did not end the call: %v", err)
+			}
+			b, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			body := string(b)
+			if res.StatusCode != tc.status || !strings.Contains(body, tc.body) {
+				t.Fatalf("got %d %s, want %d %s", res.StatusCode, body, tc.status, tc.body)
+			}
+			if tc.optional && res.Header.Get("Pylon-Partial") != "h" {
+				t.Fatalf("Pylon-Partial %q, want h", res.Header.Get("Pylon-Partial"))
+			}
+		})
+	}
+	unblock()
+	returned.Wait()
+	// Nothing outlives the handlers' own return (the servers closed with
+	// their subtests).
+	http.DefaultClient.CloseIdleConnections()
+	goleak.VerifyNone(t, before)
 }
