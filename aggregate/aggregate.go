@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/pylon-gateway/pylon"
 )
@@ -670,8 +671,32 @@ func (s *runState) do(c *compiled, res *result, url string) {
 
 	start := time.Now()
 	if c.handler != nil {
+		// The handler runs on a goroutine of its own so that the call's
+		// timeout bounds it even when it ignores its context. When the
+		// call's context ends first, its writer, request and RequestInfo
+		// are left to it: nothing here reads them again, and the goroutine
+		// ends when the handler returns.
 		w := &bodyWriter{header: make(http.Header), max: c.maxBytes}
-		perr := serve(c.handler, w, req)
+		served := make(chan error, 1)
+		go func() { served <- serve(c.handler, w, req) }()
+		var perr error
+		answered := true
+		select {
+		case perr = <-served:
+		case <-callCtx.Done():
+			select {
+			case perr = <-served: // it returned as the call ended: kept
+			default:
+				answered = false
+			}
+		}
+		if !answered {
+			res.dur = time.Since(start)
+			if res.err = s.ctxErr(callCtx, callCtx.Err()); res.err == nil {
+				res.err = fmt.Errorf("%w: call timeout", ErrTimeout)
+			}
+			return
+		}
 		res.dur = time.Since(start)
 		res.status, res.body, res.bytes, res.target = w.status, w.buf, len(w.buf), cinfo.Target
 		if w.over {
@@ -738,6 +763,14 @@ func (s *runState) do(c *compiled, res *result, url string) {
 	}
 	// The answer is checked and shaped here, on the call's goroutine, so
 	// that the merge only copies bytes.
+	if !utf8.Valid(raw) {
+		res.err = fmt.Errorf("%w: not UTF-8", ErrInvalidJSON)
+		return
+	}
+	if !depthOK(raw) {
+		res.err = fmt.Errorf("%w: nested deeper than %d", ErrInvalidJSON, maxDepth)
+		return
+	}
 	if c.target == nil && c.shape == nil {
 		buf := bytes.NewBuffer(getBuf())
 		if err := json.Compact(buf, raw); err != nil {
@@ -920,8 +953,8 @@ func (h *Handler) answer(w http.ResponseWriter, r *http.Request, info *pylon.Req
 }
 
 // merge appends the merged document of the successful calls to out. A
-// merged call whose members collide with what earlier calls wrote fails
-// with ErrConflict.
+// merged call whose members collide with what earlier calls wrote, or with
+// each other, fails with ErrConflict.
 func (h *Handler) merge(out []byte, results []result) []byte {
 	out = append(out, '{')
 	first := true
@@ -967,20 +1000,32 @@ func (h *Handler) merge(out []byte, results []result) []byte {
 			}
 			continue
 		}
+		// A member named as one already written, by an earlier call or
+		// earlier in this answer, is a conflict: the keys this answer
+		// added are taken back and the call fails.
 		scratch := v
 		conflict := ""
+		added := 0
 		for j := 1; ; {
 			m, next, ok := nextMember(scratch, j)
 			if !ok {
 				break
 			}
-			if k := string(keyName(m.key)); seen[k] {
+			k := string(keyName(m.key))
+			if seen[k] {
 				conflict = k
 				break
 			}
+			seen[k] = true
+			added++
 			j = next
 		}
 		if conflict != "" {
+			for j := 1; added > 0; added-- {
+				m, next, _ := nextMember(scratch, j)
+				delete(seen, string(keyName(m.key)))
+				j = next
+			}
 			res.err = fmt.Errorf("%w: %q", ErrConflict, conflict)
 			continue
 		}
@@ -989,7 +1034,6 @@ func (h *Handler) merge(out []byte, results []result) []byte {
 			if !ok {
 				break
 			}
-			seen[string(keyName(m.key))] = true
 			if !first {
 				out = append(out, ',')
 			}

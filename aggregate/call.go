@@ -118,7 +118,9 @@ func (c *Call) Optional() *Call {
 }
 
 // Timeout bounds the call, under the route's deadline. Zero means
-// Options.CallTimeout.
+// Options.CallTimeout. It bounds an in-process handler too, even one that
+// ignores its context: the call ends at the timeout (ErrTimeout), and
+// whatever the handler writes later is dropped.
 func (c *Call) Timeout(d time.Duration) *Call {
 	if d < 0 {
 		c.errs = append(c.errs, fmt.Errorf("negative timeout"))
@@ -155,8 +157,9 @@ func (c *Call) Group(key string) *Call {
 
 // Merge places the members of the call's answer (an object) at the top
 // level of the merged document instead of under a key. A member whose name
-// an earlier call already wrote makes this call fail with ErrConflict; it
-// never overwrites. An answer that is not an object is wrapped under the
+// an earlier call already wrote, or that the answer itself repeats, makes
+// this call fail with ErrConflict; it never overwrites, and the merged
+// document never has two members of one name. An answer that is not an object is wrapped under the
 // Wrap key, or the call's key.
 func (c *Call) Merge() *Call {
 	c.merge = true

@@ -20,8 +20,15 @@
 // the merged object under its key (Group, the default) or at the top level
 // (Merge), in the order the calls are written, whatever order they arrive
 // in. Two calls that would write the same key are refused when the
-// aggregate is built; a merged member that collides at request time fails
-// the later call (ErrConflict) rather than overwrite.
+// aggregate is built; a merged member that collides at request time, with
+// an earlier call's or with one of its own answer, fails the call
+// (ErrConflict) rather than overwrite: the merged document never repeats a
+// member name (RFC 8259 §4). An answer that is not valid UTF-8 is invalid
+// JSON (ErrInvalidJSON).
+//
+// Shaping is one linear pass over the answer. An answer that nests objects
+// and arrays more than 512 levels deep is invalid JSON (ErrInvalidJSON),
+// whether shaped or not, which also bounds that pass.
 //
 // Failure is explicit. A required call that fails (error, timeout, non-2xx
 // status, redirect, invalid JSON, body over the cap) fails the request with
@@ -39,7 +46,9 @@
 //
 // Calls to a *pylon.Backend run in process: each call is a new request with
 // a RequestInfo of its own (so concurrent calls never share one), answered
-// into a bounded in-memory writer. The call inherits the request's client
+// on a goroutine of its own into a bounded in-memory writer; the call's
+// timeout ends the call even if the handler ignores its context (what it
+// writes after is dropped, and its goroutine ends when it returns). The call inherits the request's client
 // decision, so its upstream gets the forwarding headers (X-Forwarded-For,
 // Forwarded, X-Forwarded-Proto, X-Forwarded-Host) a direct proxied request
 // would: behind a trusted proxy, the chain that proxy vouched for, extended. Options.OnCall reports each call's key,

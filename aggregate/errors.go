@@ -22,7 +22,8 @@ var (
 	// are never followed.
 	ErrRedirect = errors.New("aggregate: upstream answered a redirect")
 	// ErrInvalidJSON means the upstream's body is not a single JSON value,
-	// or a Target field is missing from it.
+	// is not valid UTF-8 (RFC 8259 §8.1), nests objects and arrays more
+	// than 512 levels deep, or a Target field is missing from it.
 	ErrInvalidJSON = errors.New("aggregate: invalid JSON response")
 	// ErrTooLarge means the upstream's body is larger than the call's cap.
 	ErrTooLarge = errors.New("aggregate: response body too large")
@@ -32,7 +33,8 @@ var (
 	ErrDependency = errors.New("aggregate: dependency failed")
 	// ErrConflict means a merged call's member has the name of a member
 	// already written by an earlier call (in the order the calls are
-	// written); the later call fails rather than overwrite.
+	// written), or of another member of the same answer; the call fails
+	// rather than overwrite or write the name twice.
 	ErrConflict = errors.New("aggregate: key conflict")
 	// ErrCanceled means the call was stopped because a required call
 	// failed, or the client went away.

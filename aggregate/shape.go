@@ -45,27 +45,21 @@ func stringEnd(b []byte, i int) int {
 	}
 }
 
+// scanned, when set (by tests), is told how many bytes each scan of an
+// object or array by valueEnd covered.
+var scanned func(n int)
+
 // valueEnd returns the index just past the value starting at b[i].
 func valueEnd(b []byte, i int) int {
 	switch b[i] {
 	case '"':
 		return stringEnd(b, i)
 	case '{', '[':
-		depth := 0
-		for ; i < len(b); i++ {
-			switch b[i] {
-			case '"':
-				i = stringEnd(b, i) - 1
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return i + 1
-				}
-			}
+		e := containerEnd(b, i)
+		if scanned != nil {
+			scanned(e - i)
 		}
-		return len(b)
+		return e
 	}
 	for i < len(b) {
 		c := b[i]
@@ -75,6 +69,25 @@ func valueEnd(b []byte, i int) int {
 		i++
 	}
 	return i
+}
+
+// containerEnd returns the index just past the object or array at b[i].
+func containerEnd(b []byte, i int) int {
+	depth := 0
+	for ; i < len(b); i++ {
+		switch b[i] {
+		case '"':
+			i = stringEnd(b, i) - 1
+		case '{', '[':
+			depth++
+		case '}', ']':
+			depth--
+			if depth == 0 {
+				return i + 1
+			}
+		}
+	}
+	return len(b)
 }
 
 // appendCompact appends the value at b[i:end] without insignificant
@@ -342,40 +355,101 @@ func (n *node) finish(restrict bool) {
 	}
 }
 
-// shape appends the value at b[i:end], shaped by n, to dst.
-func shape(dst, b []byte, n *node) []byte {
-	if n == nil || !n.active || len(b) == 0 {
-		return appendCompact(dst, b)
-	}
-	switch b[0] {
-	case '[':
-		dst = append(dst, '[')
-		first := true
-		for i := skipSpace(b, 1); i < len(b) && b[i] != ']'; {
-			e := valueEnd(b, i)
-			if !first {
-				dst = append(dst, ',')
+// maxDepth is how deeply an answer may nest objects and arrays (512
+// levels, as documented on ErrInvalidJSON). A deeper answer is invalid:
+// it bounds the recursion of shaping and the work it does.
+const maxDepth = 512
+
+// depthOK reports whether the JSON value b nests objects and arrays at most
+// maxDepth deep.
+func depthOK(b []byte) bool {
+	d := 0
+	for i := 0; i < len(b); i++ {
+		switch b[i] {
+		case '"':
+			i = stringEnd(b, i) - 1
+		case '{', '[':
+			d++
+			if d > maxDepth {
+				return false
 			}
-			first = false
-			dst = shape(dst, b[i:e], n)
-			i = skipSpace(b, e)
-			if i < len(b) && b[i] == ',' {
-				i = skipSpace(b, i+1)
-			}
+		case '}', ']':
+			d--
 		}
-		return append(dst, ']')
-	case '{':
-		return shapeObject(dst, b, n)
 	}
-	return appendCompact(dst, b)
+	return true
 }
 
-func shapeObject(dst, b []byte, n *node) []byte {
+// shape appends the value v, shaped by n, to dst.
+func shape(dst, v []byte, n *node) []byte {
+	if len(v) == 0 {
+		return dst
+	}
+	dst, _ = shapeAt(dst, v, skipSpace(v, 0), n)
+	return dst
+}
+
+// shapeAt appends the value starting at b[i], shaped by n, to dst, and
+// returns the index just past that value. Each byte is scanned a bounded
+// number of times: containers are walked once, and only a value copied or
+// dropped whole is scanned by valueEnd.
+func shapeAt(dst, b []byte, i int, n *node) ([]byte, int) {
+	if n == nil || !n.active || i >= len(b) || (b[i] != '[' && b[i] != '{') {
+		e := valueEnd(b, i)
+		return appendCompact(dst, b[i:e]), e
+	}
+	if b[i] == '{' {
+		return shapeObject(dst, b, i, n)
+	}
+	dst = append(dst, '[')
+	first := true
+	for i = skipSpace(b, i+1); i < len(b) && b[i] != ']'; {
+		if !first {
+			dst = append(dst, ',')
+		}
+		first = false
+		dst, i = shapeAt(dst, b, i, n)
+		i = skipSpace(b, i)
+		if i < len(b) && b[i] == ',' {
+			i = skipSpace(b, i+1)
+		}
+	}
+	return append(dst, ']'), min(i+1, len(b))
+}
+
+// memberKey reads the key of the member at b[i] (after '{' or ','),
+// returning it and the index of its value, or ok false and the index of the
+// closing '}'.
+func memberKey(b []byte, i int) (key []byte, value int, ok bool) {
+	i = skipSpace(b, i)
+	if i >= len(b) || b[i] == '}' {
+		return nil, i, false
+	}
+	ke := stringEnd(b, i)
+	key = b[i:ke]
+	i = skipSpace(b, ke) + 1 // ':'
+	return key, skipSpace(b, i), true
+}
+
+// afterValue returns the index of the next member after a value ending at
+// b[e].
+func afterValue(b []byte, e int) int {
+	i := skipSpace(b, e)
+	if i < len(b) && b[i] == ',' {
+		i++
+	}
+	return i
+}
+
+// shapeObject is shapeAt for the object at b[i].
+func shapeObject(dst, b []byte, i int, n *node) ([]byte, int) {
 	// When a renamed field is present, a sibling already bearing its new
-	// name is dropped (the renamed field replaces it).
+	// name is dropped (the renamed field replaces it). This extra pass
+	// happens only at objects with a rename, whose nesting the shaping
+	// tree bounds.
 	var replaced map[string]bool
 	if len(n.targets) > 0 {
-		for j := 1; ; {
+		for j := i + 1; ; {
 			m, next, ok := nextMember(b, j)
 			if !ok {
 				break
@@ -391,21 +465,17 @@ func shapeObject(dst, b []byte, n *node) []byte {
 	}
 	dst = append(dst, '{')
 	first := true
-	for j := 1; ; {
-		m, next, ok := nextMember(b, j)
+	for j := i + 1; ; {
+		key, vs, ok := memberKey(b, j)
 		if !ok {
-			break
+			return append(dst, '}'), min(vs+1, len(b))
 		}
-		j = next
-		name := keyName(m.key)
+		name := keyName(key)
 		c := n.children[string(name)]
-		if n.restrict && (c == nil || !c.allowed) {
-			continue
-		}
-		if c != nil && c.deny {
-			continue
-		}
-		if replaced != nil && (c == nil || c.rename == "") && replaced[string(name)] {
+		if (n.restrict && (c == nil || !c.allowed)) ||
+			(c != nil && c.deny) ||
+			(replaced != nil && (c == nil || c.rename == "") && replaced[string(name)]) {
+			j = afterValue(b, valueEnd(b, vs))
 			continue
 		}
 		if !first {
@@ -415,10 +485,11 @@ func shapeObject(dst, b []byte, n *node) []byte {
 		if c != nil && c.rename != "" {
 			dst = append(dst, c.renameQ...)
 		} else {
-			dst = append(dst, m.key...)
+			dst = append(dst, key...)
 		}
 		dst = append(dst, ':')
-		dst = shape(dst, b[m.start:m.end], c)
+		var e int
+		dst, e = shapeAt(dst, b, vs, c)
+		j = afterValue(b, e)
 	}
-	return append(dst, '}')
 }

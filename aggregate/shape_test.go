@@ -69,3 +69,52 @@ func TestAppendCompact(t *testing.T) {
 		t.Fatalf("got %s, want %s", got, want)
 	}
 }
+
+// deepItems is {"name":"x","items":[…]} with arrays of arrays nested depth
+// deep, n of them.
+func deepItems(n, depth int) []byte {
+	nest := strings.Repeat("[", depth) + strings.Repeat("]", depth)
+	parts := make([]string, n)
+	for i := range parts {
+		parts[i] = nest
+	}
+	return []byte(`{"name":"x","items":[` + strings.Join(parts, ",") + `]}`)
+}
+
+func TestShapeScansDeepArraysOnce(t *testing.T) {
+	doc := deepItems(50, maxDepth-2)
+	n, err := buildShape([]string{"name", "items.sku"}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total int
+	scanned = func(n int) { total += n }
+	defer func() { scanned = nil }()
+	out := shape(nil, doc, n)
+	if string(out) != string(doc) {
+		t.Fatalf("shape changed a document with nothing to drop: %.80s…", out)
+	}
+	// Linear work: no byte is rescanned once per level it is nested in.
+	if total > 2*len(doc) {
+		t.Fatalf("shaping %d bytes scanned %d bytes of containers; want at most %d", len(doc), total, 2*len(doc))
+	}
+}
+
+func TestDepthOK(t *testing.T) {
+	for _, tt := range []struct {
+		doc  string
+		want bool
+	}{
+		{strings.Repeat("[", maxDepth) + strings.Repeat("]", maxDepth), true},
+		{strings.Repeat("[", maxDepth+1) + strings.Repeat("]", maxDepth+1), false},
+		{strings.Repeat(`{"a":`, maxDepth) + "1" + strings.Repeat("}", maxDepth), true},
+		{strings.Repeat(`{"a":`, maxDepth) + "[]" + strings.Repeat("}", maxDepth), false},
+		{`["` + strings.Repeat("[", 2*maxDepth) + `"]`, true},
+		{`["\"` + strings.Repeat("{", 2*maxDepth) + `"]`, true},
+		{"[" + strings.Repeat("[],", 2*maxDepth) + "[]]", true},
+	} {
+		if got := depthOK([]byte(tt.doc)); got != tt.want {
+			t.Errorf("depthOK(%.40s…) = %v, want %v", tt.doc, got, tt.want)
+		}
+	}
+}
