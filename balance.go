@@ -651,16 +651,22 @@ func (p *pool) pick(r *http.Request, tried []*Target) *Target {
 }
 
 // tierServes reports whether a priority tier takes the attempt: it has a
-// healthy target not yet tried, and is not in panic.
+// healthy target not yet tried, and is not in panic. Drained targets count
+// neither as healthy nor in the tier's size, as in pickIn: draining part
+// of a tier does not push its traffic to the next one.
 func (p *pool) tierServes(tier, tried []*Target, now *lazyNow) bool {
-	healthy, fresh := 0, false
+	healthy, live, fresh := 0, 0, false
 	for _, t := range tier {
-		if t.usable(now) && !t.drained.Load() {
+		if t.drained.Load() {
+			continue
+		}
+		live++
+		if t.usable(now) {
 			healthy++
 			fresh = fresh || !containsTarget(tried, t)
 		}
 	}
-	return fresh && healthy*100 >= p.panicPct*len(tier)
+	return fresh && healthy*100 >= p.panicPct*live
 }
 
 // pickIn is pick over the targets all (a tier, or the whole set).

@@ -21,8 +21,10 @@ type Endpoint struct {
 	Weight int
 	// Priority orders targets in tiers, lower first (DNS SRV priorities):
 	// requests go to the lowest tier that has a healthy target left to try
-	// and at least PanicThreshold percent of its targets healthy; the next
-	// tier takes over when it has not. Zero is the highest priority; when
+	// and at least PanicThreshold percent of its targets healthy (drained
+	// targets, see [Target.SetDrained], count neither way: draining part of
+	// a tier keeps its traffic on the rest); the next tier takes over when
+	// it has not. Zero is the highest priority; when
 	// every target has the same priority there is one tier.
 	Priority int
 }
