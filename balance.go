@@ -59,9 +59,10 @@ type Target struct {
 	// Active health, see health.go.
 	activeDown atomic.Bool
 	checkURL   string
-	okRun      int  // consecutive passed checks; touched only by the check round
-	failRun    int  // consecutive failed checks; touched only by the check round
-	checked    bool // checked at least once; touched only by the check round
+	okRun      int         // consecutive passed checks; touched only by the check round
+	failRun    int         // consecutive failed checks; touched only by the check round
+	checked    bool        // checked at least once; touched only by the check round
+	recheck    atomic.Bool // (re)joined the set: the next round asked for checks it, checked or not
 }
 
 // Ejections returns how many times passive health has ejected the target

@@ -86,7 +86,10 @@ type targetSet struct {
 // returns, it returns with its state. When a remembered target is
 // forgotten, a Guard with a ForgetTarget(*Target) method is told, so that
 // per-target state does not grow with churn. Active health checks start
-// with new targets (a round runs at once) and stop with removed ones.
+// with new targets (a round runs at once) and stop with removed ones; a
+// removed target that returns is checked at once too, so that one that was
+// down when removed and is fixed since counts that check towards
+// HealthyThreshold now rather than an Interval later.
 //
 // An empty eps empties the backend: it answers 503 ([ErrNoTargets]) until
 // targets are set again, as a Backend built with no Targets does until its
@@ -193,6 +196,7 @@ func (p *pool) update(eps []Endpoint) error {
 			delete(p.retired, t.str)
 			t.drainClosed.Store(false)
 			t.removed.Store(false)
+			t.recheck.Store(true) // a returning target is checked at once too
 			added = append(added, t)
 		}
 		s.all[i] = t

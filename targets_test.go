@@ -465,3 +465,23 @@ func TestDrainingPartOfTierKeepsItsTraffic(t *testing.T) {
 	got := []int64{hits[0].Load(), hits[1].Load(), hits[2].Load(), hits[3].Load()}
 	assert.Equal(t, []int64{0, 0, 30, 0}, got, "requests per target: the undrained tier-0 target should take all")
 }
+
+// TestReturningTargetIsCheckedAtOnce: a target that was down when removed,
+// and is fixed before it is added back, is checked as soon as it returns,
+// as a new target is, not an Interval later.
+func TestReturningTargetIsCheckedAtOnce(t *testing.T) {
+	a, c := newCheckServer(t, 200), newCheckServer(t, 503)
+	b := backend(t, BackendOptions{
+		Targets:     []string{a.URL, c.URL},
+		HealthCheck: HealthCheck{Path: "/healthz", Interval: time.Hour, HealthyThreshold: 1, UnhealthyThreshold: 1},
+	})
+	b.pool.checkNow()
+	ct := b.Targets()[1]
+	require.False(t, ct.Healthy(), "the failing target is down after a round")
+
+	require.NoError(t, b.SetTargets(eps(a.URL))) // removed while down
+	c.status.Store(200)                           // then fixed
+	require.NoError(t, b.SetTargets(eps(a.URL, c.URL)))
+	require.Same(t, ct, b.Targets()[1], "the target returns with its state")
+	waitFor(t, "the returning target's check", ct.Healthy)
+}
