@@ -480,7 +480,7 @@ func TestReturningTargetIsCheckedAtOnce(t *testing.T) {
 	require.False(t, ct.Healthy(), "the failing target is down after a round")
 
 	require.NoError(t, b.SetTargets(eps(a.URL))) // removed while down
-	c.status.Store(200)                           // then fixed
+	c.status.Store(200)                          // then fixed
 	require.NoError(t, b.SetTargets(eps(a.URL, c.URL)))
 	require.Same(t, ct, b.Targets()[1], "the target returns with its state")
 	waitFor(t, "the returning target's check", ct.Healthy)
