@@ -59,9 +59,10 @@ type Target struct {
 	// Active health, see health.go.
 	activeDown atomic.Bool
 	checkURL   string
-	okRun      int  // consecutive passed checks; touched only by the check round
-	failRun    int  // consecutive failed checks; touched only by the check round
-	checked    bool // checked at least once; touched only by the check round
+	okRun      int         // consecutive passed checks; touched only by the check round
+	failRun    int         // consecutive failed checks; touched only by the check round
+	checked    bool        // checked at least once; touched only by the check round
+	recheck    atomic.Bool // (re)joined the set: the next round asked for checks it, checked or not
 }
 
 // Ejections returns how many times passive health has ejected the target
@@ -217,11 +218,17 @@ func (b *weightedRR) Pick(_ *http.Request, targets []*Target) *Target {
 	return best
 }
 
-// LeastRequests returns a Balancer that picks the target with the fewest
-// outstanding requests ([Target.InFlight]) per unit of weight
-// ([Target.EffectiveWeight], which is [Target.Weight] unless [SlowStart] ramps it)
-// (with equal weights: the fewest outstanding requests). Ties are broken
-// round robin, so idle targets share the load. It does not allocate.
+// LeastRequests returns a Balancer that sends each request to the target
+// with the fewest outstanding requests ([Target.InFlight]) per unit of
+// weight ([Target.EffectiveWeight], which is [Target.Weight] unless
+// [SlowStart] ramps it). With equal weights the comparison is exact, and
+// ties are broken round robin, so idle targets share the load. With
+// unequal weights each target's load counts a random part of the request
+// about to be sent (an exponential draw, see [weightedRace]), so that at
+// low concurrency, with nothing in flight, targets get shares proportional
+// to their weights as with [WeightedRoundRobin] (and a ramping target's
+// share grows over its window), while under load the outstanding requests
+// settle in proportion to the weights. It does not allocate.
 func LeastRequests() Balancer { return new(leastRequests) }
 
 type leastRequests struct{ n atomic.Uint64 }
@@ -230,29 +237,55 @@ func (b *leastRequests) Pick(_ *http.Request, targets []*Target) *Target {
 	n := len(targets)
 	start := int((b.n.Add(1) - 1) % uint64(n))
 	best := targets[start]
+	bestW, bestIn := best.effWeight(), best.inflight.Load()
+	equal := true
 	for i := 1; i < n; i++ {
 		j := start + i
 		if j >= n {
 			j -= n
 		}
-		if lessLoaded(targets[j], best) {
-			best = targets[j]
+		t := targets[j]
+		w, in := t.effWeight(), t.inflight.Load()
+		equal = equal && w == bestW
+		if (in+1)*bestW < (bestIn+1)*w {
+			best, bestW, bestIn = t, w, in
+		}
+	}
+	if equal {
+		return best
+	}
+	best, bestKey := targets[0], weightedRace(targets[0])
+	for _, t := range targets[1:] {
+		if k := weightedRace(t); k < bestKey {
+			best, bestKey = t, k
 		}
 	}
 	return best
 }
 
-// lessLoaded reports whether a has strictly fewer outstanding requests per
-// unit of weight than b, counting the request about to be sent.
-func lessLoaded(a, b *Target) bool {
-	return (a.inflight.Load()+1)*b.effWeight() < (b.inflight.Load()+1)*a.effWeight()
+// weightedRace is t's load per unit of weight, counting the request about
+// to be sent as an exponential draw of mean 1 rather than as 1:
+// (InFlight + Exp(1)) / EffectiveWeight. The least of these keys wins.
+// With nothing in flight this is an exponential race, which target i wins
+// with probability w_i / Σw exactly: shares follow the weights even when
+// requests come one at a time. With many in flight the draw matters less
+// and less, and the outstanding requests settle in proportion to the
+// weights, as with an exact comparison.
+func weightedRace(t *Target) float64 {
+	return (float64(t.inflight.Load()) + rand.ExpFloat64()) / float64(t.effWeight())
 }
 
 // PowerOfTwoChoices returns a Balancer that draws two distinct targets at
-// random and picks the one with fewer outstanding requests per unit of
-// weight ([Target.EffectiveWeight]). It spreads load nearly as well as [LeastRequests] without
-// scanning every target, and never sends to the most loaded of three or
-// more. It does not allocate.
+// random and picks the one with fewer outstanding requests
+// ([Target.InFlight]) per unit of weight ([Target.EffectiveWeight], which
+// is [Target.Weight] unless [SlowStart] ramps it). It spreads load nearly
+// as well as [LeastRequests] without scanning every target. With equal
+// weights the comparison is exact, so it never sends to the most loaded
+// of three or more; with unequal weights it compares as LeastRequests
+// does, so that with nothing in flight the heavier of the two gets its
+// weight's share of their requests, not all of them (with two targets,
+// shares follow the weights exactly; with more, roughly), and a ramping
+// target's share grows over its window. It does not allocate.
 func PowerOfTwoChoices() Balancer { return p2c{} }
 
 type p2c struct{}
@@ -267,10 +300,16 @@ func (p2c) Pick(_ *http.Request, targets []*Target) *Target {
 	if j >= i {
 		j++
 	}
-	if lessLoaded(targets[j], targets[i]) {
-		return targets[j]
+	a, b := targets[i], targets[j]
+	if wa, wb := a.effWeight(), b.effWeight(); wa != wb {
+		if weightedRace(b) < weightedRace(a) {
+			return b
+		}
+		return a
+	} else if b.inflight.Load() < a.inflight.Load() {
+		return b
 	}
-	return targets[i]
+	return a
 }
 
 // ConsistentHash returns a Balancer that sends requests with the same key
@@ -613,16 +652,22 @@ func (p *pool) pick(r *http.Request, tried []*Target) *Target {
 }
 
 // tierServes reports whether a priority tier takes the attempt: it has a
-// healthy target not yet tried, and is not in panic.
+// healthy target not yet tried, and is not in panic. Drained targets count
+// neither as healthy nor in the tier's size, as in pickIn: draining part
+// of a tier does not push its traffic to the next one.
 func (p *pool) tierServes(tier, tried []*Target, now *lazyNow) bool {
-	healthy, fresh := 0, false
+	healthy, live, fresh := 0, 0, false
 	for _, t := range tier {
-		if t.usable(now) && !t.drained.Load() {
+		if t.drained.Load() {
+			continue
+		}
+		live++
+		if t.usable(now) {
 			healthy++
 			fresh = fresh || !containsTarget(tried, t)
 		}
 	}
-	return fresh && healthy*100 >= p.panicPct*len(tier)
+	return fresh && healthy*100 >= p.panicPct*live
 }
 
 // pickIn is pick over the targets all (a tier, or the whole set).

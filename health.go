@@ -311,14 +311,16 @@ func (p *pool) checkRound(ctx context.Context) {
 	p.checkTargets(ctx, false)
 }
 
-// checkTargets checks the targets concurrently (only those never checked
-// when newOnly is set) and waits for all of them.
+// checkTargets checks the targets concurrently (when newOnly is set, only
+// those never checked or that have just rejoined the set) and waits for
+// all of them.
 func (p *pool) checkTargets(ctx context.Context, newOnly bool) {
 	var wg sync.WaitGroup
 	for _, t := range p.targets() {
-		if newOnly && t.checked {
+		if newOnly && t.checked && !t.recheck.Load() {
 			continue
 		}
+		t.recheck.Store(false)
 		wg.Go(func() { p.checkTarget(ctx, t) })
 	}
 	wg.Wait()

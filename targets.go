@@ -21,8 +21,10 @@ type Endpoint struct {
 	Weight int
 	// Priority orders targets in tiers, lower first (DNS SRV priorities):
 	// requests go to the lowest tier that has a healthy target left to try
-	// and at least PanicThreshold percent of its targets healthy; the next
-	// tier takes over when it has not. Zero is the highest priority; when
+	// and at least PanicThreshold percent of its targets healthy (drained
+	// targets, see [Target.SetDrained], count neither way: draining part of
+	// a tier keeps its traffic on the rest); the next tier takes over when
+	// it has not. Zero is the highest priority; when
 	// every target has the same priority there is one tier.
 	Priority int
 }
@@ -84,7 +86,10 @@ type targetSet struct {
 // returns, it returns with its state. When a remembered target is
 // forgotten, a Guard with a ForgetTarget(*Target) method is told, so that
 // per-target state does not grow with churn. Active health checks start
-// with new targets (a round runs at once) and stop with removed ones.
+// with new targets (a round runs at once) and stop with removed ones; a
+// removed target that returns is checked at once too, so that one that was
+// down when removed and is fixed since counts that check towards
+// HealthyThreshold now rather than an Interval later.
 //
 // An empty eps empties the backend: it answers 503 ([ErrNoTargets]) until
 // targets are set again, as a Backend built with no Targets does until its
@@ -191,6 +196,7 @@ func (p *pool) update(eps []Endpoint) error {
 			delete(p.retired, t.str)
 			t.drainClosed.Store(false)
 			t.removed.Store(false)
+			t.recheck.Store(true) // a returning target is checked at once too
 			added = append(added, t)
 		}
 		s.all[i] = t

@@ -446,3 +446,42 @@ func BenchmarkPickDuringSwaps(b *testing.B) {
 	close(stop)
 	wg.Wait()
 }
+
+// TestDrainingPartOfTierKeepsItsTraffic: draining two of a tier's three
+// targets leaves the tier serving on its third, healthy one; the failover
+// tier gets nothing.
+func TestDrainingPartOfTierKeepsItsTraffic(t *testing.T) {
+	urls, hits := countingUpstreams(t, 4)
+	b := MustNewBackend("tiers", BackendOptions{})
+	defer b.Close()
+	require.NoError(t, b.SetTargets([]Endpoint{{URL: urls[0]}, {URL: urls[1]}, {URL: urls[2]}, {URL: urls[3], Priority: 1}}))
+	b.Targets()[0].SetDrained(true)
+	b.Targets()[1].SetDrained(true)
+	for range 30 {
+		rec := httptest.NewRecorder()
+		b.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+		require.Equal(t, http.StatusOK, rec.Code)
+	}
+	got := []int64{hits[0].Load(), hits[1].Load(), hits[2].Load(), hits[3].Load()}
+	assert.Equal(t, []int64{0, 0, 30, 0}, got, "requests per target: the undrained tier-0 target should take all")
+}
+
+// TestReturningTargetIsCheckedAtOnce: a target that was down when removed,
+// and is fixed before it is added back, is checked as soon as it returns,
+// as a new target is, not an Interval later.
+func TestReturningTargetIsCheckedAtOnce(t *testing.T) {
+	a, c := newCheckServer(t, 200), newCheckServer(t, 503)
+	b := backend(t, BackendOptions{
+		Targets:     []string{a.URL, c.URL},
+		HealthCheck: HealthCheck{Path: "/healthz", Interval: time.Hour, HealthyThreshold: 1, UnhealthyThreshold: 1},
+	})
+	b.pool.checkNow()
+	ct := b.Targets()[1]
+	require.False(t, ct.Healthy(), "the failing target is down after a round")
+
+	require.NoError(t, b.SetTargets(eps(a.URL))) // removed while down
+	c.status.Store(200)                          // then fixed
+	require.NoError(t, b.SetTargets(eps(a.URL, c.URL)))
+	require.Same(t, ct, b.Targets()[1], "the target returns with its state")
+	waitFor(t, "the returning target's check", ct.Healthy)
+}
