@@ -779,3 +779,12 @@ func TestCompositionHeaderRoutesVary(t *testing.T) {
 	require.NoError(t, plain.Err())
 	assert.Empty(t, serve(plain, "192.0.2.1:1", "GET", "/x").Header().Values("Vary"))
 }
+
+// A header condition on a pattern no other route shares tells no routes
+// apart: no Vary of the gateway's.
+func TestCompositionSingleHeaderRouteNoVary(t *testing.T) {
+	gw := pylon.New(pylon.Options{})
+	gw.Route("GET /v2").Header("X-Version", "2").Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	require.NoError(t, gw.Err())
+	assert.Empty(t, serve(gw, "192.0.2.1:1", "GET", "/v2", "X-Version: 2").Header().Values("Vary"))
+}

@@ -186,10 +186,10 @@ func (rt *Route) Name(name string) *Route {
 // Header adds a condition: the request must carry header name with value
 // (compared exactly), or, when value is empty, carry it at all. Routes that
 // share a pattern are told apart this way (API versions by header, say).
-// The answers of every route of that pattern then carry Vary with the
-// header's name (RFC 9110 §12.5.5), so that a cache — the cache package's
-// on the route, or a CDN in front — keeps one client type's answer from
-// another's.
+// The answers of every route of a pattern several routes share then carry
+// Vary with the header's name (RFC 9110 §12.5.5), so that a cache — the
+// cache package's on the route, or a CDN in front — keeps one client
+// type's answer from another's.
 func (rt *Route) Header(name, value string) *Route {
 	rt.matchers = append(rt.matchers, matcher{header: true, name: http.CanonicalHeaderKey(name), value: value})
 	return rt
@@ -510,7 +510,8 @@ func sameMatchers(a, b []matcher) bool {
 }
 
 // varyTarget runs a route's target with Vary naming the headers that tell
-// the routes of its pattern apart (entry.vary), set before the target
+// the routes of its pattern apart (entry.vary, when the pattern has more
+// than one route), set before the target
 // writes: a cache on the route sees it in the response it stores, and an
 // upstream's own Vary is added to it.
 type varyTarget struct {
@@ -519,7 +520,7 @@ type varyTarget struct {
 }
 
 func (v *varyTarget) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if e := v.rt.entry; e != nil && len(e.vary) > 0 {
+	if e := v.rt.entry; e != nil && len(e.vary) > 0 && len(e.routes) > 1 {
 		h := w.Header()
 		for _, name := range e.vary {
 			if !headerHasToken(h["Vary"], name) && !headerHasToken(h["Vary"], "*") {
