@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // MaxForwardedHops is how many forwarding-header entries are read, from the
@@ -198,35 +200,44 @@ func xffHops(lines []string, hops *[MaxForwardedHops]string) int {
 // forwardedFor fills hops with the for= values of up to len(hops) RFC 7239
 // Forwarded elements, the rightmost first, and returns the proto= and host=
 // of the rightmost element. An element without for= yields an empty entry
-// (which stops the walk); a malformed header yields a malformed entry at the
-// point where parsing failed.
+// (which stops the walk); an element that does not parse yields a
+// malformed entry (which stops it too). Elements are read from the right,
+// so that a client's malformed element (an unterminated quote, a stray
+// token) hides only what is to its left, never the element a trusted proxy
+// appended after it on the same line.
 func forwardedFor(lines []string, hops *[MaxForwardedHops]string) (n int, proto, host string) {
-	// Elements are read left to right (quoted strings may hold commas) into a
-	// ring of the last len(hops), then reversed.
-	var ring [MaxForwardedHops]string
-	total := 0
-	for _, s := range lines {
-		for len(s) > 0 {
-			e, rest, ok := forwardedElement(s)
-			v := e.forVal
+	for l := len(lines) - 1; l >= 0 && n < len(hops); l-- {
+		s := lines[l]
+		for strings.TrimSpace(s) != "" && n < len(hops) {
+			e, before, ok := lastForwardedElement(s)
 			if !ok {
-				v, proto, host = "\x00", "", "" // malformed: unparseable hop
-			} else {
+				hops[n] = "\x00" // unparseable hop
+				return n + 1, proto, host
+			}
+			if n == 0 {
 				proto, host = e.proto, e.host
 			}
-			ring[total%len(ring)] = v
-			total++
-			if !ok {
-				break
-			}
-			s = rest
+			hops[n] = e.forVal
+			n++
+			s = s[:before]
 		}
 	}
-	n = min(total, len(hops))
-	for i := 0; i < n; i++ {
-		hops[i] = ring[(total-1-i)%len(ring)]
-	}
 	return n, proto, host
+}
+
+// lastForwardedElement parses the rightmost element of s: the shortest
+// suffix after a comma that is one whole element (a comma may stand in a
+// quoted string, so a suffix that does not parse is extended to the comma
+// before). before is where the element's comma is (0 for the first).
+func lastForwardedElement(s string) (e fwdElement, before int, ok bool) {
+	for i := strings.LastIndexByte(s, ','); ; i = strings.LastIndexByte(s[:i], ',') {
+		if el, rest, ok := forwardedElement(s[i+1:]); ok && strings.TrimSpace(rest) == "" {
+			return el, max(i, 0), true
+		}
+		if i < 0 {
+			return fwdElement{}, 0, false
+		}
+	}
 }
 
 // fwdElement is the parameters of one Forwarded element that matter here.
@@ -243,6 +254,9 @@ func forwardedElement(s string) (e fwdElement, rest string, ok bool) {
 			return e, "", false
 		}
 		name := strings.TrimSpace(s[:eq])
+		if !httpguts.ValidHeaderFieldName(name) { // a token (RFC 7239 §4), as a field name is
+			return e, "", false
+		}
 		s = s[eq+1:]
 		var val string
 		if strings.HasPrefix(s, `"`) {

@@ -844,3 +844,35 @@ func TestGuardSkipsRefusedTargets(t *testing.T) {
 	assert.Equal(t, "2", rec.Header().Get("Retry-After"))
 	assert.Equal(t, ProblemContentType, rec.Header().Get("Content-Type"))
 }
+
+// A client's malformed Forwarded element hides only what is to its left:
+// the element a trusted proxy appended after it on the same line still
+// names the client (and its proto), so no client can pass for the proxy.
+func TestForwardedMalformedClientElement(t *testing.T) {
+	tr := Trust{Proxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, Header: Forwarded}
+	for _, prefix := range []string{
+		`for="[`,                  // unterminated quote
+		`for=1.1.1.1;x="a\"b"`,    // quoted-pair
+		`for=1.1.1.1 x`,           // stray token
+		`garbage`,                 // no pair at all
+		`for="203.0.113.7, evil"`, // a quoted comma
+	} {
+		r := httptest.NewRequest("GET", "http://x/", nil)
+		r.RemoteAddr = "10.0.0.1:5555"
+		r.Header["Forwarded"] = []string{prefix + `, for=203.0.113.9;proto=https`}
+		var info RequestInfo
+		tr.Identify(&info, r)
+		if info.ClientIP.String() != "203.0.113.9" || info.Scheme != "https" {
+			t.Errorf("%q before the proxy's element: client %s, scheme %q; want 203.0.113.9, https", prefix, info.ClientIP, info.Scheme)
+		}
+	}
+	// Quoted commas still belong to their element.
+	r := httptest.NewRequest("GET", "http://x/", nil)
+	r.RemoteAddr = "10.0.0.1:5555"
+	r.Header["Forwarded"] = []string{`for=203.0.113.9;host="a,b.example";proto=https`}
+	var info RequestInfo
+	tr.Identify(&info, r)
+	if info.ClientIP.String() != "203.0.113.9" || info.Scheme != "https" {
+		t.Errorf("quoted comma: client %s scheme %q", info.ClientIP, info.Scheme)
+	}
+}
