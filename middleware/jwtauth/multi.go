@@ -108,7 +108,7 @@ func peekIssuer(token string) (string, error) {
 	if !ok1 || !ok2 || !isB64URL(p64) {
 		return "", fmt.Errorf("%w: not three base64url parts", ErrMalformed)
 	}
-	payload, err := base64.RawURLEncoding.DecodeString(p64)
+	payload, err := base64.RawURLEncoding.Strict().DecodeString(p64)
 	if err != nil {
 		return "", fmt.Errorf("%w: payload encoding", ErrMalformed)
 	}

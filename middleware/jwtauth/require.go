@@ -75,8 +75,9 @@ func Require(v TokenVerifier, rules ...Rule) func(http.Handler) http.Handler {
 // verifier's Mechanism) in its Auth, which caches and rate limits after it
 // read. With a Multi of several issuers the token's issuer is also its
 // SubjectScope, so that two issuers' equal "sub"s are two clients to rate
-// limits, per-subject caches and idempotency keys. A verifier that answers ErrUnavailable gets 503 without a
-// challenge.
+// limits, per-subject caches and idempotency keys. A verifier that
+// answers ErrUnavailable (or ErrNoKeys, or ErrClosed: the token could not
+// be checked, which says nothing of it) gets 503 without a challenge.
 //
 // Tokens bound to their holder are checked whatever the verifier: one
 // whose "cnf" has "x5t#S256" (RFC 8705) is admitted only over a TLS
@@ -143,7 +144,7 @@ func RequireWithOptions(v TokenVerifier, o RequireOptions) func(http.Handler) ht
 			}
 			c, err := v.Verify(r.Context(), token)
 			if err != nil {
-				if errors.Is(err, ErrUnavailable) {
+				if unavailable(err) {
 					// The token may be fine: no challenge, and a status
 					// that tells the client to come back.
 					reject(w, r, log, http.StatusServiceUnavailable, "", err)
@@ -198,6 +199,14 @@ func RequireWithOptions(v TokenVerifier, o RequireOptions) func(http.Handler) ht
 			next.ServeHTTP(w, r.WithContext(NewContext(r.Context(), c)))
 		}), stage)
 	}
+}
+
+// unavailable reports whether err means the token could not be checked,
+// not that it is bad: the verifier has no keys yet (its key set endpoint
+// failing), was closed, or a service it asks is down. The client gets 503
+// and no challenge, so that it does not throw a good token away.
+func unavailable(err error) bool {
+	return errors.Is(err, ErrUnavailable) || errors.Is(err, ErrNoKeys) || errors.Is(err, ErrClosed)
 }
 
 // when returns s when cond holds, else "".

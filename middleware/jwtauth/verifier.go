@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/url"
 	"slices"
@@ -168,6 +169,7 @@ func New(ctx context.Context, o Options) (*Verifier, error) {
 		next, err := v.remote.refresh(ctx, false)
 		if err != nil && !o.LazyStart {
 			cancel()
+			v.remote.close() // its idle connections, with their goroutines
 			return nil, err
 		}
 		if err != nil {
@@ -341,7 +343,7 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
 		return nil, ErrRevoked
 	}
 	if v.cache != nil {
-		v.cache.Put(token, c, c.ExpiresAt.Add(v.skew).UnixNano(), keys, now.UnixNano())
+		v.cache.Put(token, c, unixNanoCapped(c.ExpiresAt.Add(v.skew)), keys, now.UnixNano())
 	}
 	return c, nil
 }
@@ -389,7 +391,7 @@ func (v *Verifier) verify(ctx context.Context, token string, now time.Time, keys
 	if !ok1 || !ok2 || !isB64URL(h64) || !isB64URL(p64) || !isB64URL(s64) {
 		return nil, nil, fmt.Errorf("%w: not three base64url parts", ErrMalformed)
 	}
-	hb, err := base64.RawURLEncoding.DecodeString(h64)
+	hb, err := base64.RawURLEncoding.Strict().DecodeString(h64)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: header encoding", ErrMalformed)
 	}
@@ -404,7 +406,7 @@ func (v *Verifier) verify(ctx context.Context, token string, now time.Time, keys
 	if !ok {
 		return nil, nil, fmt.Errorf("%w: %q", ErrAlgorithm, hdr.Alg)
 	}
-	sig, err := base64.RawURLEncoding.DecodeString(s64)
+	sig, err := base64.RawURLEncoding.Strict().DecodeString(s64)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: signature encoding", ErrMalformed)
 	}
@@ -454,7 +456,7 @@ func (v *Verifier) verify(ctx context.Context, token string, now time.Time, keys
 	if !verified {
 		return nil, nil, ErrSignature
 	}
-	payload, err := base64.RawURLEncoding.DecodeString(p64)
+	payload, err := base64.RawURLEncoding.Strict().DecodeString(p64)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: payload encoding", ErrMalformed)
 	}
@@ -537,3 +539,12 @@ func truncate(s string) string {
 // logger is the logger the Verifier was given, which Require uses when its
 // own options name none.
 func (v *Verifier) logger() *slog.Logger { return v.log }
+
+// unixNanoCapped is t.UnixNano(), or the largest int64 for a time past
+// 2262, where UnixNano overflows (an "exp" claim may be far in the future).
+func unixNanoCapped(t time.Time) int64 {
+	if t.Unix() >= math.MaxInt64/int64(time.Second) {
+		return math.MaxInt64
+	}
+	return t.UnixNano()
+}
