@@ -4,7 +4,6 @@ import (
 	"errors"
 	"hash/maphash"
 	"net/http"
-	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -93,7 +92,7 @@ func NewPerClient(opts ClientOptions) (*ClientLimit, error) {
 	for i := range c.shards {
 		c.shards[i].n = make(map[string]int)
 	}
-	if needsSubject(opts.Key) {
+	if ratelimit.NeedsSubject(opts.Key) {
 		c.stage = pylon.Stage{Name: "overload.PerClient (keyed by subject)", Roles: pylon.RoleNeedsSubject}
 	}
 	return c, nil
@@ -177,28 +176,4 @@ func (c *ClientLimit) refuse(w http.ResponseWriter, r *http.Request, status int,
 func (c *ClientLimit) Stats() Stats {
 	return Stats{InFlight: int(c.keys.Load()), Limit: c.opts.MaxInFlight,
 		Admitted: c.admitted.Load(), Shed: c.shed.Load()}
-}
-
-// needsSubject reports whether key keys by the authenticated subject: it
-// finds a different key for the same request once it has a subject.
-func needsSubject(key ratelimit.KeyFunc) (yes bool) {
-	defer func() {
-		if recover() != nil {
-			yes = false
-		}
-	}()
-	probe := func(subject string) (string, bool) {
-		r, _ := http.NewRequest(http.MethodGet, "http://probe.invalid/", nil)
-		r.RemoteAddr = "192.0.2.1:1"
-		info := &pylon.RequestInfo{ClientIP: netip.MustParseAddr("192.0.2.1"), Route: "probe", Subject: subject}
-		if subject != "" {
-			info.Auth = "probe"
-		}
-		r = r.WithContext(pylon.NewContext(r.Context(), info))
-		r.Pattern = "GET /"
-		return key(r)
-	}
-	k0, ok0 := probe("")
-	k1, ok1 := probe("probe")
-	return ok1 && (!ok0 || k0 != k1)
 }

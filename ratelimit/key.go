@@ -1,6 +1,7 @@
 package ratelimit
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"net"
@@ -107,6 +108,10 @@ func ByHeader(name string, c Case) KeyFunc {
 	return func(r *http.Request) (string, bool) {
 		vs := r.Header[name]
 		if len(vs) == 0 {
+			if r.Context().Value(probeKey{}) != nil {
+				// NeedsSubject asks: the header is not what it probes.
+				return "h:probe", true
+			}
 			return "", false
 		}
 		v := strings.TrimSpace(vs[0])
@@ -182,4 +187,40 @@ func boundedKey(prefix, v string) string {
 	}
 	sum := sha256.Sum256([]byte(v))
 	return prefix + "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// probeKey marks the requests NeedsSubject asks key functions about.
+type probeKey struct{}
+
+// NeedsSubject reports whether key keys by the authenticated subject
+// (pylon.RequestInfo.SubjectKey): asked about a request without a subject
+// and the same request with one, it finds a key only for the second, or
+// another key for it. BySubject and any Compose that includes it do; ByIP,
+// ByIPPrefix, ByRoute and ByHeader do not (ByHeader answers these probes
+// as if its header were there). The middleware of this package and
+// overload.PerClient ask it at construction: a limit keyed by subject
+// declares pylon.RoleNeedsSubject, so that the Gateway refuses it before
+// the route's authentication, and this package's answers a request
+// without a key 401 by default.
+func NeedsSubject(key KeyFunc) (yes bool) {
+	defer func() {
+		if recover() != nil {
+			yes = false
+		}
+	}()
+	probe := func(subject string) (string, bool) {
+		r, _ := http.NewRequest(http.MethodGet, "http://probe.invalid/", nil)
+		r.RemoteAddr = "192.0.2.1:1"
+		info := &pylon.RequestInfo{ClientIP: netip.MustParseAddr("192.0.2.1"), Route: "probe", Subject: subject}
+		if subject != "" {
+			info.Auth = "probe"
+		}
+		ctx := context.WithValue(pylon.NewContext(r.Context(), info), probeKey{}, true)
+		r = r.WithContext(ctx)
+		r.Pattern = "GET /"
+		return key(r)
+	}
+	k0, ok0 := probe("")
+	k1, ok1 := probe("probe")
+	return ok1 && (!ok0 || k0 != k1)
 }

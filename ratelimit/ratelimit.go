@@ -3,7 +3,6 @@ package ratelimit
 import (
 	"fmt"
 	"net/http"
-	"net/netip"
 	"strconv"
 	"time"
 
@@ -196,7 +195,7 @@ func NewWithOptions(opts Options) (pylon.Middleware, error) {
 	} else if !httpguts.ValidHeaderFieldValue(opts.Challenge) {
 		return nil, fmt.Errorf("ratelimit: Challenge %q is not a valid header value", opts.Challenge)
 	}
-	subject := needsSubject(opts.Key)
+	subject := NeedsSubject(opts.Key)
 	if opts.MissingKey == MissingKeyDefault {
 		opts.MissingKey = MissingKeyShared
 		if subject {
@@ -225,31 +224,6 @@ type handler struct {
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.l.serve(h.next, w, r) }
 
 func (h *handler) Stage() pylon.Stage { return h.l.stage }
-
-// needsSubject reports whether key keys by the authenticated subject: it
-// finds no key for a request without a subject and one for the same request
-// with a subject. The Gateway then checks, at configuration time, that the
-// limit runs after the authentication of its route.
-func needsSubject(key KeyFunc) (yes bool) {
-	defer func() {
-		if recover() != nil {
-			yes = false
-		}
-	}()
-	probe := func(subject string) bool {
-		r, _ := http.NewRequest(http.MethodGet, "http://probe.invalid/", nil)
-		r.RemoteAddr = "192.0.2.1:1"
-		info := &pylon.RequestInfo{ClientIP: netip.MustParseAddr("192.0.2.1"), Route: "probe", Subject: subject}
-		if subject != "" {
-			info.Auth = "probe"
-		}
-		r = r.WithContext(pylon.NewContext(r.Context(), info))
-		r.Pattern = "GET /"
-		_, ok := key(r)
-		return ok
-	}
-	return !probe("") && probe("probe")
-}
 
 // Header keys in the canonical form http.Header.Set would give them.
 const (
