@@ -3,9 +3,10 @@
 // verifier the user supplies, or an htpasswd file of bcrypt hashes.
 //
 // The user becomes the request's subject (pylon.Info(ctx).Subject, with
-// "basic" in Auth). An htpasswd check costs the same bcrypt work whether
-// the user exists or not, so the time taken does not tell which names are
-// valid.
+// "basic" in Auth). An htpasswd check of an unknown user costs the bcrypt
+// work of the file's most expensive hash, so with one cost in the file (as
+// htpasswd -B writes it) the time taken does not tell which names are
+// valid; a user whose hash has a lower cost answers faster.
 package basicauth
 
 import (
@@ -45,11 +46,16 @@ var (
 // or not user exists.
 type Verifier func(ctx context.Context, user, password string) (ok bool, err error)
 
+// MaxCost is the highest bcrypt cost Htpasswd accepts: a check at cost 16
+// takes about four seconds of a core.
+const MaxCost = 16
+
 // Htpasswd returns a Verifier over an htpasswd document: one "user:hash"
 // per line, blank lines and "#" comments ignored. Only bcrypt hashes
 // ("$2y$", "$2a$", "$2b$", as htpasswd -B writes) are accepted; MD5, SHA-1,
 // crypt and plain entries are errors, at start-up, rather than weak checks
-// at request time.
+// at request time, and so is a cost over MaxCost (each check of it would
+// take seconds or more: a login would be a denial of service).
 func Htpasswd(r io.Reader) (Verifier, error) {
 	users := map[string][]byte{}
 	cost := 0
@@ -66,6 +72,9 @@ func Htpasswd(r io.Reader) (Verifier, error) {
 		c, err := bcrypt.Cost([]byte(hash))
 		if err != nil {
 			return nil, fmt.Errorf("%w: line %d (user %q): not a bcrypt hash (use htpasswd -B)", ErrHtpasswd, n, user)
+		}
+		if c > MaxCost {
+			return nil, fmt.Errorf("%w: line %d (user %q): bcrypt cost %d is over %d", ErrHtpasswd, n, user, c, MaxCost)
 		}
 		if _, dup := users[user]; dup {
 			return nil, fmt.Errorf("%w: user %q appears twice", ErrHtpasswd, user)

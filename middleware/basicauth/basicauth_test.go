@@ -143,3 +143,12 @@ func BenchmarkHtpasswd(b *testing.B) {
 		})
 	}
 }
+
+func TestHtpasswdRefusesCostsOverMax(t *testing.T) {
+	// A well-formed bcrypt hash of cost 31 (never computed: the check is on
+	// the cost field alone).
+	line := "mallory:$2y$31$" + strings.Repeat("a", 53) + "\n"
+	if _, err := basicauth.Htpasswd(strings.NewReader(line)); !errors.Is(err, basicauth.ErrHtpasswd) || !strings.Contains(err.Error(), "cost 31") {
+		t.Fatalf("cost 31: %v, want it refused for its cost", err)
+	}
+}

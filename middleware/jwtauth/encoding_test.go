@@ -58,3 +58,24 @@ func TestFarFutureExpiryIsCached(t *testing.T) {
 		t.Error("a token with a far-future exp was not cached")
 	}
 }
+
+// With ForwardAuthorization false, a token read from a cookie does not go
+// upstream either; the other cookies do.
+func TestTokenCookieNotForwarded(t *testing.T) {
+	iss := newIssuer(t)
+	v := newVerifier(t, issuerOptions(iss))
+	var got string
+	url := gatewayFor(t, RequireWithOptions(v, RequireOptions{Cookie: "at"}), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got = strings.Join(r.Header["Cookie"], "|")
+	})) + "/api/x"
+	req, _ := http.NewRequest("GET", url, nil)
+	req.Header.Set("Cookie", "theme=dark; at="+iss.Mint(nil)+"; lang=en")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK || got != "theme=dark; lang=en" {
+		t.Fatalf("%d; the upstream got Cookie %q, want the other cookies only", res.StatusCode, got)
+	}
+}

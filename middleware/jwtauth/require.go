@@ -32,7 +32,8 @@ type RequireOptions struct {
 	ForwardClaims map[string]string
 	// ForwardAuthorization keeps the Authorization header (and the token
 	// header or cookie) on the request passed on. False strips the
-	// Authorization header and the Header above before the next handler.
+	// Authorization header, the Header above and the Cookie above (the
+	// other cookies are kept) before the next handler.
 	ForwardAuthorization bool
 	// DPoP, when set, accepts DPoP-bound tokens (RFC 9449):
 	// "Authorization: DPoP <token>" with a proof in the "DPoP" header,
@@ -189,6 +190,9 @@ func RequireWithOptions(v TokenVerifier, o RequireOptions) func(http.Handler) ht
 				if headerName != "" {
 					r.Header.Del(headerName)
 				}
+				if o.Cookie != "" {
+					dropCookie(r, o.Cookie)
+				}
 			}
 			if info := pylon.Info(r.Context()); info != nil {
 				info.Subject, info.SubjectScope, info.Auth = c.Subject, "", mech
@@ -312,4 +316,27 @@ func failureCode(reason error) string {
 		return "unavailable"
 	}
 	return "invalid_token"
+}
+
+// dropCookie removes the cookies called name from r's Cookie header,
+// keeping the others as they were sent.
+func dropCookie(r *http.Request, name string) {
+	lines := r.Header["Cookie"]
+	if len(lines) == 0 {
+		return
+	}
+	var kept []string
+	for _, line := range lines {
+		for part := range strings.SplitSeq(line, ";") {
+			p := strings.TrimSpace(part)
+			if n, _, _ := strings.Cut(p, "="); p != "" && strings.TrimSpace(n) != name {
+				kept = append(kept, p)
+			}
+		}
+	}
+	if len(kept) == 0 {
+		r.Header.Del("Cookie")
+		return
+	}
+	r.Header["Cookie"] = []string{strings.Join(kept, "; ")}
 }
