@@ -15,8 +15,11 @@ import (
 
 // StaticKey is a verification key given in code rather than in a JWKS.
 type StaticKey struct {
-	// ID is the key ID matched against a token's "kid". Empty means the key
-	// is tried for tokens without a "kid" only.
+	// ID is the key ID matched against a token's "kid": a token with a
+	// "kid" is tried only against the keys of that ID, so a key without
+	// one never verifies it. A token without a "kid" is tried against
+	// every key, with or without an ID (the first few that fit its
+	// algorithm).
 	ID string
 	// Algorithm is the one algorithm this key verifies ("RS256", "ES256",
 	// "EdDSA", "HS256", ...). Empty means any allowed algorithm that fits
