@@ -95,8 +95,10 @@ type CallResult struct {
 // and, if asked, an errors member (Options.ErrorsMember). When a required
 // call failed the answer is a problem response naming the call's key: 504
 // when it timed out, 404 when it answered 404 and PassNotFound is set, 502
-// otherwise. An aggregate with a single call passes its 2xx status through,
-// and a 4xx status too (as a problem response).
+// otherwise. An aggregate with a single call passes its 200-203 status
+// through (another 2xx becomes 200: the answer is a JSON document), and a
+// 4xx status too, as a problem response with the upstream's
+// WWW-Authenticate, Allow and Retry-After.
 //
 // A call fails when it cannot be made, times out, answers a status other
 // than 2xx (redirects are never followed), or answers a body that is not
@@ -425,6 +427,27 @@ type result struct {
 	target    string
 	dur       time.Duration
 	bytes     int
+	refusal   http.Header // a 4xx answer's WWW-Authenticate, Allow, Retry-After
+}
+
+// refusalFields are the fields a single-call aggregate's 4xx answer
+// carries on from the upstream's: without them a 401, 405 or 429 breaks
+// RFC 9110 §15.5.2 and §15.5.6, or leaves a client guessing when to retry.
+var refusalFields = [...]string{"Www-Authenticate", "Allow", "Retry-After"}
+
+// keepRefusal records h's refusalFields when status is a 4xx.
+func (res *result) keepRefusal(h http.Header) {
+	if res.status < 400 || res.status > 499 {
+		return
+	}
+	for _, k := range refusalFields {
+		if vv := h[k]; len(vv) > 0 {
+			if res.refusal == nil {
+				res.refusal = http.Header{}
+			}
+			res.refusal[k] = slices.Clone(vv)
+		}
+	}
 }
 
 // errSiblingFailed cancels the remaining calls when a required one failed.
@@ -699,6 +722,7 @@ func (s *runState) do(c *compiled, res *result, url string) {
 		}
 		res.dur = time.Since(start)
 		res.status, res.body, res.bytes, res.target = w.status, w.buf, len(w.buf), cinfo.Target
+		res.keepRefusal(w.header)
 		if w.over {
 			res.err = fmt.Errorf("%w: over %d bytes", ErrTooLarge, c.maxBytes)
 			return
@@ -727,6 +751,7 @@ func (s *runState) do(c *compiled, res *result, url string) {
 			return
 		}
 		res.status = resp.StatusCode
+		res.keepRefusal(resp.Header)
 		if statusErr(resp.StatusCode) == nil {
 			res.body, err = readCapped(resp.Body, resp.ContentLength, c.maxBytes)
 			res.bytes = len(res.body)
@@ -916,8 +941,10 @@ func (h *Handler) answer(w http.ResponseWriter, r *http.Request, info *pylon.Req
 	}
 
 	status := http.StatusOK
-	if len(h.calls) == 1 && results[0].err == nil {
-		status = results[0].status // single-call pass-through
+	if len(h.calls) == 1 && results[0].err == nil && results[0].status <= http.StatusNonAuthoritativeInfo {
+		// Single-call pass-through of 200-203; a 204, 205 or 206 would
+		// promise no body or a range, and the answer is a JSON document.
+		status = results[0].status
 	}
 	var failed []string
 	for i, c := range h.calls {
@@ -1082,6 +1109,9 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, i int, res *resul
 		status, detail = http.StatusNotFound, "The requested resource was not found."
 	case errors.Is(err, ErrRejected) && len(h.calls) == 1:
 		status, detail = res.status, fmt.Sprintf("The upstream call %q was refused.", c.key)
+		for k, vv := range res.refusal {
+			w.Header()[k] = vv
+		}
 	}
 	pylon.WriteProblem(w, r, pylon.Problem{Status: status, Detail: detail})
 }

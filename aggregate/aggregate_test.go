@@ -562,6 +562,44 @@ func TestSingleCallStatusPassThrough(t *testing.T) {
 	}
 }
 
+// A single call's 204, 205 or 206 becomes 200 (the answer is a JSON
+// document, which those statuses forbid or qualify), and its 401, 405 or
+// 429 keeps the fields that make it valid or useful.
+func TestSingleCallStatusesKeepTheirRules(t *testing.T) {
+	for _, tc := range []struct {
+		code   int
+		header string
+		value  string
+		want   int
+	}{
+		{205, "", "", 200},
+		{206, "Content-Range", "bytes 0-6/7", 200},
+		{401, "Www-Authenticate", `Bearer realm="up"`, 401},
+		{405, "Allow", "GET, HEAD", 405},
+		{429, "Retry-After", "7", 429},
+	} {
+		t.Run(fmt.Sprint(tc.code), func(t *testing.T) {
+			b := upstream(t, "b", func(w http.ResponseWriter, r *http.Request) {
+				if tc.header != "" {
+					w.Header().Set(tc.header, tc.value)
+				}
+				w.WriteHeader(tc.code)
+				io.WriteString(w, `{"a":1}`)
+			})
+			rec := get(t, aggregate.MustNew(aggregate.Get("b", b, "/")), "GET /", "/")
+			if rec.Code != tc.want {
+				t.Fatalf("upstream %d: got %d %s", tc.code, rec.Code, rec.Body)
+			}
+			if tc.want >= 400 && rec.Header().Get(tc.header) != tc.value {
+				t.Errorf("upstream %d: %s %q, want %q", tc.code, tc.header, rec.Header().Get(tc.header), tc.value)
+			}
+			if tc.want == 200 && rec.Header().Get("Content-Range") != "" {
+				t.Errorf("a 200 with Content-Range")
+			}
+		})
+	}
+}
+
 func TestInjection(t *testing.T) {
 	var mu sync.Mutex
 	var seen []*http.Request
