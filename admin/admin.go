@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -108,7 +109,7 @@ func BasicAuth(realm string, users map[string]string) Authorizer {
 // or a sidecar; on a shared host every local user is admitted.
 func LoopbackOnly() Authorizer {
 	return func(w http.ResponseWriter, r *http.Request) (string, error) {
-		if isLoopbackAddr(r.RemoteAddr) {
+		if isLoopbackAddr(r.RemoteAddr) && loopbackHost(r.Host) {
 			return "loopback", nil
 		}
 		return "", errors.New("admin: peer is not a loopback address")
@@ -235,10 +236,29 @@ func arrivedOnLoopback(r *http.Request) bool {
 			return false
 		}
 	}
+	if !loopbackHost(r.Host) {
+		return false
+	}
 	if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
 		return isLoopbackAddr(a.String())
 	}
 	return isLoopbackAddr(r.RemoteAddr)
+}
+
+// loopbackHost reports whether a request's Host names this machine: a
+// loopback address or "localhost" (with any port), or is empty. A page that
+// another site's name resolves to 127.0.0.1 (DNS rebinding) is asked for
+// under that name: such a request is not a local one, whatever its peer.
+func loopbackHost(host string) bool {
+	if host == "" {
+		return true
+	}
+	h, _, err := net.SplitHostPort(host)
+	if err != nil {
+		h = host
+	}
+	h = strings.TrimSuffix(strings.ToLower(h), ".")
+	return h == "localhost" || strings.HasSuffix(h, ".localhost") || isLoopbackAddr(h)
 }
 
 func isLoopbackAddr(hostport string) bool {

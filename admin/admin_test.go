@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -102,8 +103,14 @@ func (f *fixture) traffic(t *testing.T) {
 // get serves a GET from a loopback peer.
 func (f *fixture) get(path string) *httptest.ResponseRecorder {
 	rec := httptest.NewRecorder()
-	f.h.ServeHTTP(rec, httptest.NewRequest("GET", path, nil).WithContext(loopbackCtx()))
+	f.h.ServeHTTP(rec, localRequest("GET", path, nil))
 	return rec
+}
+
+// localRequest is a request that arrived on the loopback listener, for
+// its loopback name (a page reached under another name is not local).
+func localRequest(method, target string, body io.Reader) *http.Request {
+	return httptest.NewRequest(method, "http://127.0.0.1:9901"+target, body).WithContext(loopbackCtx())
 }
 
 func loopbackCtx() context.Context {
@@ -112,7 +119,7 @@ func loopbackCtx() context.Context {
 
 // post runs an action as a same-origin form post.
 func (f *fixture) post(action string, form url.Values, edit ...func(*http.Request)) *httptest.ResponseRecorder {
-	r := httptest.NewRequest("POST", "/api/v1/actions/"+action, strings.NewReader(form.Encode())).WithContext(loopbackCtx())
+	r := localRequest("POST", "/api/v1/actions/"+action, strings.NewReader(form.Encode()))
 	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	r.Header.Set("Sec-Fetch-Site", "same-origin")
 	r.SetBasicAuth("alice", "pw")
@@ -246,7 +253,7 @@ func TestPage(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec = httptest.NewRecorder()
-	h.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil).WithContext(loopbackCtx()))
+	h.ServeHTTP(rec, localRequest("GET", "/", nil))
 	if rec.Code != 200 || !strings.Contains(rec.Body.String(), "no stats") {
 		t.Errorf("page without Stats: %d", rec.Code)
 	}
@@ -398,7 +405,7 @@ func TestActions(t *testing.T) {
 		if rec.Code != 403 {
 			t.Errorf("foreign Origin: %d, want 403", rec.Code)
 		}
-		r := httptest.NewRequest("GET", "/api/v1/actions/drain?backend=orders&target="+url.QueryEscape(t0.String()), nil).WithContext(loopbackCtx())
+		r := localRequest("GET", "/api/v1/actions/drain?backend=orders&target="+url.QueryEscape(t0.String()), nil)
 		r.SetBasicAuth("alice", "pw")
 		rec = httptest.NewRecorder()
 		f.h.ServeHTTP(rec, r)
@@ -456,7 +463,7 @@ func TestNonLoopbackRequests(t *testing.T) {
 	// A proxy on the same host forwards everyone's requests over loopback:
 	// a forwarded request is not a local one.
 	forwarded := func(h *Handler, hdr, user string) int {
-		r := httptest.NewRequest("GET", "/", nil).WithContext(loopbackCtx())
+		r := localRequest("GET", "/", nil)
 		r.Header.Set(hdr, "203.0.113.9")
 		if user != "" {
 			r.SetBasicAuth(user, "pw")
@@ -533,5 +540,42 @@ func TestSparkline(t *testing.T) {
 		if !strings.Contains(svg, want) {
 			t.Errorf("sparkline lacks %s:\n%s", want, svg)
 		}
+	}
+}
+
+// DNS rebinding: another site's name resolved to 127.0.0.1 reaches the
+// loopback listener under that name (and its Origin matches its Host, so
+// cross-origin protection passes it). Such a request is not a local one.
+func TestRebindingNameIsNotLocal(t *testing.T) {
+	evil := func(method, target string) *http.Request {
+		r := httptest.NewRequest(method, "http://evil.example:9901"+target, nil).WithContext(loopbackCtx())
+		r.RemoteAddr = "127.0.0.1:50000"
+		r.Header.Set("Origin", "http://evil.example:9901")
+		r.Header.Set("Sec-Fetch-Site", "same-origin")
+		return r
+	}
+	rec := httptest.NewRecorder()
+	newFixture(t, nil).h.ServeHTTP(rec, evil("GET", "/api/v1/status"))
+	if rec.Code != http.StatusForbidden {
+		t.Errorf("status API under a rebound name, no Authorizer: %d, want 403", rec.Code)
+	}
+	f := newFixture(t, LoopbackOnly())
+	rec = httptest.NewRecorder()
+	f.h.ServeHTTP(rec, evil("POST", "/api/v1/actions/readiness?fail=true"))
+	if rec.Code == http.StatusOK || f.gw.Draining() {
+		t.Errorf("LoopbackOnly action under a rebound name: %d, draining %v; want refused", rec.Code, f.gw.Draining())
+	}
+	for _, host := range []string{"127.0.0.1:9901", "localhost:9901", "[::1]:9901", "app.localhost"} {
+		if !loopbackHost(host) {
+			t.Errorf("%s is a loopback name", host)
+		}
+	}
+}
+
+func TestMatcherSecretsMasked(t *testing.T) {
+	got := maskMatchers([]string{"header X-Version=2", "header X-Internal-Key=abcSECRET123", "query token=t0k", "header X-Api-Key"})
+	want := []string{"header X-Version=2", "header X-Internal-Key=[redacted]", "query token=[redacted]", "header X-Api-Key"}
+	if !slices.Equal(got, want) {
+		t.Errorf("masked %q, want %q", got, want)
 	}
 }

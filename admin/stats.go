@@ -461,7 +461,16 @@ var redactions = []struct {
 	re   *regexp.Regexp
 	with string
 }{
-	{regexp.MustCompile(`(?i)\b(bearer|basic|token|apikey|api-key|key|password|secret)([\s=:]+)\S+`), "$1$2[redacted]"},
+	// A JSON Web Token anywhere (three base64url parts, the first two
+	// starting with "eyJ", the encoding of `{"`).
+	{regexp.MustCompile(`eyJ[A-Za-z0-9_-]*\.eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*`), "[token]"},
+	// userinfo before a host: "admin:s3cret@db.internal".
+	{regexp.MustCompile(`[^\s/@:]+:[^\s/@]*@`), "[user]@"},
+	// The credentials after an authentication scheme.
+	{regexp.MustCompile(`(?i)\b(bearer|basic|dpop)\s+[^\s",;]+`), "$1 [redacted]"},
+	// A value after a credential-like name, inside identifiers too
+	// (access_token, client_secret, api_key, passwd) and JSON-quoted.
+	{regexp.MustCompile(`(?i)([a-z0-9_-]*(?:token|apikey|api-key|api_key|key|passw(?:or)?d|pwd|secret|session|cookie|auth)[a-z0-9_-]*"?)(\s*[=:]\s*"?|\s+)[^\s",;&}]+`), "$1$2[redacted]"},
 	{regexp.MustCompile(`(?i)\b[a-z][a-z0-9+.-]*://\S+`), "[url]"},
 	{regexp.MustCompile(`\[[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*(%[0-9A-Za-z]+)?\](:\d+)?`), "[addr]"},
 	{regexp.MustCompile(`\b\d{1,3}(\.\d{1,3}){3}(:\d+)?\b`), "[addr]"},
@@ -471,9 +480,13 @@ var redactions = []struct {
 // maxReason bounds the length of a redacted reason.
 const maxReason = 160
 
-// Redact returns reason with what must not be shown replaced: URLs by
+// Redact returns reason with what must not be shown replaced: JSON Web
+// Tokens by "[token]", userinfo ("user:pass@") by "[user]@", URLs by
 // "[url]", IP addresses and host:port pairs by "[addr]", and the value after
-// "Bearer", "Basic", "token", "key", "password" or "secret" by "[redacted]".
+// a credential-like name ("Bearer", "Basic", or a name holding "token",
+// "key", "password", "passwd", "pwd", "secret", "session", "cookie" or
+// "auth", as in access_token=, client_secret:, "password":) by
+// "[redacted]".
 // It is cut to 160 bytes. The recent errors hold only redacted reasons.
 func Redact(reason string) string {
 	if reason == "" {

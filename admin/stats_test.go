@@ -216,6 +216,11 @@ func TestRedact(t *testing.T) {
 		{"dial tcp orders.internal:8443: i/o timeout", "dial tcp [addr]: i/o timeout"},
 		{"bad Bearer eyJhbGciOi.x.y here", "bad Bearer [redacted] here"},
 		{"password=hunter2 secret: s3", "password=[redacted] secret: [redacted]"},
+		{"access_token=abc&x=1", "access_token=[redacted]&x=1"},
+		{"api_key=abc client_secret=def passwd=ghi", "api_key=[redacted] client_secret=[redacted] passwd=[redacted]"},
+		{`{"password":"hunter2"}`, `{"password":"[redacted]"}`},
+		{"got eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln back", "got [token] back"},
+		{"dial admin:s3cret@db.internal:5432 failed", "dial [user]@[addr] failed"},
 		{strings.Repeat("é", 100), strings.Repeat("é", 80) + "…"},
 	}
 	for _, tt := range tests {

@@ -3,6 +3,8 @@ package admin
 import (
 	"encoding/json"
 	"net/http"
+	"regexp"
+	"strings"
 	"time"
 
 	"github.com/pylon-gateway/pylon/breaker"
@@ -171,7 +173,7 @@ func (h *Handler) Status() Status {
 	var all Traffic // every route's last minute, for caches and limits
 	seen := map[string]bool{}
 	for _, e := range h.opts.Gateway.Routes() {
-		rs := RouteStatus{Name: e.Name, Pattern: e.Pattern, Matchers: e.Matchers, Middleware: e.Middleware,
+		rs := RouteStatus{Name: e.Name, Pattern: e.Pattern, Matchers: maskMatchers(e.Matchers), Middleware: e.Middleware,
 			Target: e.Target, TimeoutMs: e.Timeout.Milliseconds()}
 		if rs.Matchers == nil {
 			rs.Matchers = []string{}
@@ -279,4 +281,25 @@ func (h *Handler) servePage(w http.ResponseWriter, r *http.Request) {
 	if err := page.Execute(w, pageData{Status: h.Status(), Refresh: h.opts.Refresh}); err != nil {
 		h.logger.Error("admin: rendering the page", "error", err.Error())
 	}
+}
+
+// secretName matches the names of header and query conditions whose value
+// is a credential (an internal key a route requires, say).
+var secretName = regexp.MustCompile(`(?i)(token|key|secret|passw|pwd|auth|session|cookie|signature|sig\b)`)
+
+// maskMatchers returns a route's conditions ("header X-Version=2") with the
+// value of those that name a credential replaced by "[redacted]": the page
+// shows which conditions a route has, never a secret one requires.
+func maskMatchers(ms []string) []string {
+	if len(ms) == 0 {
+		return ms
+	}
+	out := make([]string, len(ms))
+	for i, m := range ms {
+		out[i] = m
+		if name, _, ok := strings.Cut(m, "="); ok && secretName.MatchString(name) {
+			out[i] = name + "=[redacted]"
+		}
+	}
+	return out
 }

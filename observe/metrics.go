@@ -362,6 +362,16 @@ func method(m string) string {
 	return "_OTHER"
 }
 
+// spanMethod is the method part of an HTTP span's name: a known method, or
+// "HTTP" for any other (OpenTelemetry HTTP conventions), so that a client
+// cannot make span names without bound.
+func spanMethod(m string) string {
+	if m = method(m); m == "_OTHER" {
+		return "HTTP"
+	}
+	return m
+}
+
 // maxCacheEntries bounds each series cache. Label values come from
 // configuration, so real gateways stay far below it; past it, values are
 // still recorded but looked up in the vector each time.

@@ -121,3 +121,24 @@ func TestRPCSemanticConventions(t *testing.T) {
 		t.Errorf("labels %v, want %v", labels, want)
 	}
 }
+
+// A method the conventions do not know names an HTTP span "HTTP": span
+// names stay a bounded set whatever methods clients make up.
+func TestSpanNameOfUnknownMethod(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	gw := pylon.New(pylon.Options{})
+	gw.Use(observe.NewTracer(tp, observe.TracingOptions{}).Middleware)
+	gw.Route("GET /x").Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	for _, m := range []string{"FOO1", "BAR2", "GET"} {
+		gw.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(m, "/nowhere", nil))
+	}
+	var names []string
+	for _, s := range exp.GetSpans() {
+		names = append(names, s.Name)
+	}
+	if strings.Join(names, ",") != "HTTP,HTTP,GET" {
+		t.Errorf("span names %v, want HTTP, HTTP, GET", names)
+	}
+}

@@ -113,7 +113,7 @@ func (h *tracingHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if info.ClientIP.IsValid() {
 		attrs = append(attrs, semconv.ClientAddress(info.ClientIP.String()))
 	}
-	ctx, span := h.t.tracer.Start(ctx, r.Method, trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(attrs...))
+	ctx, span := h.t.tracer.Start(ctx, spanMethod(r.Method), trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(attrs...))
 	ww := middleware.WrapWriter(w)
 	completed := false
 	defer func() {

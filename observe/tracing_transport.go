@@ -68,7 +68,7 @@ func (tt *tracingTransport) RoundTrip(req *http.Request) (*http.Response, error)
 	if info := pylon.Info(ctx); info != nil && info.Backend != "" {
 		attrs = append(attrs, AttrBackend.String(info.Backend), AttrTarget.String(info.Target))
 	}
-	ctx, span := tt.t.tracer.Start(ctx, req.Method, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
+	ctx, span := tt.t.tracer.Start(ctx, spanMethod(req.Method), trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
 	defer span.End()
 
 	out := req.WithContext(ctx)

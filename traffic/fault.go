@@ -1,6 +1,8 @@
 package traffic
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -61,6 +63,13 @@ func Fault(opts FaultOptions) (pylon.Middleware, error) {
 				case <-t.C:
 				case <-r.Context().Done():
 					t.Stop()
+					if errors.Is(r.Context().Err(), context.DeadlineExceeded) {
+						// The route's deadline passed during the delay:
+						// the client waits, and gets the gateway's 504
+						// (DEADLINE_EXCEEDED for a gRPC call).
+						pylon.Error(w, r, http.StatusGatewayTimeout, "The upstream service did not answer in time.")
+						return
+					}
 					if info := pylon.Info(r.Context()); info != nil {
 						info.ClientCanceled = true
 					}

@@ -293,3 +293,19 @@ func TestMirrorStreamsChunkedUpload(t *testing.T) {
 	assert.Equal(t, MirrorStats{Mirrored: 2, TooLarge: 1, Incomplete: 1}, m.Stats(), "a streamed body the primary did not read is not mirrored")
 	assert.Empty(t, shadowGot)
 }
+
+// A delay the route's deadline cuts short answers 504 (the client is still
+// there), not an empty 200 recorded as a client gone.
+func TestFaultDelayPastRouteDeadline(t *testing.T) {
+	gw := pylon.New(pylon.Options{})
+	gw.Route("/").Timeout(20 * time.Millisecond).
+		Use(MustFault(FaultOptions{DelayPercent: 100, Delay: time.Hour})).Handler(named("ok"))
+	require.NoError(t, gw.Err())
+	info := &pylon.RequestInfo{}
+	r := httptest.NewRequest("GET", "/", nil)
+	r = r.WithContext(pylon.NewContext(r.Context(), info))
+	w := httptest.NewRecorder()
+	gw.ServeHTTP(w, r)
+	assert.Equal(t, http.StatusGatewayTimeout, w.Code)
+	assert.False(t, info.ClientCanceled, "a route deadline is not a client gone")
+}
