@@ -26,6 +26,7 @@ type TargetGuard struct {
 	breakers sync.Map // *pylon.Target -> *Breaker
 	mu       sync.Mutex
 	n        atomic.Int32
+	forget   []func(name string) // WatchForget's; under mu
 }
 
 var _ pylon.Guard = (*TargetGuard)(nil)
@@ -156,9 +157,22 @@ func (g *TargetGuard) State(t *pylon.Target) State {
 func (g *TargetGuard) ForgetTarget(t *pylon.Target) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if _, ok := g.breakers.LoadAndDelete(t); ok {
+	if v, ok := g.breakers.LoadAndDelete(t); ok {
 		g.n.Add(-1)
+		for _, fn := range g.forget {
+			fn(v.(*Breaker).name)
+		}
 	}
+}
+
+// WatchForget calls fn with the name of each breaker the guard drops
+// because its target left the Backend (ForgetTarget), so that a watcher
+// (observe's metrics) forgets it too. fn must be quick and must not call
+// the guard.
+func (g *TargetGuard) WatchForget(fn func(name string)) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.forget = append(g.forget, fn)
 }
 
 // Reset closes t's breaker (see [Breaker.Reset]); a target without one

@@ -19,9 +19,14 @@ type BreakerSource interface {
 // and pylon_breaker_transitions_total created at zero for every pair of
 // states, then both follow each change of state. A TargetGuard's breakers
 // are per target and made on a target's first attempt, so their series
-// appear then, closed. Call it once per breaker or guard; do not also call
+// appear then, closed, and are deleted when the guard forgets the target
+// (ForgetTarget: the Backend calls it once a removed target falls out of
+// its set of recently removed ones). Call it once per breaker or guard; do not also call
 // BreakerStateChange from Settings.OnStateChange for it.
 func (m *Metrics) WatchBreaker(b BreakerSource) {
+	if f, ok := b.(interface{ WatchForget(func(string)) }); ok {
+		f.WatchForget(m.breakerGone) // a TargetGuard: its targets come and go
+	}
 	b.WatchState(func(name string, from, to breaker.State) {
 		if from == to {
 			m.breakerSeen(name, to.String())
@@ -29,6 +34,23 @@ func (m *Metrics) WatchBreaker(b BreakerSource) {
 		}
 		m.BreakerStateChange(name, from.String(), to.String())
 	})
+}
+
+// breakerGone deletes the series of a breaker whose target left its
+// Backend, so that a gone target's "open" does not report for ever and
+// target churn does not grow the series without bound.
+func (m *Metrics) breakerGone(name string) {
+	m.brMu.Lock()
+	defer m.brMu.Unlock()
+	states := append(breakerStates[:], LabelOther)
+	for _, s := range states {
+		m.brState.delete(name, s)
+		for _, to := range states {
+			if s != to {
+				m.brTrans.delete(name, s, to)
+			}
+		}
+	}
 }
 
 // breakerSeen sets the state series of a breaker first seen in state, and

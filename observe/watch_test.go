@@ -81,6 +81,33 @@ func TestWatchTargetGuard(t *testing.T) {
 	if v := value(t, reg, "pylon_breaker_state", map[string]string{"breaker": "pay " + up.URL, "state": "closed"}); v != 1 {
 		t.Errorf("closed = %v, want 1", v)
 	}
+
+	// The target leaves and its breaker is forgotten (the Backend does it
+	// once the target falls out of its recently-removed set): the series
+	// go with it, so that a gone target's "open" does not report for ever
+	// and churn does not grow the series.
+	old := b.Targets()[0]
+	up2 := upstream(t)
+	if err := b.SetTargets([]pylon.Endpoint{{URL: up2.URL}}); err != nil {
+		t.Fatal(err)
+	}
+	g.ForgetTarget(old)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "pylon_breaker_state" && mf.GetName() != "pylon_breaker_transitions_total" {
+			continue
+		}
+		for _, mt := range mf.GetMetric() {
+			for _, l := range mt.GetLabel() {
+				if l.GetName() == "breaker" && l.GetValue() == "pay "+up.URL {
+					t.Errorf("%s still has the gone target's breaker: %v", mf.GetName(), mt.GetLabel())
+				}
+			}
+		}
+	}
 }
 
 // TestWatchGatewayAndRequestInfo checks the series WatchGateway creates at
