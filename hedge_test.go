@@ -185,7 +185,13 @@ func TestHedgeKeyedPostRunsOnce(t *testing.T) {
 			return
 		}
 		runs.Add(1)
-		time.Sleep(60 * time.Millisecond) // well past the hedge delay
+		// The upstream's latency, well past the hedge delay: a hedge, if
+		// one were sent, would arrive while this attempt runs.
+		select {
+		case <-time.After(60 * time.Millisecond):
+		case <-r.Context().Done():
+			return
+		}
 		w.WriteHeader(http.StatusCreated)
 	}
 	u1, u2 := upstream(t, h), upstream(t, h)

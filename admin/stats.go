@@ -457,6 +457,12 @@ func (s *Stats) routeNames() []string {
 	return append([]string(nil), s.order...)
 }
 
+// credentialWords are the words that make a name a credential's (inside
+// identifiers too: access_token, client_secret, X-Internal-Key, passwd):
+// Redact hides the values after them, and the page the values of route
+// conditions that name them.
+const credentialWords = `token|key|passw|pwd|secret|session|cookie|auth|signature`
+
 var redactions = []struct {
 	re   *regexp.Regexp
 	with string
@@ -470,7 +476,7 @@ var redactions = []struct {
 	{regexp.MustCompile(`(?i)\b(bearer|basic|dpop)\s+[^\s",;]+`), "$1 [redacted]"},
 	// A value after a credential-like name, inside identifiers too
 	// (access_token, client_secret, api_key, passwd) and JSON-quoted.
-	{regexp.MustCompile(`(?i)([a-z0-9_-]*(?:token|apikey|api-key|api_key|key|passw(?:or)?d|pwd|secret|session|cookie|auth)[a-z0-9_-]*"?)(\s*[=:]\s*"?|\s+)[^\s",;&}]+`), "$1$2[redacted]"},
+	{regexp.MustCompile(`(?i)([a-z0-9_-]*(?:` + credentialWords + `)[a-z0-9_-]*"?)(\s*[=:]\s*"?|\s+)[^\s",;&}]+`), "$1$2[redacted]"},
 	{regexp.MustCompile(`(?i)\b[a-z][a-z0-9+.-]*://\S+`), "[url]"},
 	{regexp.MustCompile(`\[[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*(%[0-9A-Za-z]+)?\](:\d+)?`), "[addr]"},
 	{regexp.MustCompile(`\b\d{1,3}(\.\d{1,3}){3}(:\d+)?\b`), "[addr]"},
@@ -484,8 +490,8 @@ const maxReason = 160
 // Tokens by "[token]", userinfo ("user:pass@") by "[user]@", URLs by
 // "[url]", IP addresses and host:port pairs by "[addr]", and the value after
 // a credential-like name ("Bearer", "Basic", or a name holding "token",
-// "key", "password", "passwd", "pwd", "secret", "session", "cookie" or
-// "auth", as in access_token=, client_secret:, "password":) by
+// "key", "passw", "pwd", "secret", "session", "cookie", "auth" or
+// "signature", as in access_token=, client_secret:, "password":) by
 // "[redacted]".
 // It is cut to 160 bytes. The recent errors hold only redacted reasons.
 func Redact(reason string) string {

@@ -285,7 +285,7 @@ func (h *Handler) servePage(w http.ResponseWriter, r *http.Request) {
 
 // secretName matches the names of header and query conditions whose value
 // is a credential (an internal key a route requires, say).
-var secretName = regexp.MustCompile(`(?i)(token|key|secret|passw|pwd|auth|session|cookie|signature|sig\b)`)
+var secretName = regexp.MustCompile(`(?i)(?:` + credentialWords + `)`)
 
 // maskMatchers returns a route's conditions ("header X-Version=2") with the
 // value of those that name a credential replaced by "[redacted]": the page

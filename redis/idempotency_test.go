@@ -1,6 +1,7 @@
 package pylonredis_test
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -232,7 +233,20 @@ func TestIdempotencyClaimRenewedAcrossGateways(t *testing.T) {
 	done := make(chan int, 1)
 	go func() { st, _ := post(0); done <- st }()
 	<-arrived
-	time.Sleep(450 * time.Millisecond)
+	// Real Redis expires real time: for three lock times the claim must
+	// stay in Redis, checked every 10ms (without renewal it would be gone
+	// after the first 150ms).
+	rc := newClient(t, sharedAddr)
+	held := time.Now()
+	tick := time.NewTicker(10 * time.Millisecond)
+	for time.Since(held) < 450*time.Millisecond {
+		<-tick.C
+		keys, err := rc.Keys(context.Background(), prefix+"*").Result()
+		if err != nil || len(keys) == 0 {
+			t.Fatalf("after %v the claim is gone from Redis (%v)", time.Since(held), err)
+		}
+	}
+	tick.Stop()
 	if st, _ := post(1); st != http.StatusConflict {
 		t.Errorf("duplicate after the first lock's time: %d, want 409 (the claim was renewed)", st)
 	}

@@ -133,6 +133,8 @@ func fakeRenewals() (timers chan *fakeTimer, restore func()) {
 func waitStopped(t *testing.T, ft *fakeTimer) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
 	for {
 		ft.mu.Lock()
 		stopped := ft.stopped
@@ -143,7 +145,7 @@ func waitStopped(t *testing.T, ft *fakeTimer) {
 		if time.Now().After(deadline) {
 			t.Fatal("the first request never ended")
 		}
-		time.Sleep(2 * time.Millisecond)
+		<-tick.C
 	}
 }
 
